@@ -1,0 +1,40 @@
+"""ftp: finetune language models from one pipeline.toml, with plugins for every part.
+
+The public API for plugin authors is what this module exports: the ``hookimpl`` marker, the
+component base classes, the contexts they receive, and the errors they may raise.
+"""
+
+from ftp.components import (
+    Component,
+    DataLoader,
+    Evaluator,
+    Format,
+    Method,
+    ModelProvider,
+    Shape,
+    StrictConfig,
+)
+from ftp.contexts import EvalContext, LoadContext, TrainContext
+from ftp.errors import ConfigError, FtpError, RunError, UserError
+from ftp.hookspecs import hookimpl
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Component",
+    "ConfigError",
+    "DataLoader",
+    "EvalContext",
+    "Evaluator",
+    "Format",
+    "FtpError",
+    "LoadContext",
+    "Method",
+    "ModelProvider",
+    "RunError",
+    "Shape",
+    "StrictConfig",
+    "TrainContext",
+    "UserError",
+    "hookimpl",
+]

@@ -1,0 +1,257 @@
+"""The ``ftp`` command line.
+
+Exit codes: 0 success, 2 a user error (bad file, config or arguments), 1 a failure while
+running. ``--help``, ``validate``, ``plugins``, ``components`` and ``schema`` import neither
+torch, transformers, trl nor datasets.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ftp.errors import FtpError
+from ftp.plugins import PluginSet, load_plugins
+from ftp.registry import KIND_LABELS
+
+KIND_ALIASES = {
+    "loader": "data_loader", "loaders": "data_loader", "data_loader": "data_loader",
+    "data-loader": "data_loader", "format": "format", "formats": "format",
+    "provider": "model_provider", "providers": "model_provider",
+    "model_provider": "model_provider", "model-provider": "model_provider",
+    "method": "method", "methods": "method", "evaluator": "evaluator", "evaluators": "evaluator",
+}
+
+
+class _State:
+    def __init__(self, plugin_opts: tuple[str, ...], strict: bool) -> None:
+        self.plugin_opts = plugin_opts
+        self.strict = strict
+        self._plugins: PluginSet | None = None
+
+    def plugins(self) -> PluginSet:
+        if self._plugins is None:
+            self._plugins = load_plugins(self.plugin_opts, strict=self.strict)
+        return self._plugins
+
+
+class _Group(click.Group):
+    """Adds commands that plugins provide through ``ftp_cli_commands``."""
+
+    def _extra(self) -> dict[str, click.Command]:
+        if not hasattr(self, "_extra_cache"):
+            extra: dict[str, click.Command] = {}
+            try:
+                plugins = load_plugins()
+                for commands in plugins.call("ftp_cli_commands"):
+                    for cmd in commands:
+                        if cmd.name and cmd.name not in self.commands:
+                            extra[cmd.name] = cmd
+            except FtpError:
+                pass  # a broken plugin shows up in `ftp plugins`; the built-ins still work
+            self._extra_cache = extra
+        return self._extra_cache
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._extra()))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return super().get_command(ctx, name) or self._extra().get(name)
+
+
+def _fail(exc: FtpError, debug: bool) -> None:
+    if debug:
+        import traceback
+
+        traceback.print_exception(exc)
+    click.echo(f"error: {exc}", err=True)
+    if not debug and isinstance(exc, FtpError) and exc.exit_code == 1:
+        click.echo("(rerun with --debug for the traceback)", err=True)
+    sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-p", "plugin_opts", multiple=True, metavar="NAME",
+              help="Load a plugin module or .py file; -p no:NAME blocks an installed plugin.")
+@click.option("--strict-plugins", is_flag=True, help="Fail when any plugin fails to load.")
+@click.version_option(package_name="ftp", prog_name="ftp")
+@click.pass_context
+def cli(ctx: click.Context, plugin_opts: tuple[str, ...], strict_plugins: bool) -> None:
+    """Finetune language models from one pipeline.toml.
+
+    \b
+    ftp validate pipeline.toml     check a pipeline without loading anything heavy
+    ftp run pipeline.toml          run it: data, model, training, evaluation, saving
+    ftp plugins                    installed plugins and what they provide
+    ftp components [KIND]          components by kind, with --options
+    """
+    ctx.obj = _State(plugin_opts, strict_plugins)
+
+
+def _load(state: _State, pipeline: Path, overrides: tuple[str, ...]) -> Any:
+    from ftp.config import load_pipeline
+
+    return load_pipeline(pipeline, state.plugins(), list(overrides))
+
+
+@cli.command()
+@click.argument("pipeline", type=click.Path(path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a value, e.g. --set stages[0].epochs=1 (repeatable).")
+@click.pass_obj
+def validate(state: _State, pipeline: Path, overrides: tuple[str, ...]) -> None:
+    """Check PIPELINE: its shape, every component's options, and the references between them."""
+    try:
+        p = _load(state, pipeline, overrides)
+    except FtpError as exc:
+        _fail(exc, False)
+    stages = " → ".join(f"{s.name} ({s.method.entry.name})" for s in p.stages)
+    click.echo(f"{pipeline}: ok — {len(p.datasets)} dataset(s), stages: {stages}, "
+               f"{len(p.evaluations)} evaluation(s)")
+
+
+@cli.command()
+@click.argument("pipeline", type=click.Path(path_type=Path))
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a value, e.g. --set stages[0].epochs=1 (repeatable).")
+@click.option("--output-dir", "-o", type=click.Path(path_type=Path), default=None,
+              help="Run directory (default: runs/NAME).")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier run in the run directory.")
+@click.option("--debug", is_flag=True, help="Show tracebacks and library warnings.")
+@click.pass_obj
+def run(state: _State, pipeline: Path, overrides: tuple[str, ...], output_dir: Path | None,
+        overwrite: bool, debug: bool) -> None:
+    """Run PIPELINE: load data and model, train each stage, evaluate, save."""
+    try:
+        p = _load(state, pipeline, overrides)
+        from ftp.rundir import RunDir
+        from ftp.runner import Runner, default_run_dir
+
+        run_dir = RunDir.create(default_run_dir(p, str(output_dir) if output_dir else None),
+                                overwrite=overwrite)
+    except FtpError as exc:
+        _fail(exc, debug)
+    _quiet_libraries(debug)
+    click.echo(f"ftp: running {p.name!r} into {run_dir.path}")
+    try:
+        Runner(p, run_dir).run()
+    except FtpError as exc:
+        click.echo(f"run directory (kept, marked failed): {run_dir.path}", err=True)
+        _fail(exc, debug)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted; run directory marked failed: {run_dir.path}", err=True)
+        sys.exit(130)
+    click.echo(f"done: {run_dir.path} (results.json, summary.md, model/)")
+
+
+def _quiet_libraries(debug: bool) -> None:
+    """Keep library chatter (warnings, download bars) out of the run's output unless --debug."""
+    if debug:
+        return
+    import warnings
+
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def plugins(state: _State, as_json: bool) -> None:
+    """List installed plugins: status, distribution, version and components."""
+    try:
+        ps = state.plugins()
+    except FtpError as exc:
+        _fail(exc, False)
+    infos = list(ps.infos.values())
+    if as_json:
+        click.echo(json.dumps([i.as_dict() for i in infos], indent=2))
+        return
+    for info in infos:
+        where = f"{info.distribution} {info.version}".strip()
+        click.echo(f"{info.name:<18} {info.status:<8} {where}")
+        if info.error:
+            click.echo(f"    {info.error}")
+        for kind, name in info.components:
+            click.echo(f"    {KIND_LABELS[kind]:<15} {name}")
+
+
+@cli.command()
+@click.argument("kind", required=False)
+@click.option("--options", is_flag=True, help="Show each component's options.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_obj
+def components(state: _State, kind: str | None, options: bool, as_json: bool) -> None:
+    """List components, optionally of one KIND (loader, format, provider, method, evaluator)."""
+    from ftp._suggest import did_you_mean
+
+    if kind is not None and kind not in KIND_ALIASES:
+        click.echo(f"error: unknown kind {kind!r}{did_you_mean(kind, KIND_ALIASES)}; kinds: "
+                   "loader, format, provider, method, evaluator", err=True)
+        sys.exit(2)
+    try:
+        reg = state.plugins().registry
+    except FtpError as exc:
+        _fail(exc, False)
+    kinds = [KIND_ALIASES[kind]] if kind else list(KIND_LABELS)
+    out: list[dict[str, Any]] = []
+    for k in kinds:
+        for name in reg.names(k):
+            e = reg.entries[k][name]
+            out.append({"kind": k, "name": name, "plugin": e.plugin, "summary": e.cls.summary(),
+                        "options": _options(e.cls.Config)})
+    if as_json:
+        click.echo(json.dumps(out, indent=2, default=str))
+        return
+    current = None
+    for item in out:
+        if item["kind"] != current:
+            current = item["kind"]
+            click.echo(f"{KIND_LABELS[current]}s:")
+        click.echo(f"  {item['name']:<16} {item['summary']}  [{item['plugin']}]")
+        if options:
+            for opt in item["options"]:
+                default = "" if opt["required"] else f" = {opt['default']!r}"
+                desc = f"  — {opt['description']}" if opt["description"] else ""
+                click.echo(f"      {opt['name']}: {opt['type']}{default}{desc}")
+
+
+def _options(config: Any) -> list[dict[str, Any]]:
+    opts = []
+    for name, f in config.model_fields.items():
+        ann = f.annotation
+        type_name = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+        opts.append({
+            "name": name,
+            "type": type_name,
+            "required": f.is_required(),
+            "default": None if f.is_required() else f.get_default(call_default_factory=True),
+            "description": f.description or "",
+        })
+    return opts
+
+
+@cli.command()
+@click.pass_obj
+def schema(state: _State) -> None:
+    """Print a JSON schema of pipeline files for the installed plugins (editor completion)."""
+    from ftp.schema import pipeline_schema
+
+    try:
+        click.echo(json.dumps(pipeline_schema(state.plugins().registry), indent=2))
+    except FtpError as exc:
+        _fail(exc, False)
+
+
+def main() -> None:
+    """Entry point of the ``ftp`` console script."""
+    cli(prog_name="ftp")

@@ -1,0 +1,161 @@
+"""Base classes for the five kinds of component a plugin can provide.
+
+A component is a class with a ``name``, a one-line docstring, and a nested pydantic ``Config``
+that rejects unknown keys. ftp builds the ``Config`` from the user's pipeline file and hands
+it to the constructor; the component does its work in the method its kind defines.
+
+Nothing here imports torch or transformers: components import heavy libraries inside their
+methods, so that listing and validating stay fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from ftp.contexts import EvalContext, LoadContext, TrainContext
+
+
+class StrictConfig(BaseModel):
+    """A component's options: unknown keys are an error, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class Shape:
+    """The record shapes a format can produce (TRL's dataset types, plus labelled text).
+
+    - ``language_modeling``: ``{"text": str}``
+    - ``prompt_completion``: ``{"prompt": str, "completion": str}``
+    - ``conversational``: ``{"messages": [{"role": str, "content": str}, ...]}``
+    - ``preference``: ``{"prompt": ..., "chosen": ..., "rejected": ...}``
+    - ``unpaired_preference``: ``{"prompt": ..., "completion": ..., "label": bool}``
+    - ``labelled_text``: ``{"text": str, "label": str | int}``
+    """
+
+    LANGUAGE_MODELING = "language_modeling"
+    PROMPT_COMPLETION = "prompt_completion"
+    CONVERSATIONAL = "conversational"
+    PREFERENCE = "preference"
+    UNPAIRED_PREFERENCE = "unpaired_preference"
+    LABELLED_TEXT = "labelled_text"
+
+    ALL: ClassVar[frozenset[str]] = frozenset(
+        {
+            LANGUAGE_MODELING,
+            PROMPT_COMPLETION,
+            CONVERSATIONAL,
+            PREFERENCE,
+            UNPAIRED_PREFERENCE,
+            LABELLED_TEXT,
+        }
+    )
+
+
+class Component:
+    """Common base: a name, a kind, and validated options in ``self.config``."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = ""
+
+    class Config(StrictConfig):
+        """No options."""
+
+    def __init__(self, config: StrictConfig | None = None) -> None:
+        self.config = config if config is not None else self.Config()
+
+    @classmethod
+    def summary(cls) -> str:
+        """The first line of the class docstring."""
+        doc = (cls.__doc__ or "").strip()
+        return doc.splitlines()[0] if doc else ""
+
+
+class DataLoader(Component):
+    """Reads records (plain dicts) from somewhere: files, the Hub, a database."""
+
+    kind = "data_loader"
+
+    def load(self, ctx: LoadContext) -> list[dict[str, Any]]:
+        """Return the records. Raise ``UserError`` for a missing file or a bad row."""
+        raise NotImplementedError
+
+
+class Format(Component):
+    """Turns a loader's records into one of the shapes in `Shape`."""
+
+    kind = "format"
+    produces: ClassVar[str] = Shape.LANGUAGE_MODELING
+
+    def convert(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Convert one record. Raise ``ValueError`` with a short reason for a bad one."""
+        raise NotImplementedError
+
+
+class ModelProvider(Component):
+    """Turns a model name into a model and tokenizer; applies adapters; saves."""
+
+    kind = "model_provider"
+
+    def load_tokenizer(self) -> Any:
+        """Return the tokenizer."""
+        raise NotImplementedError
+
+    def load_model(self, task: str, init_from: Path | None = None) -> Any:
+        """Return the model for ``task`` (e.g. ``causal-lm``), from ``init_from`` when given."""
+        raise NotImplementedError
+
+    def apply_adapter(self, model: Any, adapter: Any) -> Any:
+        """Wrap ``model`` with the adapter described by an ``AdapterSection``."""
+        raise NotImplementedError
+
+    def save_adapter(self, model: Any, directory: Path) -> None:
+        """Save only the trained adapter of an adapter-wrapped ``model``."""
+        raise NotImplementedError
+
+    def merge_adapter(self, model: Any) -> Any:
+        """Fold a trained adapter into the base weights; a plain model passes through."""
+        return model
+
+    def save(self, model: Any, tokenizer: Any, directory: Path) -> None:
+        """Save a folder that plain ``transformers`` loads (``from_pretrained``)."""
+        raise NotImplementedError
+
+
+class Method(Component):
+    """A training method: takes a model and formatted data, returns the trained model."""
+
+    kind = "method"
+    #: Shapes of data this method trains on; checked at validation.
+    accepts: ClassVar[frozenset[str]] = frozenset()
+    #: Which model head the provider loads for this method.
+    task: ClassVar[str] = "causal-lm"
+
+    def train(self, ctx: TrainContext) -> Any:
+        """Train ``ctx.model`` and return it (possibly still wrapped in an adapter)."""
+        raise NotImplementedError
+
+
+class Evaluator(Component):
+    """Judges a model: returns metrics (and samples) as a JSON-serialisable dict."""
+
+    kind = "evaluator"
+    #: Shapes of data this evaluator reads; empty when it needs no dataset.
+    accepts: ClassVar[frozenset[str]] = frozenset()
+    #: Whether the evaluator needs a dataset at all.
+    needs_data: ClassVar[bool] = False
+
+    def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
+        """Return results, e.g. ``{"metrics": {...}, "samples": [...]}``."""
+        raise NotImplementedError
+
+
+KINDS: dict[str, type[Component]] = {
+    "data_loader": DataLoader,
+    "format": Format,
+    "model_provider": ModelProvider,
+    "method": Method,
+    "evaluator": Evaluator,
+}

@@ -1,0 +1,602 @@
+"""The pipeline file: parsed, validated in two passes, cross-checked, every problem at once.
+
+Pass 1 checks the file's shape (``[pipeline]``, ``[model]``, ``[data.NAME]``, ``[[stages]]``,
+``[[evaluate]]``) against the models below. Pass 2 checks each section's remaining keys
+against the ``Config`` of the component it names. Cross-checks then follow the references
+between sections. Problems from all three are collected and raised together as a
+`ConfigError`, each with its TOML path.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ftp.components import Component, StrictConfig
+from ftp.errors import ConfigError, Problem, UserError
+from ftp.plugins import PluginSet
+from ftp.registry import Entry
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class _Open(BaseModel):
+    """A section whose other keys belong to the component it names."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+
+class PipelineSection(_Shape):
+    """``[pipeline]``: the run's name, seed and where it writes."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    seed: int = 42
+    output_dir: str | None = None
+    plugins: list[str] = Field(default_factory=list)
+    description: str = ""
+
+
+class ModelSection(_Open):
+    """``[model]``: ``provider`` plus that provider's options."""
+
+    provider: str = "hf"
+
+
+class DataSection(_Open):
+    """``[data.NAME]``: a loader with its options, a format, and how to split."""
+
+    loader: str
+    format: str
+    format_options: dict[str, Any] = Field(default_factory=dict)
+    placeholders: dict[str, str] = Field(default_factory=dict)
+    eval_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    limit: int | None = Field(None, gt=0)
+    shuffle: bool = True
+
+
+class AdapterSection(_Shape):
+    """A stage's ``adapter = {...}``: LoRA through peft."""
+
+    type: Literal["lora"] = "lora"
+    r: int = Field(16, gt=0)
+    alpha: float = Field(32.0, gt=0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: str | list[str] = "all-linear"
+    modules_to_save: list[str] = Field(default_factory=list)
+    #: Keep this adapter stacked on top of the next stage instead of merging it.
+    stack: bool = False
+
+
+class StageSection(_Open):
+    """``[[stages]]``: a method, the data it trains on, an adapter; the rest are method options."""
+
+    method: str
+    data: str
+    name: str | None = Field(None, pattern=NAME_PATTERN)
+    adapter: AdapterSection | None = None
+
+
+class EvaluateSection(_Open):
+    """``[[evaluate]]``: an evaluator, when it runs, on what data; the rest are its options."""
+
+    evaluator: str
+    name: str | None = Field(None, pattern=NAME_PATTERN)
+    data: str | None = None
+    split: Literal["eval", "train", "all"] = "eval"
+    before: bool = False
+    after: Literal["all", "last", "none"] | list[str] = "last"
+
+    @field_validator("after")
+    @classmethod
+    def _no_empty_list(cls, v: Any) -> Any:
+        if isinstance(v, list) and not v:
+            raise ValueError("give stage names, or 'all', 'last' or 'none'")
+        return v
+
+
+class PipelineFile(_Shape):
+    """The whole file, pass 1."""
+
+    pipeline: PipelineSection
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: dict[str, DataSection] = Field(default_factory=dict)
+    stages: list[StageSection] = Field(min_length=1)
+    evaluate: list[EvaluateSection] = Field(default_factory=list)
+
+
+# --- Resolved pipeline -----------------------------------------------------------------------
+
+
+@dataclass
+class Bound:
+    """A component chosen by name, with its validated options."""
+
+    entry: Entry
+    config: StrictConfig
+
+    def build(self) -> Component:
+        """Instantiate the component with its options."""
+        return self.entry.cls(self.config)
+
+
+@dataclass
+class Dataset:
+    """A resolved ``[data.NAME]``."""
+
+    name: str
+    section: DataSection
+    loader: Bound
+    format: Bound
+
+
+@dataclass
+class Stage:
+    """A resolved ``[[stages]]`` entry."""
+
+    index: int
+    name: str
+    data: str
+    method: Bound
+    adapter: AdapterSection | None
+
+
+@dataclass
+class Evaluation:
+    """A resolved ``[[evaluate]]`` entry."""
+
+    index: int
+    name: str
+    section: EvaluateSection
+    evaluator: Bound
+    after_stages: list[str]
+
+
+@dataclass
+class Pipeline:
+    """A validated pipeline, ready for the runner."""
+
+    source: Path
+    raw: dict[str, Any]
+    file: PipelineFile
+    model: Bound
+    datasets: dict[str, Dataset]
+    stages: list[Stage]
+    evaluations: list[Evaluation]
+    plugins: PluginSet = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        """The pipeline's name."""
+        return self.file.pipeline.name
+
+    @property
+    def seed(self) -> int:
+        """The pipeline's seed."""
+        return self.file.pipeline.seed
+
+    @property
+    def base_dir(self) -> Path:
+        """The pipeline file's folder."""
+        return self.source.parent
+
+
+# --- Reading ---------------------------------------------------------------------------------
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML file; a missing or malformed file is a `UserError` naming where."""
+    if not path.is_file():
+        raise UserError(f"pipeline file not found: {path}")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: not valid TOML: {exc}")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a UTF-8 text file")
+
+
+_KEY_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def _parse_key(key: str) -> list[str | int]:
+    parts: list[str | int] = []
+    pos = 0
+    for m in _KEY_PART.finditer(key):
+        if m.start() != pos and key[pos] != ".":
+            raise UserError(f"--set: cannot parse key {key!r}")
+        parts.append(m.group(1) if m.group(1) is not None else int(m.group(2)))
+        pos = m.end()
+    if not parts:
+        raise UserError(f"--set: empty key in {key!r}")
+    return parts
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text  # a bare word is a string: --set model.path=./my-model
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``--set KEY=VALUE`` overrides (``stages[0].epochs=1``; values parsed as TOML)."""
+    for item in overrides:
+        if "=" not in item:
+            raise UserError(f"--set {item!r}: expected KEY=VALUE")
+        key, value = item.split("=", 1)
+        parts = _parse_key(key.strip())
+        node: Any = raw
+        for i, part in enumerate(parts[:-1]):
+            nxt = parts[i + 1]
+            if isinstance(part, int):
+                if not isinstance(node, list) or part >= len(node):
+                    raise UserError(f"--set {key}: no such entry [{part}]")
+                node = node[part]
+            else:
+                if not isinstance(node, dict):
+                    raise UserError(f"--set {key}: {part!r} is not inside a table")
+                node = node.setdefault(part, [] if isinstance(nxt, int) else {})
+        last = parts[-1]
+        if isinstance(last, int):
+            if not isinstance(node, list) or last >= len(node):
+                raise UserError(f"--set {key}: no such entry [{last}]")
+            node[last] = _parse_value(value.strip())
+        else:
+            if not isinstance(node, dict):
+                raise UserError(f"--set {key}: {last!r} is not inside a table")
+            node[last] = _parse_value(value.strip())
+    return raw
+
+
+# --- Validation ------------------------------------------------------------------------------
+
+
+def _loc_path(prefix: str, loc: tuple[Any, ...]) -> str:
+    out = prefix
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _problems_from(exc: ValidationError, prefix: str, data: Any) -> list[Problem]:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            msg = "unknown key"
+            allowed = _allowed_keys(exc, loc)
+            if allowed:
+                from ftp._suggest import did_you_mean
+
+                msg += did_you_mean(str(loc[-1]), allowed)
+        elif kind == "missing":
+            msg = "required key is missing"
+        else:
+            msg = err["msg"]
+        has_value = kind not in ("missing",)
+        value = err.get("input") if has_value else None
+        if kind == "extra_forbidden":
+            has_value = False
+        problems.append(Problem(_loc_path(prefix, loc), msg, value, has_value))
+    return problems
+
+
+def _allowed_keys(exc: ValidationError, loc: tuple[Any, ...]) -> list[str]:
+    model: Any = _MODEL_FOR_ERROR.get(id(exc))
+    if model is None:
+        return []
+    # Walk the model tree along loc[:-1] to find the fields next to the unknown key.
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:
+            return []
+        ann = fields[part].annotation
+        model = _first_model(ann)
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+def _first_model(ann: Any) -> Any:
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in getattr(ann, "__args__", ()) or ():
+        found = _first_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+_MODEL_FOR_ERROR: dict[int, Any] = {}
+
+
+def _validate(model: type[BaseModel], data: Any, prefix: str) -> tuple[Any, list[Problem]]:
+    try:
+        return model.model_validate(data), []
+    except ValidationError as exc:
+        _MODEL_FOR_ERROR[id(exc)] = model
+        try:
+            return None, _problems_from(exc, prefix, data)
+        finally:
+            _MODEL_FOR_ERROR.pop(id(exc), None)
+
+
+def _bind(
+    plugins: PluginSet,
+    kind: str,
+    name: str,
+    options: dict[str, Any],
+    name_path: str,
+    prefix: str,
+    problems: list[Problem],
+) -> Bound | None:
+    entry = plugins.registry.find(kind, name)
+    if entry is None:
+        msg = plugins.registry.unknown(kind, name) + plugins.broken_note()
+        problems.append(Problem(name_path, msg))
+        return None
+    cfg, found = _validate(entry.cls.Config, options, prefix)
+    problems.extend(found)
+    return Bound(entry, cfg) if cfg is not None else None
+
+
+def _extras(section: BaseModel) -> dict[str, Any]:
+    return dict(section.model_extra or {})
+
+
+def _pass1(raw: dict[str, Any], problems: list[Problem]) -> PipelineFile | None:
+    """Check the file's shape section by section; return the sections that passed.
+
+    Sections are checked one at a time, so a bad stage does not hide problems in another,
+    and every problem keeps its real TOML path.
+    """
+    for key in raw:
+        if key not in PipelineFile.model_fields:
+            from ftp._suggest import did_you_mean
+
+            problems.append(Problem(key, "unknown section" + did_you_mean(key, PipelineFile.model_fields)))
+    pipeline, found = _validate(PipelineSection, raw.get("pipeline"), "pipeline")
+    if "pipeline" not in raw:
+        found = [Problem("pipeline", "required section is missing: add [pipeline] with a name")]
+    problems.extend(found)
+    model, found = _validate(ModelSection, raw.get("model", {}), "model")
+    problems.extend(found)
+
+    data: dict[str, DataSection] = {}
+    raw_data = raw.get("data", {})
+    if not isinstance(raw_data, dict):
+        problems.append(Problem("data", "expected tables [data.NAME]", raw_data, True))
+        raw_data = {}
+    for name, section in raw_data.items():
+        where = f"data.{name}"
+        if not re.match(NAME_PATTERN, name):
+            problems.append(Problem(where, "dataset names use letters, digits, _ . -"))
+        parsed, found = _validate(DataSection, section, where)
+        problems.extend(found)
+        if parsed is not None:
+            data[name] = parsed
+
+    stages: list[StageSection] = []
+    raw_stages = raw.get("stages")
+    if raw_stages is None:
+        problems.append(Problem("stages", "required: add at least one [[stages]] table"))
+        raw_stages = []
+    elif not isinstance(raw_stages, list):
+        problems.append(Problem("stages", "expected [[stages]] tables", raw_stages, True))
+        raw_stages = []
+    elif not raw_stages:
+        problems.append(Problem("stages", "required: add at least one [[stages]] table"))
+    for i, section in enumerate(raw_stages):
+        parsed, found = _validate(StageSection, section, f"stages[{i}]")
+        problems.extend(found)
+        stages.append(parsed)
+
+    evaluate: list[EvaluateSection] = []
+    raw_eval = raw.get("evaluate", [])
+    if not isinstance(raw_eval, list):
+        problems.append(Problem("evaluate", "expected [[evaluate]] tables", raw_eval, True))
+        raw_eval = []
+    for i, section in enumerate(raw_eval):
+        parsed, found = _validate(EvaluateSection, section, f"evaluate[{i}]")
+        problems.extend(found)
+        evaluate.append(parsed)
+
+    if pipeline is None or model is None:
+        return None
+    return PipelineFile.model_construct(
+        pipeline=pipeline, model=model, data=data, stages=stages, evaluate=evaluate
+    )
+
+
+def load_pipeline(
+    path: Path,
+    plugins: PluginSet,
+    overrides: list[str] | None = None,
+) -> Pipeline:
+    """Read, validate and resolve a pipeline file.
+
+    Args:
+        path: The ``pipeline.toml``.
+        plugins: The loaded plugins; ``[pipeline] plugins`` are loaded into it here.
+        overrides: ``--set KEY=VALUE`` items applied before validation.
+
+    Raises:
+        ConfigError: with every problem found.
+        UserError: when the file cannot be read at all.
+
+    """
+    path = Path(path)
+    raw = apply_overrides(read_toml(path), overrides or [])
+    problems: list[Problem] = []
+    file = _pass1(raw, problems)
+    if file is None:
+        # Without [pipeline] or [model] there is little to cross-check; still check the rest.
+        file = PipelineFile.model_construct(
+            pipeline=PipelineSection.model_construct(name="?", plugins=[]),
+            model=ModelSection.model_construct(provider="hf"),
+            data={}, stages=[], evaluate=[],
+        )
+        complete = False
+    else:
+        complete = True
+
+    for spec in file.pipeline.plugins:
+        try:
+            plugins.load_module(spec, base_dir=path.parent)
+        except UserError as exc:
+            problems.append(Problem("pipeline.plugins", str(exc)))
+
+    model = None
+    if complete:
+        model = _bind(plugins, "model_provider", file.model.provider, _extras(file.model),
+                      "model.provider", "model", problems)
+
+    datasets: dict[str, Dataset] = {}
+    for name, section in file.data.items():
+        where = f"data.{name}"
+        loader = _bind(plugins, "data_loader", section.loader, _extras(section),
+                       f"{where}.loader", where, problems)
+        fmt = _bind(plugins, "format", section.format, section.format_options,
+                    f"{where}.format", f"{where}.format_options", problems)
+        if loader and fmt:
+            datasets[name] = Dataset(name, section, loader, fmt)
+
+    raw_data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    stages: list[Stage] = []
+    seen_names: dict[str, int] = {}
+    stage_names: list[str] = []
+    for i, section in enumerate(file.stages):
+        if section is None:
+            continue
+        where = f"stages[{i}]"
+        name = section.name or section.method
+        stage_names.append(name)
+        if name in seen_names:
+            hint = "" if section.name else " (give each stage a distinct `name`)"
+            problems.append(Problem(f"{where}.name", f"stage name {name!r} is already used by "
+                                    f"stages[{seen_names[name]}]{hint}"))
+        seen_names.setdefault(name, i)
+        method = _bind(plugins, "method", section.method, _extras(section),
+                       f"{where}.method", where, problems)
+        if section.data not in raw_data:
+            problems.append(Problem(f"{where}.data", _undefined_data(section.data, raw_data),
+                                    section.data, True))
+        elif method and section.data in datasets:
+            produced = datasets[section.data].format.entry.cls.produces
+            accepts = method.entry.cls.accepts
+            if produced not in accepts:
+                problems.append(Problem(
+                    f"{where}.data",
+                    f"method {section.method!r} trains on {_list(accepts)} data, but dataset "
+                    f"{section.data!r} (format {datasets[section.data].section.format!r}) "
+                    f"produces {produced}",
+                ))
+        if method:
+            stages.append(Stage(i, name, section.data, method, section.adapter))
+
+    evaluations: list[Evaluation] = []
+    seen_evals: dict[str, int] = {}
+    for i, section in enumerate(file.evaluate):
+        if section is None:
+            continue
+        where = f"evaluate[{i}]"
+        name = section.name or section.evaluator
+        if name in seen_evals:
+            problems.append(Problem(f"{where}.name", f"evaluation name {name!r} is already used "
+                                    f"by evaluate[{seen_evals[name]}]; give each a distinct `name`"))
+        seen_evals.setdefault(name, i)
+        ev = _bind(plugins, "evaluator", section.evaluator, _extras(section),
+                   f"{where}.evaluator", where, problems)
+        after = _after_stages(section, stage_names, where, problems)
+        if ev is not None:
+            _check_eval_data(section, ev, raw_data, datasets, where, problems)
+            evaluations.append(Evaluation(i, name, section, ev, after))
+        if not section.before and not after:
+            problems.append(Problem(where, "runs neither before nor after any stage; "
+                                    "set before = true or after"))
+
+    if problems or model is None:
+        raise ConfigError(problems, str(path))
+    return Pipeline(path, raw, file, model, datasets, stages, evaluations, plugins)
+
+
+def _after_stages(
+    section: EvaluateSection, stage_names: list[str], where: str, problems: list[Problem]
+) -> list[str]:
+    if section.after == "all":
+        return list(stage_names)
+    if section.after == "last":
+        return stage_names[-1:]
+    if section.after == "none":
+        return []
+    from ftp._suggest import did_you_mean
+
+    for j, s in enumerate(section.after):
+        if s not in stage_names:
+            problems.append(Problem(f"{where}.after[{j}]", f"no stage named {s!r}"
+                                    f"{did_you_mean(s, stage_names)}; stages: "
+                                    f"{', '.join(stage_names)}"))
+    return list(section.after)
+
+
+def _check_eval_data(
+    section: EvaluateSection,
+    ev: Bound,
+    raw_data: dict[str, Any],
+    datasets: dict[str, Dataset],
+    where: str,
+    problems: list[Problem],
+) -> None:
+    cls = ev.entry.cls
+    if section.data is None:
+        if cls.needs_data:
+            problems.append(Problem(f"{where}.data", f"evaluator {section.evaluator!r} needs a "
+                                    "dataset: set `data` to one of the [data.*] names"))
+        return
+    if section.data not in raw_data:
+        problems.append(Problem(f"{where}.data", _undefined_data(section.data, raw_data),
+                                section.data, True))
+        return
+    ds = datasets.get(section.data)
+    if ds is None:
+        return
+    produced = ds.format.entry.cls.produces
+    if cls.accepts and produced not in cls.accepts:
+        problems.append(Problem(
+            f"{where}.data",
+            f"evaluator {section.evaluator!r} reads {_list(cls.accepts)} data, but dataset "
+            f"{section.data!r} produces {produced}",
+        ))
+    if section.split == "eval" and ds.section.eval_fraction == 0:
+        problems.append(Problem(
+            f"{where}.split",
+            f"dataset {section.data!r} has no held-out split (eval_fraction = 0); set "
+            'eval_fraction there, or split = "all" here',
+        ))
+
+
+def _list(shapes: frozenset[str]) -> str:
+    return " or ".join(sorted(shapes)) or "no"
+
+
+def _undefined_data(name: str, raw_data: dict[str, Any]) -> str:
+    from ftp._suggest import did_you_mean
+
+    names = list(raw_data)
+    listed = ", ".join(names) if names else "none defined"
+    return f"no dataset named {name!r}{did_you_mean(name, names)}; datasets: {listed}"

@@ -1,0 +1,63 @@
+"""Errors that ftp turns into one clear line and an exit code.
+
+`UserError` (exit 2) is a mistake in what the user gave us: a file, a value, an argument.
+`RunError` (exit 1) is a failure while running something the user asked for, attributed to
+the pipeline step, component and plugin where it happened.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class FtpError(Exception):
+    """Base of every error ftp reports without a traceback."""
+
+    exit_code = 1
+
+
+class UserError(FtpError):
+    """Bad input: a file, a config value, a command-line argument. Exit code 2."""
+
+    exit_code = 2
+
+
+class RunError(FtpError):
+    """A failure while running a pipeline step. Exit code 1."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a pipeline file.
+
+    Attributes:
+        path: Where in the TOML, e.g. ``stages[0].learning_rate``.
+        message: What is wrong and, where possible, what to do.
+        value: The offending value, when there is one.
+
+    """
+
+    path: str
+    message: str
+    value: object = None
+    has_value: bool = False
+
+    def __str__(self) -> str:
+        shown = f" (got {self.value!r})" if self.has_value else ""
+        where = self.path or "<pipeline>"
+        return f"{where}: {self.message}{shown}"
+
+
+class ConfigError(UserError):
+    """Every problem found in a pipeline file, reported together."""
+
+    def __init__(self, problems: list[Problem], source: str = "") -> None:
+        self.problems = problems
+        self.source = source
+        head = f"{source}: " if source else ""
+        noun = "problem" if len(problems) == 1 else "problems"
+        lines = [f"{head}{len(problems)} {noun} in the pipeline"]
+        lines += [f"  - {p}" for p in problems]
+        super().__init__("\n".join(lines))

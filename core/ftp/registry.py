@@ -1,0 +1,85 @@
+"""Named components with provenance: which plugin, and which distribution, provides each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ftp._suggest import unknown_name
+from ftp.components import KINDS, Component
+from ftp.errors import UserError
+
+#: Registration hook → component kind.
+HOOKS: dict[str, str] = {
+    "ftp_data_loaders": "data_loader",
+    "ftp_formats": "format",
+    "ftp_model_providers": "model_provider",
+    "ftp_methods": "method",
+    "ftp_evaluators": "evaluator",
+}
+
+KIND_LABELS: dict[str, str] = {
+    "data_loader": "data loader",
+    "format": "format",
+    "model_provider": "model provider",
+    "method": "method",
+    "evaluator": "evaluator",
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered component and where it came from."""
+
+    kind: str
+    name: str
+    cls: type[Component]
+    plugin: str
+    distribution: str
+
+
+@dataclass
+class Registry:
+    """All components by kind and name, with the problems found while building it."""
+
+    entries: dict[str, dict[str, Entry]] = field(
+        default_factory=lambda: {kind: {} for kind in KINDS}
+    )
+    conflicts: list[str] = field(default_factory=list)
+
+    def add(self, entry: Entry) -> str | None:
+        """Register ``entry``; return an error message if its name is taken or it is malformed."""
+        base = KINDS[entry.kind]
+        if not (isinstance(entry.cls, type) and issubclass(entry.cls, base)):
+            return f"{entry.cls!r} returned by a {entry.kind} hook is not a {base.__name__} subclass"
+        if not entry.name:
+            return f"{entry.cls.__name__} has no name"
+        taken = self.entries[entry.kind].get(entry.name)
+        if taken is not None:
+            msg = (
+                f"{KIND_LABELS[entry.kind]} {entry.name!r} is provided twice: by plugin "
+                f"{taken.plugin!r} ({taken.distribution}) and by plugin {entry.plugin!r} "
+                f"({entry.distribution})"
+            )
+            self.conflicts.append(msg)
+            return msg
+        self.entries[entry.kind][entry.name] = entry
+        return None
+
+    def names(self, kind: str) -> list[str]:
+        """Sorted names of one kind."""
+        return sorted(self.entries[kind])
+
+    def find(self, kind: str, name: str) -> Entry | None:
+        """The entry, or None."""
+        return self.entries[kind].get(name)
+
+    def get(self, kind: str, name: str) -> Entry:
+        """The entry, or a `UserError` with 'did you mean' and the available names."""
+        entry = self.find(kind, name)
+        if entry is None:
+            raise UserError(self.unknown(kind, name))
+        return entry
+
+    def unknown(self, kind: str, name: str) -> str:
+        """The message for an unknown name of ``kind``."""
+        return unknown_name(KIND_LABELS[kind], name, self.entries[kind])

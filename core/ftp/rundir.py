@@ -1,0 +1,103 @@
+"""The run directory: everything a run wrote, readable without ftp.
+
+Layout::
+
+    runs/NAME/
+      run.json              status (running / finished / failed), timings, the failed step
+      pipeline.toml         the pipeline file as given; resolved.json: after --set and defaults
+      environment.json      python, packages and plugins with their versions
+      data.json             per dataset: source fingerprint, row counts, fingerprint of records
+      metrics.jsonl         one JSON object per logged training step, with the stage's name
+      results.json          every evaluator's results, by stage (``base`` = before training)
+      summary.md            a short human-readable account
+      stages/STAGE/         checkpoints and the stage's adapter
+      adapter/              the last stage's adapter (when it trained one)
+      model/                the final model, loadable by plain transformers
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from ftp.errors import UserError
+
+STATUS_FILE = "run.json"
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n"
+
+
+class RunDir:
+    """A run's output folder, written atomically file by file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def create(cls, path: Path, overwrite: bool = False) -> RunDir:
+        """Create the folder; refuse to reuse a non-empty one unless ``overwrite``.
+
+        Raises:
+            UserError: when the folder holds an earlier run and ``overwrite`` is false.
+
+        """
+        if path.exists() and not path.is_dir():
+            raise UserError(f"output path {path} exists and is not a folder")
+        if path.is_dir() and any(path.iterdir()):
+            if not overwrite:
+                state = cls(path).status().get("status", "unknown")
+                what = "a finished run" if state == "finished" else f"an earlier run ({state})"
+                raise UserError(
+                    f"{path} already holds {what}; pass --overwrite to replace it, or "
+                    "--output-dir DIR to write elsewhere"
+                )
+            shutil.rmtree(path)
+        path.mkdir(parents=True, exist_ok=True)
+        return cls(path)
+
+    def file(self, name: str) -> Path:
+        """Path of a file in the run directory."""
+        return self.path / name
+
+    def write_json(self, name: str, obj: Any) -> Path:
+        """Write JSON atomically (temp file, then rename), so readers never see half a file."""
+        target = self.file(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(_dump(obj), encoding="utf-8")
+        os.replace(tmp, target)
+        return target
+
+    def write_text(self, name: str, text: str) -> Path:
+        """Write a text file atomically."""
+        target = self.file(name)
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, target)
+        return target
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        """Append one line to metrics.jsonl."""
+        with self.file("metrics.jsonl").open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record, default=str) + "\n")
+
+    def status(self) -> dict[str, Any]:
+        """The contents of run.json, or an empty dict."""
+        try:
+            return json.loads(self.file(STATUS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+
+    def set_status(self, status: str, **info: Any) -> None:
+        """Update run.json with a status and more fields."""
+        data = self.status()
+        data.update(info)
+        data["status"] = status
+        data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self.write_json(STATUS_FILE, data)

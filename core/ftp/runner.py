@@ -1,0 +1,277 @@
+"""Running a validated pipeline: it reads like the pipeline file.
+
+load data → load tokenizer → load model → (evaluate before) → per stage: train → merge →
+evaluate → save. Every step is announced and timed; an exception becomes one `RunError` line
+naming the step, the component and the plugin that provides it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Iterator
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from ftp.config import Bound, Evaluation, Pipeline, Stage
+from ftp.contexts import EvalContext, TrainContext
+from ftp.data import Prepared, prepare
+from ftp.errors import FtpError, RunError, UserError
+from ftp.progress import make_progress_callback
+from ftp.rundir import RunDir
+
+PACKAGES = ("ftp", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "pluggy",
+            "pydantic")
+BASE_STAGE = "base"
+
+
+def _version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+class Runner:
+    """Runs one pipeline into one run directory."""
+
+    def __init__(self, pipeline: Pipeline, run_dir: RunDir, console: Console | None = None) -> None:
+        self.pipeline = pipeline
+        self.run_dir = run_dir
+        self.console = console or Console()
+        self.plugins = pipeline.plugins
+        self.timings: dict[str, float] = {}
+        self.results: dict[str, Any] = {"pipeline": pipeline.name, "stages": {}}
+        self.data: dict[str, Prepared] = {}
+        self.train_summaries: dict[str, dict[str, Any]] = {}
+        self.current_step = "start"
+
+    # -- steps ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def step(self, label: str, bound: Bound | None = None) -> Iterator[None]:
+        """Announce, time and attribute one step of the run."""
+        self.current_step = label
+        who = ""
+        if bound is not None:
+            e = bound.entry
+            who = f" [{e.kind.replace('_', ' ')} {e.name!r}, plugin {e.plugin!r}]"
+        self.console.print(f"[bold cyan]▶[/] {label}", highlight=False)
+        start = time.perf_counter()
+        try:
+            yield
+        except FtpError as exc:
+            if isinstance(exc, UserError):
+                raise type(exc)(f"{label}{who}: {exc}") from exc
+            raise
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            text = str(exc).strip().splitlines()
+            first = text[0] if text else ""
+            raise RunError(f"{label}{who}: {type(exc).__name__}: {first}") from exc
+        took = time.perf_counter() - start
+        self.timings[label] = round(took, 2)
+        self.console.print(f"  [dim]done in {took:.1f}s[/]", highlight=False)
+
+    # -- the run --------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        """Run every step; return results.json's contents.
+
+        Raises:
+            FtpError: ``UserError`` or ``RunError`` with one line naming the failed step.
+
+        """
+        started = time.perf_counter()
+        self.run_dir.set_status("running", pipeline=self.pipeline.name,
+                                started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        try:
+            self._write_inputs()
+            self.plugins.call("ftp_pipeline_start", pipeline=self.pipeline,
+                              run_dir=self.run_dir.path)
+            self._run_steps()
+        except BaseException as exc:
+            self.run_dir.set_status("failed", failed_step=self.current_step, error=str(exc),
+                                    timings=self.timings)
+            self.run_dir.write_json("results.json", self.results)
+            self._write_summary("failed", time.perf_counter() - started, str(exc))
+            with contextlib.suppress(Exception):
+                self.plugins.call("ftp_pipeline_error", error=exc, step=self.current_step,
+                                  run_dir=self.run_dir.path)
+            raise
+        total = round(time.perf_counter() - started, 2)
+        self.results["status"] = "finished"
+        self.run_dir.write_json("results.json", self.results)
+        self._write_summary("finished", total)
+        self.run_dir.set_status("finished", seconds=total, timings=self.timings)
+        self.plugins.call("ftp_pipeline_finish", run_dir=self.run_dir.path, results=self.results)
+        return self.results
+
+    def _run_steps(self) -> None:
+        p = self.pipeline
+        used = {s.data for s in p.stages} | {e.section.data for e in p.evaluations if e.section.data}
+        for name in [n for n in p.datasets if n in used]:
+            ds = p.datasets[name]
+            with self.step(f"load data {name!r}", ds.loader):
+                self.data[name] = prepare(ds, p.base_dir, p.seed)
+            for warning in self.data[name].warnings:
+                self.console.print(f"  [yellow]warning:[/] {warning}", highlight=False)
+            d = self.data[name]
+            self.console.print(f"  {len(d.train)} train / {len(d.eval)} held-out rows, "
+                               f"{d.shape}", highlight=False)
+            self.plugins.call("ftp_dataset_ready", name=name, train=d.train, eval=d.eval or None)
+        self.run_dir.write_json("data.json", {n: d.fingerprint for n, d in self.data.items()})
+
+        provider = p.model.build()
+        with self.step("load tokenizer", p.model):
+            tokenizer = provider.load_tokenizer()
+        first = p.stages[0]
+        with self.step("load model", p.model):
+            model = provider.load_model(first.method.entry.cls.task)
+        self.plugins.call("ftp_model_loaded", model=model, tokenizer=tokenizer, stage=BASE_STAGE)
+
+        for ev in p.evaluations:
+            if ev.section.before:
+                self._evaluate(ev, BASE_STAGE, model, tokenizer)
+
+        for i, stage in enumerate(p.stages):
+            model = self._train_stage(stage, provider, model, tokenizer)
+            for ev in p.evaluations:
+                if stage.name in ev.after_stages:
+                    self._evaluate(ev, stage.name, model, tokenizer)
+            del i
+
+        final = self.run_dir.file("model")
+        staging = self.run_dir.file("model.partial")
+        with self.step("save model", p.model):
+            if staging.exists():
+                shutil.rmtree(staging)
+            provider.save(model, tokenizer, staging)
+            staging.rename(final)  # only a complete model folder is called model/
+        self.console.print(f"  model saved to {final}", highlight=False)
+
+    def _train_stage(self, stage: Stage, provider: Any, model: Any, tokenizer: Any) -> Any:
+        data = self.data[stage.data]
+        stage_dir = self.run_dir.file(f"stages/{stage.name}")
+        stage_dir.mkdir(parents=True, exist_ok=True)
+        if stage.adapter is not None:
+            with self.step(f"stage {stage.name!r}: add {stage.adapter.type} adapter", self.pipeline.model):
+                model = provider.apply_adapter(model, stage.adapter)
+        callbacks = [make_progress_callback(self.console, stage.name, self._log_metrics)]
+        for extra in self.plugins.call("ftp_trainer_callbacks", stage=stage.name):
+            callbacks.extend(extra)
+        ctx = TrainContext(
+            stage=stage.name,
+            model=model,
+            tokenizer=tokenizer,
+            provider=provider,
+            train=data.train,
+            eval=data.eval or None,
+            adapter=stage.adapter,
+            output_dir=stage_dir / "checkpoints",
+            seed=self.pipeline.seed,
+            callbacks=callbacks,
+            log=self._log_metrics,
+        )
+        method = stage.method.build()
+        label = f"stage {stage.name!r}: train ({stage.method.entry.name})"
+        with self.step(label, stage.method):
+            trained = method.train(ctx)
+        self.train_summaries[stage.name] = {"seconds": self.timings.get(label)}
+        if stage.adapter is not None:
+            with self.step(f"stage {stage.name!r}: save and merge adapter", self.pipeline.model):
+                provider.save_adapter(trained, stage_dir / "adapter")
+                if stage is self.pipeline.stages[-1]:
+                    provider.save_adapter(trained, self.run_dir.file("adapter"))
+                trained = provider.merge_adapter(trained)
+        self.plugins.call("ftp_model_loaded", model=trained, tokenizer=tokenizer, stage=stage.name)
+        return trained
+
+    def _evaluate(self, ev: Evaluation, stage: str, model: Any, tokenizer: Any) -> None:
+        data = None
+        if ev.section.data is not None:
+            data = self.data[ev.section.data].split(ev.section.split)
+        evaluator = ev.evaluator.build()
+        ctx = EvalContext(stage=stage, model=model, tokenizer=tokenizer, data=data,
+                          seed=self.pipeline.seed)
+        when = "before training" if stage == BASE_STAGE else f"after {stage!r}"
+        with self.step(f"evaluate {ev.name!r} {when}", ev.evaluator):
+            result = evaluator.evaluate(ctx)
+        self.results["stages"].setdefault(stage, {})[ev.name] = result
+        self.run_dir.write_json("results.json", self.results)
+        for key, value in (result.get("metrics") or {}).items():
+            if isinstance(value, int | float):
+                self.console.print(f"  {key} = {value:.4g}", highlight=False)
+        for sample in (result.get("samples") or [])[:5]:
+            if "prompt" in sample and "answer" in sample:
+                self.console.print(f"  [dim]Q:[/] {sample['prompt']}\n  [dim]A:[/] "
+                                   f"{sample['answer']}", highlight=False)
+        self.plugins.call("ftp_evaluation_done", stage=stage, evaluator=ev.name, results=result)
+
+    def _log_metrics(self, record: dict[str, Any]) -> None:
+        self.run_dir.append_metrics(record)
+        stage = record.get("stage")
+        if stage:
+            summary = self.train_summaries.setdefault(stage, {})
+            for key in ("loss", "train_loss", "train_runtime", "tokens_per_second",
+                        "tokens_seen", "eval_loss"):
+                if key in record:
+                    summary[key] = record[key]
+
+    # -- records --------------------------------------------------------------------------
+
+    def _write_inputs(self) -> None:
+        p = self.pipeline
+        shutil.copyfile(p.source, self.run_dir.file("pipeline.toml"))
+        resolved = {
+            "source": str(p.source),
+            "raw": p.raw,
+            "model": {"provider": p.model.entry.name, **p.model.config.model_dump()},
+            "data": {
+                n: {**d.section.model_dump(exclude={"format_options"}),
+                    **d.loader.config.model_dump(),
+                    "format_options": d.format.config.model_dump()}
+                for n, d in p.datasets.items()
+            },
+            "stages": [
+                {"name": s.name, "method": s.method.entry.name, "data": s.data,
+                 "adapter": s.adapter.model_dump() if s.adapter else None,
+                 **s.method.config.model_dump()}
+                for s in p.stages
+            ],
+            "evaluate": [
+                {"name": e.name, **e.section.model_dump(), **e.evaluator.config.model_dump()}
+                for e in p.evaluations
+            ],
+        }
+        self.run_dir.write_json("resolved.json", resolved)
+        self.run_dir.write_json("environment.json", {
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "packages": {name: _version(name) for name in PACKAGES},
+            "plugins": [info.as_dict() for info in self.plugins.infos.values()],
+        })
+
+    def _write_summary(self, status: str, seconds: float, error: str = "") -> None:
+        from ftp.summary import render_summary
+
+        text = render_summary(self.pipeline, status, seconds, self.timings, self.train_summaries,
+                              self.results, error, self.run_dir.path)
+        self.run_dir.write_text("summary.md", text)
+
+
+def default_run_dir(pipeline: Pipeline, output_dir: str | None) -> Path:
+    """``--output-dir``, else ``[pipeline] output_dir``, else ``runs/NAME`` in the working dir."""
+    if output_dir:
+        return Path(output_dir)
+    if pipeline.file.pipeline.output_dir:
+        out = Path(pipeline.file.pipeline.output_dir)
+        return out if out.is_absolute() else pipeline.base_dir / out
+    return Path("runs") / pipeline.name

@@ -1,0 +1,76 @@
+"""A JSON schema of pipeline files, built from the installed plugins' component configs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from ftp.config import (
+    AdapterSection,
+    DataSection,
+    EvaluateSection,
+    ModelSection,
+    PipelineSection,
+    StageSection,
+)
+from ftp.registry import Registry
+
+REF = "#/$defs/{model}"
+
+
+def _schema(model: type[BaseModel], defs: dict[str, Any]) -> dict[str, Any]:
+    s = model.model_json_schema(ref_template=REF)
+    defs.update(s.pop("$defs", {}))
+    return s
+
+
+def _variants(
+    core: type[BaseModel], key: str, entries: dict[str, Any], defs: dict[str, Any],
+    nested: str | None = None,
+) -> dict[str, Any]:
+    """One schema per component: the section's own keys plus the component's options."""
+    base = _schema(core, defs)
+    variants = []
+    for name, entry in sorted(entries.items()):
+        opts = _schema(entry.cls.Config, defs)
+        props = dict(base.get("properties", {}))
+        props[key] = {"const": name, "description": entry.cls.summary()}
+        if nested:
+            props[nested] = {**opts, "type": "object"}
+        else:
+            props.update(opts.get("properties", {}))
+        variants.append({
+            "type": "object",
+            "title": f"{key} = {name!r}",
+            "properties": props,
+            "additionalProperties": False,
+        })
+    return {"anyOf": variants} if variants else base
+
+
+def pipeline_schema(registry: Registry) -> dict[str, Any]:
+    """Return a JSON schema (draft 2020-12) for pipeline.toml with the installed components."""
+    defs: dict[str, Any] = {}
+    model = _variants(ModelSection, "provider", registry.entries["model_provider"], defs)
+    data = _variants(DataSection, "loader", registry.entries["data_loader"], defs)
+    stages = _variants(StageSection, "method", registry.entries["method"], defs)
+    evaluate = _variants(EvaluateSection, "evaluator", registry.entries["evaluator"], defs)
+    defs["AdapterSection"] = _schema(AdapterSection, defs)
+    formats = sorted(registry.entries["format"])
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "ftp pipeline file",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["pipeline", "stages"],
+        "properties": {
+            "pipeline": _schema(PipelineSection, defs),
+            "model": model,
+            "data": {"type": "object", "additionalProperties": data,
+                     "description": f"Datasets by name. Formats: {', '.join(formats)}"},
+            "stages": {"type": "array", "minItems": 1, "items": stages},
+            "evaluate": {"type": "array", "items": evaluate},
+        },
+        "$defs": defs,
+    }

@@ -1,0 +1,52 @@
+"""summary.md: what a person wants to know about a run, in a page."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ftp.config import Pipeline
+
+
+def render_summary(
+    pipeline: Pipeline,
+    status: str,
+    seconds: float,
+    timings: dict[str, float],
+    train: dict[str, dict[str, Any]],
+    results: dict[str, Any],
+    error: str,
+    run_dir: Path,
+) -> str:
+    """Render the run's summary as Markdown."""
+    lines = [f"# {pipeline.name}: {status}", ""]
+    lines.append(f"- pipeline file: `{pipeline.source}`")
+    lines.append(f"- wall time: {seconds:.1f} s")
+    if error:
+        lines.append(f"- error: {error}")
+        lines.append("- earlier outputs in this folder are kept; fix the problem and rerun "
+                     "with `--overwrite` or another `--output-dir`")
+    if status == "finished":
+        lines.append(f"- final model: `{run_dir / 'model'}` (loads with "
+                     "`AutoModelForCausalLM.from_pretrained`)")
+    lines += ["", "## Steps", "", "| step | seconds |", "|---|---|"]
+    lines += [f"| {label} | {sec} |" for label, sec in timings.items()]
+    if train:
+        lines += ["", "## Training", "", "| stage | final loss | tokens/s | tokens |", "|---|---|---|---|"]
+        for stage, info in train.items():
+            loss = info.get("train_loss", info.get("loss"))
+            loss_s = f"{loss:.4f}" if isinstance(loss, float) else "-"
+            lines.append(f"| {stage} | {loss_s} | {info.get('tokens_per_second', '-')} | "
+                         f"{info.get('tokens_seen', '-')} |")
+    for stage, evals in results.get("stages", {}).items():
+        lines += ["", f"## Evaluation: {stage}", ""]
+        for name, result in evals.items():
+            metrics = result.get("metrics") or {}
+            shown = ", ".join(f"{k} = {v:.4g}" if isinstance(v, float) else f"{k} = {v}"
+                              for k, v in metrics.items() if isinstance(v, int | float))
+            lines.append(f"- **{name}**{': ' + shown if shown else ''}")
+            for sample in result.get("samples") or []:
+                if "prompt" in sample:
+                    answer = str(sample.get("answer", "")).replace("\n", " ")
+                    lines.append(f"  - Q: {sample['prompt']} — A: {answer}")
+    return "\n".join(lines) + "\n"

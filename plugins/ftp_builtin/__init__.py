@@ -1,0 +1,1 @@
+"""ftp's built-in plugins, written only against ftp's public API, like any third party's."""

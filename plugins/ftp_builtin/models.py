@@ -1,0 +1,222 @@
+"""The ``hf`` model provider: transformers models from the catalog, a folder, the Hub or GGUF."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+from ftp import ModelProvider, RunError, StrictConfig, UserError, hookimpl
+from pydantic import Field
+
+from ftp_builtin.catalog import CATALOG, cache_dir, fetch
+
+TASKS = {"causal-lm": "AutoModelForCausalLM", "sequence-classification":
+         "AutoModelForSequenceClassification"}
+
+
+class HFProvider(ModelProvider):
+    """Hugging Face transformers models: catalog name, local folder, Hub id or .gguf file."""
+
+    name = "hf"
+
+    class Config(StrictConfig):
+        """Where the model comes from and how it is placed."""
+
+        path: str = Field(description="Catalog name, local folder, Hub id, or a .gguf file.")
+        revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+        dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+            "auto", description="auto: bfloat16 on a GPU that supports it, else float32."
+        )
+        device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+        attn_implementation: str | None = Field(None, description="e.g. sdpa, eager.")
+        trust_remote_code: bool = False
+
+    def __init__(self, config: Any = None) -> None:
+        super().__init__(config)
+        self._source: Path | str | None = None
+
+    # -- where the weights are ------------------------------------------------------------
+
+    def source(self) -> Path | str:
+        """A local folder with config + weights + tokenizer, or a Hub id."""
+        if self._source is None:
+            self._source = self._resolve()
+        return self._source
+
+    def _resolve(self) -> Path | str:
+        path = self.config.path
+        entry = CATALOG.get(path)
+        if entry is not None:
+            fetched = fetch(entry)
+            return _converted_gguf(fetched, entry.alias) if entry.kind == "gguf" else fetched
+        local = Path(path).expanduser()
+        if path.endswith(".gguf"):
+            if not local.is_file():
+                raise UserError(f"GGUF file not found: {local}")
+            return _converted_gguf(local, None)
+        if local.exists():
+            if not (local / "config.json").is_file():
+                raise UserError(f"{local} is not a model folder (no config.json)")
+            return local
+        if path.startswith((".", "/", "~")) or path.count("/") > 1:
+            raise UserError(f"model folder not found: {local}")
+        return path  # a Hub id
+
+    def device(self) -> str:
+        """The device the model goes to."""
+        import torch
+
+        if self.config.device != "auto":
+            return self.config.device
+        if torch.cuda.is_available():
+            return "cuda"
+        return "cpu"
+
+    def torch_dtype(self) -> Any:
+        """The dtype for loading."""
+        import torch
+
+        if self.config.dtype != "auto":
+            return getattr(torch, self.config.dtype)
+        if self.device() == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+
+    # -- loading --------------------------------------------------------------------------
+
+    def load_tokenizer(self) -> Any:
+        """Load the tokenizer; give it a pad token when it has none."""
+        from transformers import AutoTokenizer
+
+        source = self.source()
+        tok = _hub_call(lambda: AutoTokenizer.from_pretrained(
+            source, revision=self.config.revision, trust_remote_code=self.config.trust_remote_code
+        ), source)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+        return tok
+
+    def load_model(self, task: str, init_from: Path | None = None) -> Any:
+        """Load the model for ``task`` on the chosen device and dtype."""
+        import transformers
+
+        if task not in TASKS:
+            raise RunError(f"provider 'hf' cannot load models for task {task!r}")
+        _use_all_cores()
+        cls = getattr(transformers, TASKS[task])
+        source = init_from or self.source()
+        kwargs: dict[str, Any] = {"dtype": self.torch_dtype(),
+                                  "trust_remote_code": self.config.trust_remote_code}
+        if self.config.revision and init_from is None:
+            kwargs["revision"] = self.config.revision
+        if self.config.attn_implementation:
+            kwargs["attn_implementation"] = self.config.attn_implementation
+        model = _hub_call(lambda: cls.from_pretrained(source, **kwargs), source)
+        return model.to(self.device())
+
+    # -- adapters -------------------------------------------------------------------------
+
+    def apply_adapter(self, model: Any, adapter: Any) -> Any:
+        """Wrap with a LoRA adapter (peft)."""
+        from peft import LoraConfig, get_peft_model
+
+        task_type = "SEQ_CLS" if _is_classifier(model) else "CAUSAL_LM"
+        config = LoraConfig(
+            r=adapter.r,
+            lora_alpha=adapter.alpha,
+            lora_dropout=adapter.dropout,
+            target_modules=adapter.target_modules,
+            modules_to_save=adapter.modules_to_save or None,
+            task_type=task_type,
+        )
+        try:
+            return get_peft_model(model, config)
+        except ValueError as exc:
+            raise UserError(f"adapter: {exc}") from None
+
+    def save_adapter(self, model: Any, directory: Path) -> None:
+        """Save the adapter weights and config only."""
+        model.save_pretrained(str(directory))
+
+    def merge_adapter(self, model: Any) -> Any:
+        """Merge LoRA weights into the base model and drop the peft wrapper."""
+        from peft import PeftModel
+
+        if isinstance(model, PeftModel):
+            return model.merge_and_unload()
+        return model
+
+    def save(self, model: Any, tokenizer: Any, directory: Path) -> None:
+        """Save model, tokenizer and generation config as a plain transformers folder."""
+        model = self.merge_adapter(model)
+        model.save_pretrained(str(directory))
+        tokenizer.save_pretrained(str(directory))
+
+
+def _is_classifier(model: Any) -> bool:
+    return type(model).__name__.endswith("ForSequenceClassification")
+
+
+def _use_all_cores() -> None:
+    """Use every core on CPU: some launchers set one thread per process, which halves speed."""
+    import torch
+
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(os.cpu_count() or 1)
+
+
+def _hub_call(fn: Any, source: Any) -> Any:
+    try:
+        return fn()
+    except OSError as exc:
+        if isinstance(source, Path):
+            raise UserError(f"could not load {source}: {exc}") from None
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+        hint = ("the Hub is disabled (HF_HUB_OFFLINE=1)" if offline else
+                "is the Hub reachable and the id right?")
+        raise UserError(f"could not load {source!r} from the Hugging Face Hub ({hint}); "
+                        f"offline names: {', '.join(CATALOG)}") from None
+
+
+def _converted_gguf(gguf: Path, alias: str | None) -> Path:
+    """Dequantize a GGUF file once into a cached safetensors folder; return the folder."""
+    stat = gguf.stat()
+    key = alias or hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+                                  ).hexdigest()[:16]
+    folder = cache_dir() / "models" / key
+    if (folder / "config.json").is_file():
+        return folder
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name,
+                                                     dtype=torch.float32)
+    except Exception as exc:
+        raise RunError(f"could not read GGUF file {gguf}: {exc}") from None
+    # transformers keeps a GGUF quantizer attached even though the weights are now dense
+    # floats; with it, saving and training refuse. Detach it: this is a plain model now.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    staging = folder.with_name(folder.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    model.save_pretrained(str(staging))
+    tokenizer.save_pretrained(str(staging))
+    if folder.exists():
+        shutil.rmtree(folder)
+    staging.rename(folder)
+    return folder
+
+
+@hookimpl
+def ftp_model_providers() -> list[type]:
+    """Register the ``hf`` provider."""
+    return [HFProvider]
