@@ -1,0 +1,26 @@
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never reach the Hub: everything is local files, tiny models or the offline catalog.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama with a small ChatML tokenizer, in a folder."""
+    from ftp.testing import make_tiny_causal_lm
+
+    return make_tiny_causal_lm(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer():
+    """SmolLM2-135M-Instruct's real tokenizer, from the offline catalog (fetched once)."""
+    from ftp_builtin.models import HFProvider
+
+    return HFProvider(HFProvider.Config(path="smollm2-135m-instruct")).load_tokenizer()
