@@ -43,25 +43,30 @@ class _State:
 class _Group(click.Group):
     """Adds commands that plugins provide through ``ftp_cli_commands``."""
 
-    def _extra(self) -> dict[str, click.Command]:
-        if not hasattr(self, "_extra_cache"):
+    def _extra(self, ctx: click.Context) -> dict[str, click.Command]:
+        # The group's own -p options count here too: `ftp -p myplugin.py mycommand`.
+        opts = tuple(ctx.params.get("plugin_opts") or ())
+        cache: dict[tuple[str, ...], dict[str, click.Command]] = self.__dict__.setdefault(
+            "_extra_cache", {}
+        )
+        if opts not in cache:
             extra: dict[str, click.Command] = {}
+            plugins = load_plugins(opts)
             try:
-                plugins = load_plugins()
                 for commands in plugins.call("ftp_cli_commands"):
                     for cmd in commands:
                         if cmd.name and cmd.name not in self.commands:
                             extra[cmd.name] = cmd
-            except FtpError:
-                pass  # a broken plugin shows up in `ftp plugins`; the built-ins still work
-            self._extra_cache = extra
-        return self._extra_cache
+            except FtpError as exc:
+                click.echo(f"warning: {exc}", err=True)  # the built-in commands still work
+            cache[opts] = extra
+        return cache[opts]
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(self._extra()))
+        return sorted(set(super().list_commands(ctx)) | set(self._extra(ctx)))
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        return super().get_command(ctx, name) or self._extra().get(name)
+        return super().get_command(ctx, name) or self._extra(ctx).get(name)
 
 
 def _fail(exc: FtpError, debug: bool) -> None:
@@ -96,7 +101,10 @@ def cli(ctx: click.Context, plugin_opts: tuple[str, ...], strict_plugins: bool) 
 def _load(state: _State, pipeline: Path, overrides: tuple[str, ...]) -> Any:
     from ftp.config import load_pipeline
 
-    return load_pipeline(pipeline, state.plugins(), list(overrides))
+    plugins = state.plugins()
+    for info in plugins.errors():
+        click.echo(f"warning: plugin {info.name!r} failed to load: {info.error}", err=True)
+    return load_pipeline(pipeline, plugins, list(overrides))
 
 
 @cli.command()
@@ -228,8 +236,7 @@ def components(state: _State, kind: str | None, options: bool, as_json: bool) ->
 def _options(config: Any) -> list[dict[str, Any]]:
     opts = []
     for name, f in config.model_fields.items():
-        ann = f.annotation
-        type_name = getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
+        type_name = _type_name(f.annotation)
         opts.append({
             "name": name,
             "type": type_name,
@@ -238,6 +245,24 @@ def _options(config: Any) -> list[dict[str, Any]]:
             "description": f.description or "",
         })
     return opts
+
+
+def _type_name(ann: Any) -> str:
+    """A readable type: ``"linear" | "cosine"`` for Literals, ``list[str]``, ``int | None``."""
+    import typing
+
+    origin = typing.get_origin(ann)
+    if origin is typing.Literal:
+        return " | ".join(repr(a) for a in typing.get_args(ann))
+    if origin is not None:
+        args = typing.get_args(ann)
+        if origin in (typing.Union, __import__("types").UnionType):
+            return " | ".join(_type_name(a) for a in args)
+        name = getattr(origin, "__name__", str(origin))
+        return f"{name}[{', '.join(_type_name(a) for a in args)}]" if args else name
+    if ann is type(None):
+        return "None"
+    return getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
 
 
 @cli.command()

@@ -72,8 +72,6 @@ class AdapterSection(_Shape):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     target_modules: str | list[str] = "all-linear"
     modules_to_save: list[str] = Field(default_factory=list)
-    #: Keep this adapter stacked on top of the next stage instead of merging it.
-    stack: bool = False
 
 
 class StageSection(_Open):
@@ -199,9 +197,9 @@ def read_toml(path: Path) -> dict[str, Any]:
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML: {exc}")
+        raise UserError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:
-        raise UserError(f"{path}: not a UTF-8 text file")
+        raise UserError(f"{path}: not a UTF-8 text file") from None
 
 
 _KEY_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
@@ -270,14 +268,18 @@ def _loc_path(prefix: str, loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _problems_from(exc: ValidationError, prefix: str, data: Any) -> list[Problem]:
+def _problems_from(
+    exc: ValidationError, prefix: str, model: type[BaseModel], also: tuple[str, ...] = ()
+) -> list[Problem]:
     problems = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))
         kind = err["type"]
         if kind == "extra_forbidden":
             msg = "unknown key"
-            allowed = _allowed_keys(exc, loc)
+            allowed = _allowed_keys(model, loc)
+            if len(loc) == 1:
+                allowed += [k for k in also if k not in allowed]
             if allowed:
                 from ftp._suggest import did_you_mean
 
@@ -286,18 +288,13 @@ def _problems_from(exc: ValidationError, prefix: str, data: Any) -> list[Problem
             msg = "required key is missing"
         else:
             msg = err["msg"]
-        has_value = kind not in ("missing",)
+        has_value = kind not in ("missing", "extra_forbidden")
         value = err.get("input") if has_value else None
-        if kind == "extra_forbidden":
-            has_value = False
         problems.append(Problem(_loc_path(prefix, loc), msg, value, has_value))
     return problems
 
 
-def _allowed_keys(exc: ValidationError, loc: tuple[Any, ...]) -> list[str]:
-    model: Any = _MODEL_FOR_ERROR.get(id(exc))
-    if model is None:
-        return []
+def _allowed_keys(model: Any, loc: tuple[Any, ...]) -> list[str]:
     # Walk the model tree along loc[:-1] to find the fields next to the unknown key.
     for part in loc[:-1]:
         if isinstance(part, int):
@@ -322,18 +319,33 @@ def _first_model(ann: Any) -> Any:
     return None
 
 
-_MODEL_FOR_ERROR: dict[int, Any] = {}
-
-
-def _validate(model: type[BaseModel], data: Any, prefix: str) -> tuple[Any, list[Problem]]:
+def _validate(
+    model: type[BaseModel], data: Any, prefix: str, also: tuple[str, ...] = ()
+) -> tuple[Any, list[Problem]]:
+    """Validate ``data``; ``also`` are keys of the enclosing section, for 'did you mean'."""
     try:
         return model.model_validate(data), []
     except ValidationError as exc:
-        _MODEL_FOR_ERROR[id(exc)] = model
-        try:
-            return None, _problems_from(exc, prefix, data)
-        finally:
-            _MODEL_FOR_ERROR.pop(id(exc), None)
+        return None, _problems_from(exc, prefix, model, also)
+
+
+def _salvage(model: type[_Open], data: Any, prefix: str, found: list[Problem]) -> Any:
+    """What is usable of an open section that failed pass 1, so pass 2 still checks the rest.
+
+    Keys with a problem fall back to their defaults; without a valid value for every required
+    key (the component's name, say) there is nothing to check against, and it returns None.
+    The result only feeds more checks: a file with problems never reaches the runner.
+    """
+    if not isinstance(data, dict):
+        return None
+    bad = {re.split(r"[.\[]", p.path[len(prefix) + 1:], maxsplit=1)[0] for p in found}
+    try:
+        section = model.model_validate({k: v for k, v in data.items() if k not in bad})
+    except ValidationError:
+        return None
+    if "name" in bad and isinstance(data.get("name"), str):
+        section.name = data["name"]  # keep the name the user wrote, for cross-references
+    return section
 
 
 def _bind(
@@ -344,13 +356,18 @@ def _bind(
     name_path: str,
     prefix: str,
     problems: list[Problem],
+    also: tuple[str, ...] = (),
 ) -> Bound | None:
     entry = plugins.registry.find(kind, name)
     if entry is None:
         msg = plugins.registry.unknown(kind, name) + plugins.broken_note()
         problems.append(Problem(name_path, msg))
         return None
-    cfg, found = _validate(entry.cls.Config, options, prefix)
+    ambiguous = plugins.registry.ambiguous(kind, name)
+    if ambiguous is not None:
+        # Using either provider silently would be a guess; the user picks by blocking one.
+        problems.append(Problem(name_path, ambiguous))
+    cfg, found = _validate(entry.cls.Config, options, prefix, also)
     problems.extend(found)
     return Bound(entry, cfg) if cfg is not None else None
 
@@ -359,7 +376,7 @@ def _extras(section: BaseModel) -> dict[str, Any]:
     return dict(section.model_extra or {})
 
 
-def _pass1(raw: dict[str, Any], problems: list[Problem]) -> PipelineFile | None:
+def _pass1(raw: dict[str, Any], problems: list[Problem]) -> PipelineFile:
     """Check the file's shape section by section; return the sections that passed.
 
     Sections are checked one at a time, so a bad stage does not hide problems in another,
@@ -369,7 +386,8 @@ def _pass1(raw: dict[str, Any], problems: list[Problem]) -> PipelineFile | None:
         if key not in PipelineFile.model_fields:
             from ftp._suggest import did_you_mean
 
-            problems.append(Problem(key, "unknown section" + did_you_mean(key, PipelineFile.model_fields)))
+            hint = did_you_mean(key, PipelineFile.model_fields)
+            problems.append(Problem(key, "unknown section" + hint))
     pipeline, found = _validate(PipelineSection, raw.get("pipeline"), "pipeline")
     if "pipeline" not in raw:
         found = [Problem("pipeline", "required section is missing: add [pipeline] with a name")]
@@ -388,6 +406,8 @@ def _pass1(raw: dict[str, Any], problems: list[Problem]) -> PipelineFile | None:
             problems.append(Problem(where, "dataset names use letters, digits, _ . -"))
         parsed, found = _validate(DataSection, section, where)
         problems.extend(found)
+        if parsed is None:
+            parsed = _salvage(DataSection, section, where, found)
         if parsed is not None:
             data[name] = parsed
 
@@ -404,7 +424,7 @@ def _pass1(raw: dict[str, Any], problems: list[Problem]) -> PipelineFile | None:
     for i, section in enumerate(raw_stages):
         parsed, found = _validate(StageSection, section, f"stages[{i}]")
         problems.extend(found)
-        stages.append(parsed)
+        stages.append(parsed or _salvage(StageSection, section, f"stages[{i}]", found))
 
     evaluate: list[EvaluateSection] = []
     raw_eval = raw.get("evaluate", [])
@@ -414,10 +434,15 @@ def _pass1(raw: dict[str, Any], problems: list[Problem]) -> PipelineFile | None:
     for i, section in enumerate(raw_eval):
         parsed, found = _validate(EvaluateSection, section, f"evaluate[{i}]")
         problems.extend(found)
-        evaluate.append(parsed)
+        evaluate.append(parsed or _salvage(EvaluateSection, section, f"evaluate[{i}]", found))
 
-    if pipeline is None or model is None:
-        return None
+    if pipeline is None:
+        # Keep checking the other sections against their components; the problems found in
+        # [pipeline] are already recorded. Its plugins are still loaded if they can be read.
+        listed = raw.get("pipeline", {}).get("plugins") if isinstance(raw.get("pipeline"), dict) \
+            else None
+        ok = isinstance(listed, list) and all(isinstance(x, str) for x in listed)
+        pipeline = PipelineSection.model_construct(name="?", plugins=listed if ok else [])
     return PipelineFile.model_construct(
         pipeline=pipeline, model=model, data=data, stages=stages, evaluate=evaluate
     )
@@ -444,16 +469,6 @@ def load_pipeline(
     raw = apply_overrides(read_toml(path), overrides or [])
     problems: list[Problem] = []
     file = _pass1(raw, problems)
-    if file is None:
-        # Without [pipeline] or [model] there is little to cross-check; still check the rest.
-        file = PipelineFile.model_construct(
-            pipeline=PipelineSection.model_construct(name="?", plugins=[]),
-            model=ModelSection.model_construct(provider="hf"),
-            data={}, stages=[], evaluate=[],
-        )
-        complete = False
-    else:
-        complete = True
 
     for spec in file.pipeline.plugins:
         try:
@@ -462,15 +477,15 @@ def load_pipeline(
             problems.append(Problem("pipeline.plugins", str(exc)))
 
     model = None
-    if complete:
+    if file.model is not None:
         model = _bind(plugins, "model_provider", file.model.provider, _extras(file.model),
-                      "model.provider", "model", problems)
+                      "model.provider", "model", problems, also=tuple(ModelSection.model_fields))
 
     datasets: dict[str, Dataset] = {}
     for name, section in file.data.items():
         where = f"data.{name}"
         loader = _bind(plugins, "data_loader", section.loader, _extras(section),
-                       f"{where}.loader", where, problems)
+                       f"{where}.loader", where, problems, also=tuple(DataSection.model_fields))
         fmt = _bind(plugins, "format", section.format, section.format_options,
                     f"{where}.format", f"{where}.format_options", problems)
         if loader and fmt:
@@ -492,7 +507,7 @@ def load_pipeline(
                                     f"stages[{seen_names[name]}]{hint}"))
         seen_names.setdefault(name, i)
         method = _bind(plugins, "method", section.method, _extras(section),
-                       f"{where}.method", where, problems)
+                       f"{where}.method", where, problems, also=tuple(StageSection.model_fields))
         if section.data not in raw_data:
             problems.append(Problem(f"{where}.data", _undefined_data(section.data, raw_data),
                                     section.data, True))
@@ -518,10 +533,12 @@ def load_pipeline(
         name = section.name or section.evaluator
         if name in seen_evals:
             problems.append(Problem(f"{where}.name", f"evaluation name {name!r} is already used "
-                                    f"by evaluate[{seen_evals[name]}]; give each a distinct `name`"))
+                                    f"by evaluate[{seen_evals[name]}]; give each a distinct "
+                                    "`name`"))
         seen_evals.setdefault(name, i)
         ev = _bind(plugins, "evaluator", section.evaluator, _extras(section),
-                   f"{where}.evaluator", where, problems)
+                   f"{where}.evaluator", where, problems,
+                   also=tuple(EvaluateSection.model_fields))
         after = _after_stages(section, stage_names, where, problems)
         if ev is not None:
             _check_eval_data(section, ev, raw_data, datasets, where, problems)
@@ -550,7 +567,7 @@ def _after_stages(
         if s not in stage_names:
             problems.append(Problem(f"{where}.after[{j}]", f"no stage named {s!r}"
                                     f"{did_you_mean(s, stage_names)}; stages: "
-                                    f"{', '.join(stage_names)}"))
+                                    f"{', '.join(dict.fromkeys(stage_names))}"))
     return list(section.after)
 
 

@@ -71,19 +71,29 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def prepare(ds: Dataset, base_dir: Path, seed: int) -> Prepared:
-    """Load, fill placeholders, format and split one dataset.
+def load_records(ds: Dataset, base_dir: Path, seed: int) -> list[dict[str, Any]]:
+    """Run the dataset's loader.
+
+    Raises:
+        UserError: for a missing file, bad rows, or no rows at all.
+
+    """
+    loader: DataLoader = ds.loader.build()  # type: ignore[assignment]
+    records = loader.load(LoadContext(dataset=ds.name, base_dir=base_dir, seed=seed))
+    if not records:
+        raise UserError(f"data.{ds.name}: the loader returned no rows")
+    return records
+
+
+def prepare(ds: Dataset, records: list[dict[str, Any]], base_dir: Path, seed: int) -> Prepared:
+    """Fill placeholders, format and split one dataset's records.
 
     Raises:
         UserError: naming the dataset and row for bad data.
 
     """
     where = f"data.{ds.name}"
-    loader: DataLoader = ds.loader.build()  # type: ignore[assignment]
     ctx = LoadContext(dataset=ds.name, base_dir=base_dir, seed=seed)
-    records = loader.load(ctx)
-    if not records:
-        raise UserError(f"{where}: the loader returned no rows")
     if ds.section.limit is not None:
         records = records[: ds.section.limit]
     fmt: Format = ds.format.build()  # type: ignore[assignment]
@@ -123,9 +133,9 @@ def prepare(ds: Dataset, base_dir: Path, seed: int) -> Prepared:
         "records_sha256": _digest(formatted),
         "split_sha256": _digest([order[:n_eval]]),
     }
-    source = getattr(loader.config, "path", None)
+    source = getattr(ds.loader.config, "path", None)
     if isinstance(source, str):
-        path = ctx.resolve(source)
+        path = ctx.resolve(source).resolve()
         if path.is_file():
             fingerprint["source"] = str(path)
             fingerprint["source_sha256"] = _file_digest(path)

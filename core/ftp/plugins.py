@@ -104,18 +104,23 @@ class PluginSet:
             if name in self.infos:
                 return
             info = PluginInfo(name, str(path), "<local file>", "")
+            if self._is_blocked(info):
+                return  # blocked plugins are never executed
             module = self._import_file(path, info)
         else:
             name = spec
             if name in self.infos:
                 return
             info = PluginInfo(name, spec, "<local module>", "")
+            if self._is_blocked(info):
+                return
             try:
                 module = importlib.import_module(spec)
             except Exception as exc:
-                raise UserError(f"plugin module {spec!r} could not be imported: {_one_line(exc)}")
-        if not self._is_blocked(info):
-            self._register(module, info)
+                raise UserError(
+                    f"plugin module {spec!r} could not be imported: {_one_line(exc)}"
+                ) from exc
+        self._register(module, info)
 
     def _import_file(self, path: Path, info: PluginInfo) -> ModuleType:
         mod_name = f"ftp_local_plugin_{path.stem}"
@@ -127,8 +132,23 @@ class PluginSet:
         try:
             spec.loader.exec_module(module)
         except Exception as exc:
-            raise UserError(f"plugin file {path} failed to import: {_one_line(exc)}")
+            sys.modules.pop(mod_name, None)  # no half-imported module left behind
+            raise UserError(f"plugin file {path} failed to import: {_one_line(exc)}") from exc
         return module
+
+    def load_extra(self, spec: str) -> None:
+        """Load a ``-p``/``FTP_PLUGINS`` module; a failure is reported, like an installed one's.
+
+        It becomes fatal only with ``--strict-plugins`` or when a pipeline needs what the
+        plugin would have provided (the 'unknown name' message then names the failure).
+        """
+        try:
+            self.load_module(spec)
+        except UserError as exc:
+            is_file = spec.endswith(".py") or os.sep in spec or "/" in spec
+            name = Path(spec).stem if is_file else spec
+            where = "<local file>" if is_file else "<local module>"
+            self._fail(PluginInfo(name, spec, where, ""), str(exc))
 
     def _is_blocked(self, info: PluginInfo) -> bool:
         if info.name in self.blocked:
@@ -190,11 +210,11 @@ class PluginSet:
             )
 
     def broken_note(self) -> str:
-        """A note to append to 'unknown name' errors when some plugin failed to load."""
-        broken = self.errors()
-        if not broken:
-            return ""
-        return " (note: " + "; ".join(f"plugin {i.name!r} failed: {i.error}" for i in broken) + ")"
+        """A note to append to 'unknown name' errors when some plugin failed or is blocked."""
+        notes = [f"plugin {i.name!r} failed: {i.error}" for i in self.errors()]
+        notes += [f"plugin {i.name!r} is blocked by -p no:{i.name} or {DISABLE_ENV}"
+                  for i in self.infos.values() if i.status == "blocked"]
+        return f" (note: {'; '.join(notes)})" if notes else ""
 
     def call(self, hook_name: str, **kwargs: Any) -> list[Any]:
         """Call a lifecycle hook in every plugin, attributing any failure to its plugin."""
@@ -235,7 +255,7 @@ def load_plugins(options: Iterable[str] = (), strict: bool = False) -> PluginSet
     plugins = PluginSet(blocked)
     plugins.load_entry_points()
     for spec in extra:
-        plugins.load_module(spec)
+        plugins.load_extra(spec)
     if strict:
         plugins.check_strict()
     return plugins

@@ -45,12 +45,15 @@ class Registry:
         default_factory=lambda: {kind: {} for kind in KINDS}
     )
     conflicts: list[str] = field(default_factory=list)
+    #: (kind, name) → the conflict message, for names that more than one plugin provides.
+    duplicates: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def add(self, entry: Entry) -> str | None:
         """Register ``entry``; return an error message if its name is taken or it is malformed."""
         base = KINDS[entry.kind]
         if not (isinstance(entry.cls, type) and issubclass(entry.cls, base)):
-            return f"{entry.cls!r} returned by a {entry.kind} hook is not a {base.__name__} subclass"
+            return (f"{entry.cls!r} returned by a {entry.kind} hook is not a "
+                    f"{base.__name__} subclass")
         if not entry.name:
             return f"{entry.cls.__name__} has no name"
         taken = self.entries[entry.kind].get(entry.name)
@@ -61,6 +64,7 @@ class Registry:
                 f"({entry.distribution})"
             )
             self.conflicts.append(msg)
+            self.duplicates[(entry.kind, entry.name)] = msg
             return msg
         self.entries[entry.kind][entry.name] = entry
         return None
@@ -79,6 +83,13 @@ class Registry:
         if entry is None:
             raise UserError(self.unknown(kind, name))
         return entry
+
+    def ambiguous(self, kind: str, name: str) -> str | None:
+        """The conflict message when more than one plugin provides ``name``, else None."""
+        msg = self.duplicates.get((kind, name))
+        if msg is None:
+            return None
+        return f"{msg}; block the one you do not want with -p no:PLUGIN"
 
     def unknown(self, kind: str, name: str) -> str:
         """The message for an unknown name of ``kind``."""

@@ -21,7 +21,7 @@ from rich.console import Console
 
 from ftp.config import Bound, Evaluation, Pipeline, Stage
 from ftp.contexts import EvalContext, TrainContext
-from ftp.data import Prepared, prepare
+from ftp.data import Prepared, load_records, prepare
 from ftp.errors import FtpError, RunError, UserError
 from ftp.progress import make_progress_callback
 from ftp.rundir import RunDir
@@ -97,6 +97,13 @@ class Runner:
             self.plugins.call("ftp_pipeline_start", pipeline=self.pipeline,
                               run_dir=self.run_dir.path)
             self._run_steps()
+            total = round(time.perf_counter() - started, 2)
+            self.results["status"] = "finished"
+            self.run_dir.write_json("results.json", self.results)
+            self._write_summary("finished", total)
+            self.current_step = "finish"
+            self.plugins.call("ftp_pipeline_finish", run_dir=self.run_dir.path,
+                              results=self.results)
         except BaseException as exc:
             self.run_dir.set_status("failed", failed_step=self.current_step, error=str(exc),
                                     timings=self.timings)
@@ -106,21 +113,20 @@ class Runner:
                 self.plugins.call("ftp_pipeline_error", error=exc, step=self.current_step,
                                   run_dir=self.run_dir.path)
             raise
-        total = round(time.perf_counter() - started, 2)
-        self.results["status"] = "finished"
-        self.run_dir.write_json("results.json", self.results)
-        self._write_summary("finished", total)
+        # Last: a run is called finished only once everything above is written.
         self.run_dir.set_status("finished", seconds=total, timings=self.timings)
-        self.plugins.call("ftp_pipeline_finish", run_dir=self.run_dir.path, results=self.results)
         return self.results
 
     def _run_steps(self) -> None:
         p = self.pipeline
-        used = {s.data for s in p.stages} | {e.section.data for e in p.evaluations if e.section.data}
+        used = {s.data for s in p.stages}
+        used |= {e.section.data for e in p.evaluations if e.section.data}
         for name in [n for n in p.datasets if n in used]:
             ds = p.datasets[name]
             with self.step(f"load data {name!r}", ds.loader):
-                self.data[name] = prepare(ds, p.base_dir, p.seed)
+                records = load_records(ds, p.base_dir, p.seed)
+            with self.step(f"format data {name!r}", ds.format):
+                self.data[name] = prepare(ds, records, p.base_dir, p.seed)
             for warning in self.data[name].warnings:
                 self.console.print(f"  [yellow]warning:[/] {warning}", highlight=False)
             d = self.data[name]
@@ -162,7 +168,8 @@ class Runner:
         stage_dir = self.run_dir.file(f"stages/{stage.name}")
         stage_dir.mkdir(parents=True, exist_ok=True)
         if stage.adapter is not None:
-            with self.step(f"stage {stage.name!r}: add {stage.adapter.type} adapter", self.pipeline.model):
+            label = f"stage {stage.name!r}: add {stage.adapter.type} adapter"
+            with self.step(label, self.pipeline.model):
                 model = provider.apply_adapter(model, stage.adapter)
         callbacks = [make_progress_callback(self.console, stage.name, self._log_metrics)]
         for extra in self.plugins.call("ftp_trainer_callbacks", stage=stage.name):

@@ -32,7 +32,8 @@ def render_summary(
     lines += ["", "## Steps", "", "| step | seconds |", "|---|---|"]
     lines += [f"| {label} | {sec} |" for label, sec in timings.items()]
     if train:
-        lines += ["", "## Training", "", "| stage | final loss | tokens/s | tokens |", "|---|---|---|---|"]
+        lines += ["", "## Training", "", "| stage | final loss | tokens/s | tokens |",
+                  "|---|---|---|---|"]
         for stage, info in train.items():
             loss = info.get("train_loss", info.get("loss"))
             loss_s = f"{loss:.4f}" if isinstance(loss, float) else "-"

@@ -44,7 +44,9 @@ class JsonLoader(DataLoader):
                 if exc.msg == "Extra data":  # several documents: JSON Lines by another name
                     rows = self._lines(text, path)
                 else:
-                    raise UserError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}")
+                    raise UserError(
+                        f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}"
+                    ) from None
         if self.config.field is not None:
             if not isinstance(rows, dict) or self.config.field not in rows:
                 raise UserError(f"{path}: no top-level key {self.config.field!r}")
@@ -66,7 +68,7 @@ class JsonLoader(DataLoader):
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{n}: invalid JSON: {exc.msg}")
+                raise UserError(f"{path}:{n}: invalid JSON: {exc.msg}") from None
         return rows
 
 
@@ -124,7 +126,9 @@ class HubLoader(DataLoader):
                     "is not in the local cache; use a local file with loader = \"json\" or "
                     "\"csv\"") if offline else ""
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"could not load Hub dataset {self.config.path!r}: {first}{hint}")
+            raise UserError(
+                f"could not load Hub dataset {self.config.path!r}: {first}{hint}"
+            ) from None
         return [dict(row) for row in ds]
 
 

@@ -121,7 +121,7 @@ SHAREGPT_ROLES = {
 
 
 class ShareGPT(Format):
-    """ShareGPT conversations: {from, value} turns (human, gpt, system, function_call, observation)."""
+    """ShareGPT conversations: {from, value} turns, function calls and observations included."""
 
     name = "sharegpt"
     produces = Shape.CONVERSATIONAL
@@ -151,14 +151,23 @@ class ShareGPT(Format):
             if role is None:
                 raise ValueError(f"turn {i} has unknown role {turn[c.role_key]!r}; expected one "
                                  f"of {sorted(SHAREGPT_ROLES)}")
-            messages.append({"role": role, "content": str(turn[c.content_key])})
+            if not isinstance(turn[c.content_key], str):  # str(None) would train on "None"
+                raise ValueError(f"turn {i}: {c.content_key!r} should be text, got "
+                                 f"{type(turn[c.content_key]).__name__}")
+            messages.append({"role": role, "content": turn[c.content_key]})
         system = _text(record, c.system, required=False) if c.system else ""
         tools = _text(record, c.tools, required=False) if c.tools else ""
-        if tools.strip():
-            system = (system + "\n\n" if system else "") + "You can call these tools:\n" + tools
-        if system and (not messages or messages[0]["role"] != "system"):
-            messages.insert(0, {"role": "system", "content": system})
+        note = "You can call these tools:\n" + tools if tools.strip() else ""
+        if messages and messages[0]["role"] == "system":
+            # A system turn wins over the system column, but the tools must not be lost.
+            messages[0]["content"] = _join(messages[0]["content"], note)
+        elif system or note:
+            messages.insert(0, {"role": "system", "content": _join(system, note)})
         return {"messages": check_conversation(messages)}
+
+
+def _join(first: str, second: str) -> str:
+    return f"{first}\n\n{second}" if first and second else first or second
 
 
 class Text(Format):

@@ -152,6 +152,8 @@ class HFProvider(ModelProvider):
     def save(self, model: Any, tokenizer: Any, directory: Path) -> None:
         """Save model, tokenizer and generation config as a plain transformers folder."""
         model = self.merge_adapter(model)
+        # Trainers switch the KV cache off for training; the saved model is for inference.
+        model.config.use_cache = True
         model.save_pretrained(str(directory))
         tokenizer.save_pretrained(str(directory))
 

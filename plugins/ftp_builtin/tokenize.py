@@ -72,9 +72,12 @@ def conversation(
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        start = len(render(tokenizer, messages[:i], generation_prompt=True)) if i else 0
+        prompt = render(tokenizer, messages[:i], generation_prompt=True) if i else []
+        # The prompt's last token may merge with the answer's first ("assistant: " + "The" is
+        # "assistant:" + " The"): the answer then starts at that merged token, not after it.
+        start = _common_prefix(ids, prompt)
         upto = render(tokenizer, messages[: i + 1])
-        if ids[: len(upto)] != upto or start > len(upto):
+        if ids[: len(upto)] != upto or start > len(upto) or start < len(prompt) - 1:
             raise UserError("the chat template renders a conversation's prefix differently from "
                             "the whole conversation, so answer tokens cannot be located")
         end = len(upto)
@@ -92,6 +95,15 @@ def conversation(
     if not assistant_only:
         labels = list(ids)
     return {"input_ids": ids, "labels": labels}
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def text(tokenizer: Any, value: str) -> dict[str, list[int]]:

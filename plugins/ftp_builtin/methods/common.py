@@ -27,8 +27,10 @@ class TrainingOptions(StrictConfig):
         "no", description="Write trainer checkpoints under stages/NAME/checkpoints."
     )
     save_steps: int = Field(500, gt=0)
-    bf16: bool | None = Field(None, description="bfloat16 autocast; default: on where supported "
-                              "by a GPU.")
+    bf16: bool | None = Field(
+        None, description="bfloat16 mixed precision; default: on where the hardware computes "
+        "bf16 natively (recent GPUs; CPUs with AVX512-BF16 or AMX)."
+    )
     gradient_checkpointing: bool = False
 
 
@@ -38,7 +40,7 @@ def training_arguments(opts: TrainingOptions, ctx: TrainContext, config_cls: Any
     import torch
 
     on_gpu = torch.cuda.is_available() and next(ctx.model.parameters()).is_cuda
-    bf16 = opts.bf16 if opts.bf16 is not None else (on_gpu and torch.cuda.is_bf16_supported())
+    bf16 = opts.bf16 if opts.bf16 is not None else native_bf16(on_gpu)
     return config_cls(
         output_dir=str(ctx.output_dir),
         num_train_epochs=opts.epochs,
@@ -58,16 +60,38 @@ def training_arguments(opts: TrainingOptions, ctx: TrainContext, config_cls: Any
         bf16=bf16,
         # TRL refuses bf16 on CPU unless told it is on CPU on purpose.
         use_cpu=not on_gpu,
-        gradient_checkpointing=opts.gradient_checkpointing,
+        activation_checkpointing=opts.gradient_checkpointing,
         seed=ctx.seed,
         data_seed=ctx.seed,
         report_to="none",
         disable_tqdm=True,
-        include_num_input_tokens_seen="non_padding",
+        # Padding-free rows have no padding, and pad == EOS in many tokenizers, so
+        # "non_padding" would not count the EOS tokens that are trained on.
+        include_num_input_tokens_seen="all" if opts_padding_free(opts) else "non_padding",
         dataloader_num_workers=0,
         remove_unused_columns=False,
         **extra,
     )
+
+
+def opts_padding_free(opts: TrainingOptions) -> bool:
+    """Whether a method's options ask for padding-free batches."""
+    return bool(getattr(opts, "padding_free", False))
+
+
+def native_bf16(on_gpu: bool) -> bool:
+    """Whether bf16 autocast is a speed-up here, not an emulation that slows training.
+
+    Measured on a 2-core AVX512-BF16 CPU: SmolLM2-135M LoRA SFT went from ~165 to ~250
+    tokens/s with bf16 autocast; on CPUs without native bf16 it would be slower than fp32.
+    """
+    import torch
+
+    if on_gpu:
+        return torch.cuda.is_bf16_supported()
+    cpu = getattr(torch, "cpu", None)
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
 
 
 def quiet_trainer(trainer: Any) -> Any:
@@ -85,3 +109,40 @@ def use_all_cores() -> None:
 
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(os.cpu_count() or 1)
+
+
+def loss_on_labelled_positions(model: Any, inputs: dict[str, Any],
+                               num_items_in_batch: Any = None) -> Any:
+    """Causal-LM loss that projects onto the vocabulary only where a label is set.
+
+    The LM head and softmax over a 49k vocabulary cost about a fifth of a small model's step,
+    and most positions of an SFT batch (system prompt, question) carry no label. With one
+    padding-free row, only the positions that predict a labelled token are projected
+    (``logits_to_keep``); the loss is the same sum of token cross-entropies, divided by the
+    number of labelled tokens in the whole (accumulated) batch, as the model's own loss.
+    """
+    import torch.nn.functional as F
+
+    inputs = dict(inputs)
+    labels = inputs.pop("labels")
+    targets_all = labels[:, 1:]
+    keep_mask = targets_all != -100
+    if labels.size(0) == 1:
+        keep = keep_mask[0].nonzero().flatten()
+        logits = model(**inputs, logits_to_keep=keep).logits[0]
+        targets = targets_all[0, keep]
+    else:
+        logits = model(**inputs).logits[:, :-1][keep_mask]
+        targets = targets_all[keep_mask]
+    loss = F.cross_entropy(logits.float(), targets, reduction="sum")
+    count = num_items_in_batch if num_items_in_batch is not None else keep_mask.sum()
+    return loss / torch_clamp_min(count, 1)
+
+
+def torch_clamp_min(value: Any, minimum: int) -> Any:
+    """``max(value, minimum)`` for a tensor or an int (a batch without labels gives 0 / 1)."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.clamp(min=minimum)
+    return max(int(value), minimum)

@@ -2,9 +2,10 @@
 
 Records are tokenized by ftp (``ftp_builtin.tokenize``) through the tokenizer's chat template,
 with loss on assistant tokens and their EOS by default, then handed to SFTTrainer as
-ready-made ``input_ids`` and ``labels``. The loss is the model's own cross-entropy: TRL's
-fused loss layer also computes entropy and accuracy per token, which cost 30–40% of step time
-on CPU for numbers we do not show.
+ready-made ``input_ids`` and ``labels``. The loss is plain token cross-entropy computed only
+at labelled positions (``loss_on_labelled_positions``): TRL's fused loss layer also computes
+entropy and accuracy for every token, which cost 30–40% of step time on CPU for numbers we
+do not show.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pydantic import Field
 
 from ftp_builtin.methods.common import (
     TrainingOptions,
+    loss_on_labelled_positions,
     quiet_trainer,
     training_arguments,
     use_all_cores,
@@ -78,13 +80,17 @@ class SFT(Method):
             pad_token_id=ctx.tokenizer.pad_token_id, padding_free=cfg.padding_free
         )
 
-        class _ModelLossSFTTrainer(SFTTrainer):
+        class _LabelledLossSFTTrainer(SFTTrainer):
             def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False,
                              num_items_in_batch: Any = None) -> Any:
-                return Trainer.compute_loss(self, model, inputs, return_outputs,
-                                            num_items_in_batch)
+                if return_outputs:  # evaluation with logits: the model's own loss
+                    return Trainer.compute_loss(self, model, inputs, True, num_items_in_batch)
+                loss = loss_on_labelled_positions(model, inputs, num_items_in_batch)
+                if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                    loss = loss * self.accelerator.num_processes  # DDP averages gradients
+                return loss
 
-        trainer = _ModelLossSFTTrainer(
+        trainer = _LabelledLossSFTTrainer(
             model=ctx.model,
             args=args,
             train_dataset=Dataset.from_list(train.rows),
@@ -94,6 +100,9 @@ class SFT(Method):
             data_collator=collator,
             callbacks=ctx.callbacks,
         )
+        # The loss above is already divided by the labelled tokens of the whole accumulated
+        # batch; tell Trainer not to divide by the accumulation steps again.
+        trainer.model_accepts_loss_kwargs = True
         quiet_trainer(trainer)
         use_all_cores()
         try:

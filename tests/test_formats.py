@@ -1,0 +1,311 @@
+"""The built-in formats turn real rows into the chat/text shapes, and refuse bad rows clearly."""
+
+import json
+from pathlib import Path
+
+import pytest
+from ftp import Shape, UserError
+from ftp.config import load_pipeline
+from ftp.data import load_records, prepare
+from ftp.plugins import load_plugins
+from ftp.testing import write_pipeline
+
+DATA = Path(__file__).parent / "data"
+
+
+def rows(name: str) -> list[dict]:
+    path = DATA / name
+    if path.suffix == ".jsonl":
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def plugins():
+    return load_plugins()
+
+
+@pytest.fixture
+def fmt(plugins):
+    """A format as a pipeline would build it: found by name in the registry, options validated."""
+
+    def build(name: str, **options):
+        entry = plugins.registry.get("format", name)
+        return entry.cls(entry.cls.Config(**options))
+
+    return build
+
+
+def test_builtin_formats_are_registered_with_their_shapes(plugins):
+    shapes = {n: plugins.registry.get("format", n).cls.produces
+              for n in ("alpaca", "messages", "sharegpt", "text")}
+    assert shapes == {"alpaca": Shape.CONVERSATIONAL, "messages": Shape.CONVERSATIONAL,
+                      "sharegpt": Shape.CONVERSATIONAL, "text": Shape.LANGUAGE_MODELING}
+
+
+# --- alpaca -------------------------------------------------------------------------------
+
+
+def test_alpaca_without_input_is_one_user_and_one_assistant_turn(fmt):
+    row = rows("alpaca.json")[0]  # identity.json: "hi", empty input
+    assert fmt("alpaca").convert(row) == {"messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": row["output"]},
+    ]}
+
+
+def test_alpaca_input_follows_the_instruction_after_a_blank_line(fmt):
+    row = rows("alpaca.json")[3]  # alpaca_en_demo: "Sum up the numbers." / "3, 2, 5"
+    assert fmt("alpaca").convert(row)["messages"] == [
+        {"role": "user", "content": "Sum up the numbers.\n\n3, 2, 5"},
+        {"role": "assistant", "content": "The sum of the numbers is 10."},
+    ]
+
+
+def test_alpaca_whitespace_input_adds_nothing(fmt):
+    row = {**rows("alpaca.json")[4], "input": "  \n"}
+    assert fmt("alpaca").convert(row)["messages"][0] == {
+        "role": "user", "content": "Classify this as either an object or an action."}
+
+
+def test_alpaca_missing_input_column_is_fine(fmt):
+    row = {k: v for k, v in rows("alpaca.json")[2].items() if k != "input"}
+    assert fmt("alpaca").convert(row)["messages"][0]["content"] == "Who are you?"
+
+
+def test_alpaca_system_prompt_comes_first_on_every_row(fmt):
+    f = fmt("alpaca", system_prompt="You are Nova.")
+    for row in rows("alpaca.json"):
+        messages = f.convert(row)["messages"]
+        assert [m["role"] for m in messages] == ["system", "user", "assistant"]
+        assert messages[0]["content"] == "You are Nova."
+
+
+def test_alpaca_system_column_beats_the_fixed_prompt(fmt):
+    f = fmt("alpaca", system="sys", system_prompt="fallback")
+    row = rows("alpaca.json")[3]
+    assert f.convert({**row, "sys": "Be terse."})["messages"][0] == {
+        "role": "system", "content": "Be terse."}
+    # A row without the column (or with it empty) falls back to system_prompt.
+    assert f.convert(row)["messages"][0]["content"] == "fallback"
+    assert f.convert({**row, "sys": ""})["messages"][0]["content"] == "fallback"
+
+
+def test_alpaca_column_mapping(fmt):
+    f = fmt("alpaca", instruction="question", input="context", output="answer")
+    row = {"question": "Sum up the numbers.", "context": "3, 2, 5",
+           "answer": "The sum of the numbers is 10."}
+    assert f.convert(row)["messages"] == [
+        {"role": "user", "content": "Sum up the numbers.\n\n3, 2, 5"},
+        {"role": "assistant", "content": "The sum of the numbers is 10."},
+    ]
+
+
+def test_alpaca_missing_output_names_the_field_and_the_row_keys(fmt):
+    row = {k: v for k, v in rows("alpaca.json")[3].items() if k != "output"}
+    with pytest.raises(ValueError, match=r"missing field 'output'.*\['input', 'instruction'\]"):
+        fmt("alpaca").convert(row)
+
+
+def test_alpaca_empty_output_and_empty_instruction_are_refused(fmt):
+    row = rows("alpaca.json")[3]
+    with pytest.raises(ValueError, match="last assistant message is empty"):
+        fmt("alpaca").convert({**row, "output": "  "})
+    with pytest.raises(ValueError, match="empty instruction"):
+        fmt("alpaca").convert({**row, "instruction": "", "input": ""})
+
+
+def test_alpaca_non_text_output_is_refused(fmt):
+    with pytest.raises(ValueError, match="'output' should be text, got int"):
+        fmt("alpaca").convert({"instruction": "2+2?", "output": 4})
+
+
+def test_alpaca_rejects_unknown_options(plugins):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="instructoin"):
+        plugins.registry.get("format", "alpaca").cls.Config(instructoin="q")
+
+
+# --- messages -------------------------------------------------------------------------------
+
+
+def test_messages_copies_real_conversations(fmt):
+    f = fmt("messages")
+    for row in rows("messages.json"):  # kto_en_demo rows also carry a `label` key
+        assert f.convert(row) == {"messages": [
+            {"role": m["role"], "content": m["content"]} for m in row["messages"]]}
+
+
+def test_messages_multi_turn_keeps_every_turn_in_order(fmt):
+    row = rows("messages.json")[2]
+    roles = [m["role"] for m in fmt("messages").convert(row)["messages"]]
+    assert roles == ["user", "assistant"] * 3
+
+
+def test_messages_system_prompt_only_when_the_row_has_none(fmt):
+    f = fmt("messages", system_prompt="You are Nova.")
+    row = rows("messages.json")[0]
+    assert f.convert(row)["messages"][0] == {"role": "system", "content": "You are Nova."}
+    own = {"messages": [{"role": "system", "content": "Be brief."}, *row["messages"]]}
+    messages = f.convert(own)["messages"]
+    assert [m["content"] for m in messages if m["role"] == "system"] == ["Be brief."]
+
+
+def test_messages_custom_keys(fmt):
+    f = fmt("messages", messages="conversation", role_key="speaker", content_key="text")
+    row = {"conversation": [{"speaker": "user", "text": "hi"},
+                            {"speaker": "assistant", "text": "Hello!"}]}
+    assert f.convert(row)["messages"] == [{"role": "user", "content": "hi"},
+                                          {"role": "assistant", "content": "Hello!"}]
+
+
+def test_messages_unknown_role_is_named(fmt):
+    row = {"messages": [{"role": "narrator", "content": "Once"},
+                        {"role": "assistant", "content": "upon"}]}
+    with pytest.raises(ValueError, match=r"message 0 has role 'narrator'; expected one of"):
+        fmt("messages").convert(row)
+
+
+def test_messages_must_end_with_an_assistant_turn(fmt):
+    row = rows("messages.json")[0]
+    with pytest.raises(ValueError, match="does not end with an assistant message"):
+        fmt("messages").convert({"messages": row["messages"][:1]})
+
+
+def test_messages_other_bad_rows(fmt):
+    f = fmt("messages")
+    with pytest.raises(ValueError, match="should be a list of messages"):
+        f.convert({"messages": "hi"})
+    with pytest.raises(ValueError, match="empty conversation"):
+        f.convert({"messages": []})
+    with pytest.raises(ValueError, match="message 0 needs 'role' and 'content'"):
+        f.convert({"messages": [{"role": "user"}]})
+    with pytest.raises(ValueError, match="message 1: content should be text"):
+        f.convert({"messages": [{"role": "user", "content": "hi"},
+                                {"role": "assistant", "content": None}]})
+    with pytest.raises(ValueError, match="system message may only come first"):
+        f.convert({"messages": [{"role": "user", "content": "hi"},
+                                {"role": "system", "content": "x"},
+                                {"role": "assistant", "content": "yo"}]})
+
+
+# --- sharegpt --------------------------------------------------------------------------------
+
+
+def test_sharegpt_maps_roles_and_appends_tools_to_the_system_prompt(fmt):
+    row = rows("sharegpt_toolcall.json")[0]  # human, function_call, observation, gpt
+    turns = row["conversations"]
+    assert fmt("sharegpt").convert(row)["messages"] == [
+        {"role": "system", "content": "You can call these tools:\n" + row["tools"]},
+        {"role": "user", "content": turns[0]["value"]},
+        {"role": "assistant", "content": turns[1]["value"]},  # the function call
+        {"role": "tool", "content": turns[2]["value"]},  # the observation
+        {"role": "assistant", "content": turns[3]["value"]},
+    ]
+
+
+def test_sharegpt_multi_turn_tool_call_after_chat(fmt):
+    row = rows("sharegpt_toolcall.json")[2]  # human, gpt, human, function_call, observation, gpt
+    roles = [m["role"] for m in fmt("sharegpt").convert(row)["messages"]]
+    assert roles == ["system", "user", "assistant", "user", "assistant", "tool", "assistant"]
+
+
+def test_sharegpt_system_column_then_tools(fmt):
+    row = {**rows("sharegpt_toolcall.json")[1], "system": "You are a helpful assistant."}
+    system = fmt("sharegpt").convert(row)["messages"][0]
+    assert system == {"role": "system", "content": "You are a helpful assistant.\n\n"
+                      "You can call these tools:\n" + row["tools"]}
+
+
+def test_sharegpt_system_turn_keeps_the_tools(fmt):
+    row = rows("sharegpt_toolcall.json")[1]
+    row = {**row, "conversations": [{"from": "system", "value": "Be helpful."},
+                                    *row["conversations"]]}
+    messages = fmt("sharegpt").convert(row)["messages"]
+    assert [m["role"] for m in messages].count("system") == 1
+    assert messages[0] == {"role": "system", "content": "Be helpful.\n\n"
+                           "You can call these tools:\n" + row["tools"]}
+
+
+def test_sharegpt_without_tools_or_system_has_no_system_turn(fmt):
+    row = rows("sharegpt_toolcall.json")[1]
+    messages = fmt("sharegpt", tools=None).convert(row)["messages"]
+    assert messages[0]["role"] == "user"
+    row = {k: v for k, v in row.items() if k != "tools"}
+    assert fmt("sharegpt").convert(row)["messages"][0]["role"] == "user"
+
+
+def test_sharegpt_accepts_openai_role_names_and_custom_keys(fmt):
+    f = fmt("sharegpt", conversations="turns", role_key="role", content_key="content")
+    row = {"turns": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
+    assert f.convert(row)["messages"] == [{"role": "user", "content": "hi"},
+                                          {"role": "assistant", "content": "yo"}]
+
+
+def test_sharegpt_unknown_role_lists_the_known_ones(fmt):
+    row = {"conversations": [{"from": "human", "value": "hi"}, {"from": "bot", "value": "yo"}]}
+    with pytest.raises(ValueError, match=r"turn 1 has unknown role 'bot'; expected one of "
+                                         r"\['assistant', 'function_call', 'gpt', 'human'"):
+        fmt("sharegpt").convert(row)
+
+
+def test_sharegpt_must_end_with_an_assistant_turn(fmt):
+    row = rows("sharegpt_toolcall.json")[0]
+    cut = {**row, "conversations": row["conversations"][:3]}  # ends with the observation
+    with pytest.raises(ValueError, match="does not end with an assistant message"):
+        fmt("sharegpt").convert(cut)
+
+
+def test_sharegpt_bad_turns(fmt):
+    f = fmt("sharegpt")
+    with pytest.raises(ValueError, match="'conversations' should be a list of turns"):
+        f.convert({"conversation": []})
+    with pytest.raises(ValueError, match="turn 0 needs 'from' and 'value'"):
+        f.convert({"conversations": [{"from": "human", "text": "hi"}]})
+    with pytest.raises(ValueError, match="turn 1: 'value' should be text, got NoneType"):
+        f.convert({"conversations": [{"from": "human", "value": "hi"},
+                                     {"from": "gpt", "value": None}]})
+
+
+# --- text ------------------------------------------------------------------------------------
+
+
+def test_text_keeps_the_column(fmt):
+    for row in rows("text.jsonl"):
+        assert fmt("text").convert(row) == {"text": row["text"]}
+    assert fmt("text", text="body").convert({"body": "Hello."}) == {"text": "Hello."}
+
+
+def test_text_bad_rows(fmt):
+    with pytest.raises(ValueError, match="missing field 'text'"):
+        fmt("text").convert({"body": "x"})
+    with pytest.raises(ValueError, match="empty text in 'text'"):
+        fmt("text").convert({"text": " \n"})
+
+
+# --- through a pipeline -------------------------------------------------------------------
+
+
+def test_a_bad_row_in_a_pipeline_names_dataset_row_and_format(tmp_path, plugins):
+    good = rows("alpaca.json")[3]
+    (tmp_path / "d.json").write_text(json.dumps([good, {"instruction": "hi"}]))
+    path = write_pipeline(tmp_path / "p.toml", """
+        [pipeline]
+        name = "t"
+        [model]
+        path = "unused"
+        [data.d]
+        loader = "json"
+        path = "d.json"
+        format = "alpaca"
+        shuffle = false
+        [[stages]]
+        method = "sft"
+        data = "d"
+    """)
+    p = load_pipeline(path, plugins)
+    with pytest.raises(UserError, match=r"data\.d row 1 \(format 'alpaca'\): missing field "
+                                        r"'output'"):
+        ds = p.datasets["d"]
+        prepare(ds, load_records(ds, p.base_dir, p.seed), p.base_dir, p.seed)
