@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from ftp.cli import cli
 from ftp.testing import write_pipeline
 

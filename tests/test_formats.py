@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from ftp import Shape, UserError
 from ftp.config import load_pipeline
 from ftp.data import load_records, prepare

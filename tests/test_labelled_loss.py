@@ -1,10 +1,11 @@
 """The SFT loss computed only at labelled positions equals the model's own loss."""
 
 import torch
-from ftp_builtin.methods.common import loss_on_labelled_positions
-from ftp_builtin.tokenize import conversation
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+from ftp_builtin.methods.common import loss_on_labelled_positions
+from ftp_builtin.tokenize import conversation
 
 
 def _batch(tiny_model, padding_free):

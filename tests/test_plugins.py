@@ -8,6 +8,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from ftp.testing import write_pipeline
 
 BUILTINS = {

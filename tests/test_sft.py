@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from ftp import TrainContext
 from ftp.cli import cli
 from ftp.data import fill_placeholders

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from ftp import UserError
 from ftp.testing import CHATML_TEMPLATE, make_tiny_tokenizer
 from ftp_builtin import tokenize

@@ -191,7 +191,7 @@ class Runner:
         label = f"stage {stage.name!r}: train ({stage.method.entry.name})"
         with self.step(label, stage.method):
             trained = method.train(ctx)
-        self.train_summaries[stage.name] = {"seconds": self.timings.get(label)}
+        self.train_summaries.setdefault(stage.name, {})["seconds"] = self.timings.get(label)
         if stage.adapter is not None:
             with self.step(f"stage {stage.name!r}: save and merge adapter", self.pipeline.model):
                 provider.save_adapter(trained, stage_dir / "adapter")

@@ -32,13 +32,13 @@ def render_summary(
     lines += ["", "## Steps", "", "| step | seconds |", "|---|---|"]
     lines += [f"| {label} | {sec} |" for label, sec in timings.items()]
     if train:
-        lines += ["", "## Training", "", "| stage | final loss | tokens/s | tokens |",
-                  "|---|---|---|---|"]
+        lines += ["", "## Training", "",
+                  "| stage | last logged loss | mean loss | tokens/s | tokens | seconds |",
+                  "|---|---|---|---|---|---|"]
         for stage, info in train.items():
-            loss = info.get("train_loss", info.get("loss"))
-            loss_s = f"{loss:.4f}" if isinstance(loss, float) else "-"
-            lines.append(f"| {stage} | {loss_s} | {info.get('tokens_per_second', '-')} | "
-                         f"{info.get('tokens_seen', '-')} |")
+            cells = [_num(info.get(k)) for k in ("loss", "train_loss", "tokens_per_second",
+                                                 "tokens_seen", "seconds")]
+            lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     for stage, evals in results.get("stages", {}).items():
         lines += ["", f"## Evaluation: {stage}", ""]
         for name, result in evals.items():
@@ -51,3 +51,9 @@ def render_summary(
                     answer = str(sample.get("answer", "")).replace("\n", " ")
                     lines.append(f"  - Q: {sample['prompt']} — A: {answer}")
     return "\n".join(lines) + "\n"
+
+
+def _num(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "-" if value is None else str(value)

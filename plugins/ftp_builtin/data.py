@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ftp import DataLoader, LoadContext, StrictConfig, UserError, hookimpl
 from pydantic import Field
+
+from ftp import DataLoader, LoadContext, StrictConfig, UserError, hookimpl
 
 
 def _existing(ctx: LoadContext, path: str) -> Path:

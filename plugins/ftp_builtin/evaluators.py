@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ftp import EvalContext, Evaluator, Shape, StrictConfig, hookimpl
 from pydantic import Field
 
+from ftp import EvalContext, Evaluator, Shape, StrictConfig, hookimpl
 from ftp_builtin.tokenize import IGNORE, tokenize_records
 
 

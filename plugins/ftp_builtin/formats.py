@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ftp import Format, Shape, StrictConfig, hookimpl
 from pydantic import Field
+
+from ftp import Format, Shape, StrictConfig, hookimpl
 
 ROLES = ("system", "user", "assistant", "tool")
 

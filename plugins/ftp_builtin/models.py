@@ -8,9 +8,9 @@ import shutil
 from pathlib import Path
 from typing import Any, Literal
 
-from ftp import ModelProvider, RunError, StrictConfig, UserError, hookimpl
 from pydantic import Field
 
+from ftp import ModelProvider, RunError, StrictConfig, UserError, hookimpl
 from ftp_builtin.catalog import CATALOG, cache_dir, fetch
 
 TASKS = {"causal-lm": "AutoModelForCausalLM", "sequence-classification":

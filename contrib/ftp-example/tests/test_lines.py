@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from ftp import LoadContext, UserError
 from ftp.testing import make_tiny_causal_lm, write_pipeline
 

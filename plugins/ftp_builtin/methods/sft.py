@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from ftp import Method, RunError, Shape, TrainContext, UserError, hookimpl
 from pydantic import Field
 
+from ftp import Method, RunError, Shape, TrainContext, UserError, hookimpl
 from ftp_builtin.methods.common import (
     TrainingOptions,
+    frozen_weights_in_bf16,
     loss_on_labelled_positions,
     quiet_trainer,
     training_arguments,
@@ -105,8 +106,10 @@ class SFT(Method):
         trainer.model_accepts_loss_kwargs = True
         quiet_trainer(trainer)
         use_all_cores()
+        lean = cfg.frozen_bf16 and bool(args.bf16) and ctx.adapter is not None
         try:
-            trainer.train()
+            with frozen_weights_in_bf16(ctx.model, lean):
+                trainer.train()
         except RuntimeError as exc:
             if "out of memory" in str(exc).lower():
                 raise RunError("out of memory: lower batch_size or max_length, or use an "

@@ -6,7 +6,6 @@ returns more classes from the same hooks, or implements more of them.
 """
 
 from ftp import hookimpl
-
 from ftp_example.lines import LinesLoader
 
 __version__ = "0.1.0"

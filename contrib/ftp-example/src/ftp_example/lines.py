@@ -10,8 +10,9 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from ftp import DataLoader, LoadContext, StrictConfig, UserError
 from pydantic import Field
+
+from ftp import DataLoader, LoadContext, StrictConfig, UserError
 
 # A paragraph ends at a line that is empty or holds only whitespace.
 _BLANK_LINE = re.compile(r"\n\s*\n")
