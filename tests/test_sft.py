@@ -15,7 +15,7 @@ from ftp import TrainContext
 from ftp.cli import cli
 from ftp.data import fill_placeholders
 from ftp.testing import write_pipeline
-from ftp_builtin.formats import Alpaca
+from ftp_builtin.formats.chat import Alpaca
 from ftp_builtin.methods.sft import SFT
 from ftp_builtin.tokenize import IGNORE, tokenize_records
 

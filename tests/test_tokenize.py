@@ -12,7 +12,7 @@ import pytest
 from ftp import UserError
 from ftp.testing import CHATML_TEMPLATE, make_tiny_tokenizer
 from ftp_builtin import tokenize
-from ftp_builtin.formats import Alpaca, Messages, ShareGPT
+from ftp_builtin.formats.chat import Alpaca, Messages, ShareGPT
 from ftp_builtin.tokenize import IGNORE
 
 DATA = Path(__file__).parent / "data"

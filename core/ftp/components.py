@@ -103,8 +103,12 @@ class ModelProvider(Component):
         """Return the tokenizer."""
         raise NotImplementedError
 
-    def load_model(self, task: str, init_from: Path | None = None) -> Any:
-        """Return the model for ``task`` (e.g. ``causal-lm``), from ``init_from`` when given."""
+    def load_model(self, task: str, init_from: Path | None = None, **options: Any) -> Any:
+        """Return the model for ``task`` (e.g. ``causal-lm``), from ``init_from`` when given.
+
+        ``options`` come from ``Method.model_options``, e.g. ``num_labels`` and ``id2label``
+        for ``sequence-classification``.
+        """
         raise NotImplementedError
 
     def apply_adapter(self, model: Any, adapter: Any) -> Any:
@@ -133,6 +137,15 @@ class Method(Component):
     #: Which model head the provider loads for this method.
     task: ClassVar[str] = "causal-lm"
 
+    @classmethod
+    def starts_from(cls) -> frozenset[str]:
+        """Tasks of a previous stage's model this method can continue from (for chains)."""
+        return frozenset({cls.task})
+
+    def model_options(self, train: list[dict[str, Any]]) -> dict[str, Any]:
+        """Extra options for ``ModelProvider.load_model`` (e.g. a classifier's labels)."""
+        return {}
+
     def train(self, ctx: TrainContext) -> Any:
         """Train ``ctx.model`` and return it (possibly still wrapped in an adapter)."""
         raise NotImplementedError
@@ -146,6 +159,8 @@ class Evaluator(Component):
     accepts: ClassVar[frozenset[str]] = frozenset()
     #: Whether the evaluator needs a dataset at all.
     needs_data: ClassVar[bool] = False
+    #: Model tasks it can judge (a classifier cannot generate text).
+    tasks: ClassVar[frozenset[str]] = frozenset({"causal-lm"})
 
     def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
         """Return results, e.g. ``{"metrics": {...}, "samples": [...]}``."""

@@ -99,7 +99,7 @@ class HFProvider(ModelProvider):
             tok.pad_token = tok.eos_token
         return tok
 
-    def load_model(self, task: str, init_from: Path | None = None) -> Any:
+    def load_model(self, task: str, init_from: Path | None = None, **options: Any) -> Any:
         """Load the model for ``task`` on the chosen device and dtype."""
         import transformers
 
@@ -114,6 +114,7 @@ class HFProvider(ModelProvider):
             kwargs["revision"] = self.config.revision
         if self.config.attn_implementation:
             kwargs["attn_implementation"] = self.config.attn_implementation
+        kwargs.update(options)
         model = _hub_call(lambda: cls.from_pretrained(source, **kwargs), source)
         return model.to(self.device())
 

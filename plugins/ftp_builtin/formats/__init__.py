@@ -1,0 +1,1 @@
+"""Built-in formats, one plugin module per family of record shapes."""

@@ -1,0 +1,11 @@
+"""Built-in format plugin `labelled` (being written)."""
+
+from __future__ import annotations
+
+from ftp import hookimpl
+
+
+@hookimpl
+def ftp_formats() -> list[type]:
+    """Register the format(s) of this module."""
+    return []
