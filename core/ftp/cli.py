@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from ftp.errors import FtpError
+from ftp.errors import FtpError, UserError
 from ftp.plugins import PluginSet, load_plugins
 from ftp.registry import KIND_LABELS
 
@@ -130,24 +130,35 @@ def validate(state: _State, pipeline: Path, overrides: tuple[str, ...]) -> None:
 @click.option("--output-dir", "-o", type=click.Path(path_type=Path), default=None,
               help="Run directory (default: runs/NAME).")
 @click.option("--overwrite", is_flag=True, help="Replace an earlier run in the run directory.")
+@click.option("--from-stage", default=None, metavar="NAME",
+              help="Resume an earlier run of this pipeline at stage NAME, starting from the "
+              "previous stage's saved model; earlier stages' outputs are kept.")
 @click.option("--debug", is_flag=True, help="Show tracebacks and library warnings.")
 @click.pass_obj
 def run(state: _State, pipeline: Path, overrides: tuple[str, ...], output_dir: Path | None,
-        overwrite: bool, debug: bool) -> None:
+        overwrite: bool, from_stage: str | None, debug: bool) -> None:
     """Run PIPELINE: load data and model, train each stage, evaluate, save."""
     try:
         p = _load(state, pipeline, overrides)
         from ftp.rundir import RunDir
         from ftp.runner import Runner, default_run_dir
 
-        run_dir = RunDir.create(default_run_dir(p, str(output_dir) if output_dir else None),
-                                overwrite=overwrite)
+        where = default_run_dir(p, str(output_dir) if output_dir else None)
+        if from_stage is not None:
+            if overwrite:
+                raise UserError("--from-stage keeps the earlier run; it cannot be combined "
+                                     "with --overwrite")
+            run_dir = RunDir.open_existing(where)
+            runner = Runner(p, run_dir, from_stage=from_stage)
+        else:
+            run_dir = RunDir.create(where, overwrite=overwrite)
+            runner = Runner(p, run_dir)
     except FtpError as exc:
         _fail(exc, debug)
     _quiet_libraries(debug)
     click.echo(f"ftp: running {p.name!r} into {run_dir.path}")
     try:
-        Runner(p, run_dir).run()
+        runner.run()
     except FtpError as exc:
         click.echo(f"run directory (kept, marked failed): {run_dir.path}", err=True)
         _fail(exc, debug)

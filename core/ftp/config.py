@@ -506,6 +506,9 @@ def load_pipeline(
             problems.append(Problem(f"{where}.name", f"stage name {name!r} is already used by "
                                     f"stages[{seen_names[name]}]{hint}"))
         seen_names.setdefault(name, i)
+        if name == "base":
+            problems.append(Problem(f"{where}.name", "'base' is reserved for the model before "
+                                    "training; choose another stage name"))
         method = _bind(plugins, "method", section.method, _extras(section),
                        f"{where}.method", where, problems, also=tuple(StageSection.model_fields))
         if section.data not in raw_data:
@@ -522,6 +525,8 @@ def load_pipeline(
                     f"produces {produced}",
                 ))
         if method:
+            if stages:
+                _check_chain(stages[-1], method, section.method, where, problems)
             stages.append(Stage(i, name, section.data, method, section.adapter))
 
     evaluations: list[Evaluation] = []
@@ -542,6 +547,7 @@ def load_pipeline(
         after = _after_stages(section, stage_names, where, problems)
         if ev is not None:
             _check_eval_data(section, ev, raw_data, datasets, where, problems)
+            _check_eval_tasks(section, ev, stages, after, where, problems)
             evaluations.append(Evaluation(i, name, section, ev, after))
         if not section.before and not after:
             problems.append(Problem(where, "runs neither before nor after any stage; "
@@ -550,6 +556,39 @@ def load_pipeline(
     if problems or model is None:
         raise ConfigError(problems, str(path))
     return Pipeline(path, raw, file, model, datasets, stages, evaluations, plugins)
+
+
+def _check_chain(previous: Stage, method: Bound, method_name: str, where: str,
+                 problems: list[Problem]) -> None:
+    """A stage must be able to start from the model the previous stage leaves."""
+    leaves = previous.method.entry.cls.task
+    cls = method.entry.cls
+    if leaves not in cls.starts_from():
+        problems.append(Problem(
+            f"{where}.method",
+            f"method {method_name!r} needs a {' or '.join(sorted(cls.starts_from()))} model, "
+            f"but the previous stage {previous.name!r} ({previous.method.entry.name}) leaves a "
+            f"{leaves} model; reorder the stages or split the pipeline",
+        ))
+
+
+def _check_eval_tasks(section: EvaluateSection, ev: Bound, stages: list[Stage],
+                      after: list[str], where: str, problems: list[Problem]) -> None:
+    """An evaluator must be able to judge the model it is given (text vs classifier)."""
+    tasks = ev.entry.cls.tasks
+    by_name = {s.name: s for s in stages}
+    judged = [(s, by_name[s]) for s in after if s in by_name]
+    if section.before and stages:
+        judged.insert(0, ("base", stages[0]))
+    for label, stage in judged:
+        task = stage.method.entry.cls.task
+        if task not in tasks:
+            when = "before training" if label == "base" else f"after stage {label!r}"
+            problems.append(Problem(
+                where,
+                f"evaluator {section.evaluator!r} judges {' or '.join(sorted(tasks))} models, "
+                f"but {when} the model is a {task} model",
+            ))
 
 
 def _after_stages(

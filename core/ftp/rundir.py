@@ -61,6 +61,20 @@ class RunDir:
         path.mkdir(parents=True, exist_ok=True)
         return cls(path)
 
+    @classmethod
+    def open_existing(cls, path: Path) -> RunDir:
+        """Reopen an earlier run's folder (to resume it); nothing in it is removed.
+
+        Raises:
+            UserError: when ``path`` holds no earlier run.
+
+        """
+        run = cls(path)
+        if not run.file(STATUS_FILE).is_file():
+            raise UserError(f"{path} holds no earlier run to resume (no {STATUS_FILE}); "
+                            "use --output-dir to point at it")
+        return run
+
     def file(self, name: str) -> Path:
         """Path of a file in the run directory."""
         return self.path / name

@@ -8,6 +8,7 @@ naming the step, the component and the plugin that provides it.
 from __future__ import annotations
 
 import contextlib
+import json
 import platform
 import shutil
 import sys
@@ -41,7 +42,8 @@ def _version(name: str) -> str | None:
 class Runner:
     """Runs one pipeline into one run directory."""
 
-    def __init__(self, pipeline: Pipeline, run_dir: RunDir, console: Console | None = None) -> None:
+    def __init__(self, pipeline: Pipeline, run_dir: RunDir, console: Console | None = None,
+                 from_stage: str | None = None) -> None:
         self.pipeline = pipeline
         self.run_dir = run_dir
         self.console = console or Console()
@@ -51,6 +53,36 @@ class Runner:
         self.data: dict[str, Prepared] = {}
         self.train_summaries: dict[str, dict[str, Any]] = {}
         self.current_step = "start"
+        self.completed: list[str] = []
+        self.from_index = 0
+        if from_stage is not None:
+            self.from_index = self._resume_point(from_stage)
+
+    def _resume_point(self, from_stage: str) -> int:
+        """Check that an earlier run can be resumed at ``from_stage``; keep its results."""
+        from ftp._suggest import did_you_mean
+
+        names = [s.name for s in self.pipeline.stages]
+        if from_stage not in names:
+            raise UserError(f"--from-stage: no stage named {from_stage!r}"
+                            f"{did_you_mean(from_stage, names)}; stages: {', '.join(names)}")
+        index = names.index(from_stage)
+        if index == 0:
+            raise UserError("--from-stage names the first stage: rerun the whole pipeline "
+                            "with --overwrite instead")
+        previous = self.pipeline.stages[index - 1]
+        if not (self._stage_model_dir(previous) / "config.json").is_file():
+            raise UserError(f"cannot resume at {from_stage!r}: {self._stage_model_dir(previous)} "
+                            f"does not hold stage {previous.name!r}'s model")
+        try:
+            earlier = json.loads(self.run_dir.file("results.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            earlier = {}
+        kept = [BASE_STAGE, *names[:index]]
+        self.results["stages"] = {k: v for k, v in earlier.get("stages", {}).items()
+                                  if k in kept}
+        self.completed = names[:index]
+        return index
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -106,16 +138,31 @@ class Runner:
                               results=self.results)
         except BaseException as exc:
             self.run_dir.set_status("failed", failed_step=self.current_step, error=str(exc),
-                                    timings=self.timings)
+                                    timings=self.timings, completed_stages=self.completed)
+            exc = self._with_resume_hint(exc)
             self.run_dir.write_json("results.json", self.results)
             self._write_summary("failed", time.perf_counter() - started, str(exc))
             with contextlib.suppress(Exception):
                 self.plugins.call("ftp_pipeline_error", error=exc, step=self.current_step,
                                   run_dir=self.run_dir.path)
-            raise
+            raise exc from exc.__cause__
         # Last: a run is called finished only once everything above is written.
         self.run_dir.set_status("finished", seconds=total, timings=self.timings)
         return self.results
+
+    def _with_resume_hint(self, exc: BaseException) -> BaseException:
+        """Add how to resume when earlier stages finished and a later one failed."""
+        names = [s.name for s in self.pipeline.stages]
+        if not isinstance(exc, FtpError) or not self.completed or len(self.completed) >= len(names):
+            return exc
+        nxt = names[len(self.completed)]
+        hint = (f"\n  stages {', '.join(repr(n) for n in self.completed)} finished and are kept in "
+                f"{self.run_dir.path / 'stages'}; after fixing the problem, resume with: "
+                f"ftp run {self.pipeline.source} --output-dir {self.run_dir.path} "
+                f"--from-stage {nxt}")
+        new = type(exc)(f"{exc}{hint}")
+        new.__cause__ = exc.__cause__
+        return new
 
     def _run_steps(self) -> None:
         p = self.pipeline
@@ -138,29 +185,58 @@ class Runner:
         provider = p.model.build()
         with self.step("load tokenizer", p.model):
             tokenizer = provider.load_tokenizer()
-        first = p.stages[0]
-        with self.step("load model", p.model):
-            model = provider.load_model(first.method.entry.cls.task)
-        self.plugins.call("ftp_model_loaded", model=model, tokenizer=tokenizer, stage=BASE_STAGE)
 
-        for ev in p.evaluations:
-            if ev.section.before:
-                self._evaluate(ev, BASE_STAGE, model, tokenizer)
+        first = self.from_index
+        model = self._load_for(p.stages[first], provider, None)
+        self.plugins.call("ftp_model_loaded", model=model, tokenizer=tokenizer,
+                          stage=BASE_STAGE if first == 0 else p.stages[first - 1].name)
+        if first == 0:
+            for ev in p.evaluations:
+                if ev.section.before:
+                    self._evaluate(ev, BASE_STAGE, model, tokenizer)
 
-        for i, stage in enumerate(p.stages):
+        for i in range(first, len(p.stages)):
+            stage = p.stages[i]
+            if i > first and stage.method.entry.cls.task != p.stages[i - 1].method.entry.cls.task:
+                # A new head (e.g. a classifier after SFT): start from the saved LM.
+                del model
+                model = self._load_for(stage, provider, self._stage_model_dir(p.stages[i - 1]))
             model = self._train_stage(stage, provider, model, tokenizer)
             for ev in p.evaluations:
                 if stage.name in ev.after_stages:
                     self._evaluate(ev, stage.name, model, tokenizer)
-            del i
+            if i < len(p.stages) - 1:
+                # Kept so a later failure can resume from here (--from-stage).
+                self._save_model(provider, model, tokenizer, self._stage_model_dir(stage),
+                                 f"stage {stage.name!r}: save model")
+            self.completed.append(stage.name)
 
-        final = self.run_dir.file("model")
-        staging = self.run_dir.file("model.partial")
-        with self.step("save model", p.model):
+        self._save_model(provider, model, tokenizer, self.run_dir.file("model"), "save model")
+
+    def _stage_model_dir(self, stage: Stage) -> Path:
+        return self.run_dir.file(f"stages/{stage.name}/model")
+
+    def _load_for(self, stage: Stage, provider: Any, init_from: Path | None) -> Any:
+        """Load the model a stage trains: the base model, or an earlier stage's saved one."""
+        method = stage.method.build()
+        options = method.model_options(self.data[stage.data].train)
+        if init_from is None and self.from_index > 0:
+            init_from = self._stage_model_dir(self.pipeline.stages[self.from_index - 1])
+        where = f" from {init_from}" if init_from else ""
+        with self.step(f"load model{where}", self.pipeline.model):
+            return provider.load_model(stage.method.entry.cls.task, init_from=init_from,
+                                       **options)
+
+    def _save_model(self, provider: Any, model: Any, tokenizer: Any, final: Path,
+                    label: str) -> None:
+        staging = final.with_name(final.name + ".partial")
+        with self.step(label, self.pipeline.model):
             if staging.exists():
                 shutil.rmtree(staging)
             provider.save(model, tokenizer, staging)
-            staging.rename(final)  # only a complete model folder is called model/
+            if final.exists():
+                shutil.rmtree(final)
+            staging.rename(final)  # only a complete model folder carries the final name
         self.console.print(f"  model saved to {final}", highlight=False)
 
     def _train_stage(self, stage: Stage, provider: Any, model: Any, tokenizer: Any) -> Any:
