@@ -170,10 +170,10 @@ def test_schema_includes_a_local_plugin(tmp_path: Path) -> None:
 from ftp import Method, Shape, StrictConfig, hookimpl
 
 
-class Classify(Method):
-    """Train a text classifier."""
+class Tagger(Method):
+    """Train a text tagger."""
 
-    name = "classify"
+    name = "tagger"
     accepts = frozenset({Shape.LABELLED_TEXT})
 
     class Config(StrictConfig):
@@ -182,14 +182,14 @@ class Classify(Method):
 
 @hookimpl
 def ftp_methods():
-    return [Classify]
+    return [Tagger]
 ''', encoding="utf-8")
     result = ftp("-p", "extra.py", "schema", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     variants = json.loads(result.stdout)["properties"]["stages"]["items"]["anyOf"]
     by_method = {v["properties"]["method"]["const"]: v for v in variants}
-    assert {"classify", "sft"} <= set(by_method)
-    assert "num_labels" in by_method["classify"]["properties"]
+    assert {"tagger", "sft"} <= set(by_method)
+    assert "num_labels" in by_method["tagger"]["properties"]
     assert "num_labels" not in by_method["sft"]["properties"]
 
 

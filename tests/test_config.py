@@ -44,7 +44,7 @@ from ftp import Method, Shape, StrictConfig, hookimpl
 class Classify(Method):
     """Train a text classifier."""
 
-    name = "classify"
+    name = "labeller"
     accepts = frozenset({Shape.LABELLED_TEXT})
 
     class Config(StrictConfig):
@@ -186,23 +186,23 @@ def test_nested_unknown_key_has_its_full_path(project: Path) -> None:
 def test_method_format_shape_mismatch_from_pipeline_plugin(project: Path) -> None:
     (project / "myplugin.py").write_text(CLASSIFY_PLUGIN, encoding="utf-8")
     text = VALID.replace('name = "demo"', 'name = "demo"\nplugins = ["myplugin.py"]')
-    text = text.replace('method = "sft"', 'method = "classify"')
+    text = text.replace('method = "sft"', 'method = "labeller"')
     text = text.replace("learning_rate = 1e-4\n", "")
     [line] = assert_config_error(validate(project, text))
-    assert line.startswith("stages[0].data: method 'classify' trains on labelled_text data")
+    assert line.startswith("stages[0].data: method 'labeller' trains on labelled_text data")
     assert "format 'alpaca'" in line
     assert "conversational" in line
 
 
 def test_method_format_shape_mismatch_from_command_line_plugin(project: Path) -> None:
     (project / "myplugin.py").write_text(CLASSIFY_PLUGIN, encoding="utf-8")
-    text = VALID.replace('method = "sft"', 'method = "classify"')
+    text = VALID.replace('method = "sft"', 'method = "labeller"')
     text = text.replace("learning_rate = 1e-4\n", "")
     [line] = assert_config_error(validate(project, text, "-p", "myplugin.py"))
-    assert line.startswith("stages[0].data: method 'classify' trains on labelled_text data")
+    assert line.startswith("stages[0].data: method 'labeller' trains on labelled_text data")
     # Without the plugin the method is simply unknown.
     [line] = assert_config_error(validate(project, text))
-    assert line.startswith("stages[0].method: unknown method 'classify'")
+    assert line.startswith("stages[0].method: unknown method 'labeller'")
 
 
 def test_missing_pipeline_plugin_file(project: Path) -> None:
@@ -346,11 +346,11 @@ def test_set_override_that_cannot_apply_is_one_line_error(
 def test_pipeline_plugins_are_found_next_to_the_pipeline_file(project: Path) -> None:
     (project / "myplugin.py").write_text(CLASSIFY_PLUGIN, encoding="utf-8")
     text = VALID.replace('name = "demo"', 'name = "demo"\nplugins = ["myplugin.py"]')
-    text = text.replace('method = "sft"', 'method = "classify"')
+    text = text.replace('method = "sft"', 'method = "labeller"')
     text = text.replace("learning_rate = 1e-4\n", "").replace('"alpaca"', '"text"')
     write_pipeline(project / "pipeline.toml", text)
     # Run from elsewhere: the plugin path is relative to the pipeline file, not the cwd.
     result = ftp("validate", str(project / "pipeline.toml"), cwd=project.parent)
     [line] = assert_config_error(result)
-    assert line.startswith("stages[0].data: method 'classify' trains on labelled_text data")
+    assert line.startswith("stages[0].data: method 'labeller' trains on labelled_text data")
     assert "produces language_modeling" in line

@@ -12,11 +12,14 @@ import pytest
 from ftp.testing import write_pipeline
 
 BUILTINS = {
-    "data": {("data_loader", "json"), ("data_loader", "csv"), ("data_loader", "hub")},
+    "data": {("data_loader", "json"), ("data_loader", "csv"), ("data_loader", "text"),
+             ("data_loader", "hub")},
     "formats": {("format", "alpaca"), ("format", "messages"), ("format", "sharegpt"),
                 ("format", "text")},
     "hf": {("model_provider", "hf")},
     "sft": {("method", "sft")},
+    "cpt": {("method", "cpt")},
+    "perplexity": {("evaluator", "perplexity")},
     "evaluators": {("evaluator", "loss"), ("evaluator", "generate")},
 }
 
@@ -38,7 +41,7 @@ data = "x"
 """
 
 
-def method_plugin(name: str = "classify") -> str:
+def method_plugin(name: str = "labeller") -> str:
     """A plugin providing one method called ``name``."""
     return textwrap.dedent(f'''
         from ftp import Method, Shape, hookimpl
@@ -180,10 +183,10 @@ def test_strict_plugins_makes_a_broken_plugin_fatal(project: Path) -> None:
 
 def test_pipeline_needing_a_broken_plugin_names_the_failure(project: Path) -> None:
     (project / "noimport.py").write_text(IMPORT_RAISES, encoding="utf-8")
-    pipeline(project, method="classify")
+    pipeline(project, method="labeller")
     result = ftp("-p", "noimport.py", "validate", "pipeline.toml", cwd=project)
     assert result.returncode == 2
-    assert "stages[0].method: unknown method 'classify'" in result.stderr
+    assert "stages[0].method: unknown method 'labeller'" in result.stderr
     assert "plugin 'noimport' failed" in result.stderr
 
 
@@ -211,14 +214,14 @@ def test_duplicate_name_from_two_plugins_names_both(project: Path) -> None:
     assert infos["first"]["status"] == "ok"
     assert infos["second"]["status"] == "error"
     error = infos["second"]["error"]
-    assert "method 'classify' is provided twice" in error
+    assert "method 'labeller' is provided twice" in error
     assert "'first'" in error and "'second'" in error
 
     # A pipeline that uses the name cannot know which one it gets: an error, both named.
-    pipeline(project, method="classify")
+    pipeline(project, method="labeller")
     result = ftp("-p", "first.py", "-p", "second.py", "validate", "pipeline.toml", cwd=project)
     assert result.returncode == 2
-    assert "stages[0].method: method 'classify' is provided twice" in result.stderr
+    assert "stages[0].method: method 'labeller' is provided twice" in result.stderr
     assert "'first'" in result.stderr and "'second'" in result.stderr
     # Blocking one settles it.
     result = ftp("-p", "first.py", "-p", "second.py", "-p", "no:first", "validate",
@@ -287,7 +290,7 @@ def test_plugin_module_from_the_environment(project: Path) -> None:
     infos = plugins_json(cwd=project, FTP_PLUGINS="envplugin", PYTHONPATH=str(project / "pp"))
     assert infos["envplugin"]["status"] == "ok"
     assert infos["envplugin"]["distribution"] == "<local module>"
-    assert components(infos["envplugin"]) == {("method", "classify")}
+    assert components(infos["envplugin"]) == {("method", "labeller")}
 
 
 def test_cli_command_from_a_plugin_in_the_environment(project: Path) -> None:

@@ -223,6 +223,7 @@ class Runner:
         if init_from is None and self.from_index > 0:
             init_from = self._stage_model_dir(self.pipeline.stages[self.from_index - 1])
         where = f" from {init_from}" if init_from else ""
+        _seed_everything(self.pipeline.seed)  # a new head's random init is seeded too
         with self.step(f"load model{where}", self.pipeline.model):
             return provider.load_model(stage.method.entry.cls.task, init_from=init_from,
                                        **options)
@@ -348,6 +349,16 @@ class Runner:
         text = render_summary(self.pipeline, status, seconds, self.timings, self.train_summaries,
                               self.results, error, self.run_dir.path)
         self.run_dir.write_text("summary.md", text)
+
+
+def _seed_everything(seed: int) -> None:
+    """Seed Python's and torch's generators before anything random (a new head) is made."""
+    import random
+
+    import torch
+
+    random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def default_run_dir(pipeline: Pipeline, output_dir: str | None) -> Path:

@@ -1,11 +1,12 @@
-"""Built-in data loaders: local JSON / JSON Lines / CSV files, and the Hugging Face Hub."""
+"""Built-in data loaders: local JSON / JSON Lines / CSV / plain-text files, and the Hub."""
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -99,6 +100,84 @@ class CsvLoader(DataLoader):
         return rows
 
 
+# A paragraph ends at a line that is empty or holds only whitespace.
+_BLANK_LINE = re.compile(r"\n[ \t\f\v]*\n")
+
+
+class TextLoader(DataLoader):
+    """Plain-text files as {"text": ...} documents: one per line, per paragraph, or per file."""
+
+    name = "text"
+
+    class Config(StrictConfig):
+        """Options of the text loader."""
+
+        path: str = Field(
+            description="A text file, or a folder of them, relative to the pipeline file."
+        )
+        glob: str = Field(
+            "*.txt", min_length=1,
+            description="When path is a folder: which files to read, in sorted order "
+            "('**/*.txt' for subfolders too).",
+        )
+        split: Literal["line", "paragraph", "file"] = Field(
+            "line", description="One document per line, per blank-line separated paragraph, "
+            "or per file.",
+        )
+        min_chars: int = Field(
+            1, ge=1, description="Skip documents shorter than this, after trimming whitespace."
+        )
+
+    def load(self, ctx: LoadContext) -> list[dict[str, Any]]:
+        """Read the file(s) and split them into documents, in file order."""
+        cfg = self.config
+        records: list[dict[str, Any]] = []
+        skipped = 0
+        for path in self._files(ctx):
+            for doc in split_documents(_read_text(path), cfg.split):
+                if len(doc) < cfg.min_chars:
+                    skipped += 1
+                    continue
+                records.append({"text": doc})
+        if not records:
+            why = f" ({skipped} shorter than min_chars = {cfg.min_chars})" if skipped else ""
+            raise UserError(f"{ctx.resolve(cfg.path)}: no text documents{why}")
+        return records
+
+    def _files(self, ctx: LoadContext) -> list[Path]:
+        path = ctx.resolve(self.config.path)
+        if path.is_file():
+            return [path]
+        if path.is_dir():
+            files = sorted(p for p in path.glob(self.config.glob) if p.is_file())
+            if not files:
+                raise UserError(f"{path}: no files match glob {self.config.glob!r}")
+            return files
+        raise UserError(f"data file not found: {path}")
+
+
+def split_documents(text: str, split: str) -> list[str]:
+    """Split ``text`` into trimmed, non-empty documents by line, paragraph or whole file."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if split == "line":
+        parts = text.split("\n")
+    elif split == "paragraph":
+        parts = _BLANK_LINE.split(text)
+    else:
+        parts = [text]
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _read_text(path: Path) -> str:
+    try:
+        # utf-8-sig: a byte-order mark some editors write must not start the first document.
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start} cannot be decoded)") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read: {exc.strerror}") from None
+
+
 class HubLoader(DataLoader):
     """A dataset on the Hugging Face Hub (or in its local cache), through `datasets`."""
 
@@ -145,4 +224,4 @@ def _is_offline(exc: BaseException) -> bool:
 @hookimpl
 def ftp_data_loaders() -> list[type]:
     """Register the built-in loaders."""
-    return [JsonLoader, CsvLoader, HubLoader]
+    return [JsonLoader, CsvLoader, TextLoader, HubLoader]

@@ -1,11 +1,166 @@
-"""Built-in evaluator plugin `preference` (being written)."""
+"""Built-in evaluator ``preference``: how often the model finds the chosen answer more likely.
+
+For each held-out pair, the log-probability of each answer given its prompt is the sum of the
+log-probabilities of the answer's tokens, the conversation rendered through the chat template
+with the same masks as training (``ftp_builtin.tokenize.conversation``: the last assistant
+turn, through its end-of-turn token). A pair counts as preferred when
+``logp(chosen) - logp(rejected) > 0``.
+
+DPO's own "reward accuracy" compares that margin with the reference model's. Run with
+``before = true``, this evaluator measures the model before and after the stage on the same
+pairs, so the change of ``mean_margin`` between the two is exactly the mean change relative to
+the reference (DPO's implicit reward margin divided by beta), and the per-pair ``samples`` of
+the two results give it pair by pair.
+"""
 
 from __future__ import annotations
 
-from ftp import hookimpl
+from typing import Any
+
+from pydantic import Field
+
+from ftp import EvalContext, Evaluator, Shape, StrictConfig, UserError, hookimpl
+from ftp_builtin.tokenize import IGNORE, conversation, render, require_chat_template
+
+
+def answer_tokens(tokenizer: Any, prompt: list[dict[str, str]],
+                  answer: list[dict[str, str]]) -> dict[str, list[int]]:
+    """Token ids of ``prompt + answer`` with labels on the answer's tokens only.
+
+    Earlier assistant turns of a multi-turn prompt are context, not scored.
+    """
+    row = conversation(tokenizer, prompt + answer)
+    head = render(tokenizer, prompt, generation_prompt=True)
+    start = 0
+    for a, b in zip(row["input_ids"], head, strict=False):
+        if a != b:
+            break
+        start += 1
+    labels = [IGNORE] * start + row["labels"][start:]
+    return {"input_ids": row["input_ids"], "labels": labels}
+
+
+class Preference(Evaluator):
+    """Fraction of preference pairs whose chosen answer the model finds more likely."""
+
+    name = "preference"
+    needs_data = True
+    accepts = frozenset({Shape.PREFERENCE})
+
+    class Config(StrictConfig):
+        """How the pairs are tokenized and batched."""
+
+        batch_size: int = Field(4, gt=0, description="Sequences per forward pass.")
+        max_length: int = Field(
+            1024, gt=0, description="Longer sequences are cut at the end (as DPO training does); "
+            "a pair whose prompt alone fills it is skipped."
+        )
+
+    def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
+        """Score both answers of every pair; report accuracy, margins and per-token log-probs."""
+        cfg = self.config
+        tok = ctx.tokenizer
+        require_chat_template(tok)
+        rows: list[dict[str, list[int]]] = []
+        truncated = skipped = 0
+        kept: list[int] = []
+        for i, pair in enumerate(ctx.data or []):
+            both = [answer_tokens(tok, pair["prompt"], pair[k]) for k in ("chosen", "rejected")]
+            if any(len(r["input_ids"]) > cfg.max_length for r in both):
+                truncated += 1
+                both = [{k: v[:cfg.max_length] for k, v in r.items()} for r in both]
+            if any(all(lab == IGNORE for lab in r["labels"][1:]) for r in both):
+                skipped += 1
+                continue
+            kept.append(i)
+            rows.extend(both)
+        if not kept:
+            raise UserError(f"no pair to score: every prompt fills max_length={cfg.max_length} "
+                            "on its own (or the data is empty)")
+        logps, counts = _sequence_logps(ctx.model, tok, rows, cfg.batch_size)
+
+        samples = []
+        for n, i in enumerate(kept):
+            c, r = 2 * n, 2 * n + 1
+            samples.append({"pair": i, "chosen_logp": logps[c], "rejected_logp": logps[r],
+                            "margin": logps[c] - logps[r], "chosen_tokens": counts[c],
+                            "rejected_tokens": counts[r]})
+        pairs = len(samples)
+        chosen_tokens = sum(s["chosen_tokens"] for s in samples)
+        rejected_tokens = sum(s["rejected_tokens"] for s in samples)
+        metrics = {
+            "accuracy": sum(s["margin"] > 0 for s in samples) / pairs,
+            "mean_margin": sum(s["margin"] for s in samples) / pairs,
+            "accuracy_per_token": sum(
+                s["chosen_logp"] / s["chosen_tokens"] > s["rejected_logp"] / s["rejected_tokens"]
+                for s in samples) / pairs,
+            "chosen_logp": sum(s["chosen_logp"] for s in samples) / pairs,
+            "rejected_logp": sum(s["rejected_logp"] for s in samples) / pairs,
+            "chosen_logp_per_token": sum(s["chosen_logp"] for s in samples) / chosen_tokens,
+            "rejected_logp_per_token": sum(s["rejected_logp"] for s in samples) / rejected_tokens,
+            "pairs": pairs,
+            "skipped": skipped,
+            "truncated": truncated,
+        }
+        return {"metrics": metrics, "samples": samples}
+
+
+def _sequence_logps(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]],
+                    batch_size: int) -> tuple[list[float], list[int]]:
+    """Sum of log-probabilities of each row's labelled tokens, and how many there are.
+
+    Rows are batched by length (right-padded); only the positions from the batch's first
+    labelled one onwards are projected onto the vocabulary (``logits_to_keep``).
+    """
+    import torch
+
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    logps = [0.0] * len(rows)
+    counts = [0] * len(rows)
+    order = sorted(range(len(rows)), key=lambda j: len(rows[j]["input_ids"]))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                batch = order[start:start + batch_size]
+                width = max(len(rows[j]["input_ids"]) for j in batch)
+                ids = torch.full((len(batch), width), pad, dtype=torch.long)
+                mask = torch.zeros((len(batch), width), dtype=torch.long)
+                targets = []
+                for b, j in enumerate(batch):
+                    n = len(rows[j]["input_ids"])
+                    ids[b, :n] = torch.tensor(rows[j]["input_ids"])
+                    mask[b, :n] = 1
+                    # logits at position p predict the token at p + 1
+                    targets.append([p for p in range(1, n) if rows[j]["labels"][p] != IGNORE])
+                first = min(t[0] for t in targets) - 1
+                keep = width - first
+                logits = _logits(model, ids.to(device), mask.to(device), keep)
+                offset = width - logits.size(1)
+                for b, j in enumerate(batch):
+                    where = torch.tensor(targets[b], device=device)
+                    row_logits = logits[b, where - 1 - offset].float()
+                    token_ids = ids[b, targets[b]].to(device)
+                    logp = torch.log_softmax(row_logits, dim=-1).gather(
+                        -1, token_ids.unsqueeze(-1)).sum()
+                    logps[j] = float(logp)
+                    counts[j] = len(targets[b])
+    finally:
+        model.train(was_training)
+    return logps, counts
+
+
+def _logits(model: Any, ids: Any, mask: Any, keep: int) -> Any:
+    """The last ``keep`` positions' logits; every position's for models without the option."""
+    try:
+        return model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
+    except TypeError:
+        return model(input_ids=ids, attention_mask=mask).logits
 
 
 @hookimpl
 def ftp_evaluators() -> list[type]:
-    """Register the evaluator(s) of this module."""
-    return []
+    """Register ``preference``."""
+    return [Preference]

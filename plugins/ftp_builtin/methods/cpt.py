@@ -1,11 +1,103 @@
-"""Built-in method plugin `cpt` (being written)."""
+"""``cpt``: continued pretraining on raw text, with transformers' Trainer.
+
+Documents are tokenized without a chat template, each followed by exactly one EOS, joined and
+cut into blocks of ``block_size`` tokens (``ftp_builtin.blocks``); the last, partial block is
+dropped and its tokens are counted in the ``packed`` event of metrics.jsonl. Every token of a
+block carries loss: the model's own causal-LM loss with ``labels = input_ids``.
+
+Labels are built here, not by transformers' ``DataCollatorForLanguageModeling``: that collator
+masks pad tokens out of the loss, and with pad == EOS (most chat models) it would hide every
+document boundary from the model.
+
+With an adapter only the LoRA weights train. To train the embeddings and the LM head too (new
+vocabulary, a new script or language), list them in the adapter:
+``adapter = { r = 16, modules_to_save = ["embed_tokens", "lm_head"] }``; peft trains full copies
+of them and saves them with the adapter. On a model whose embeddings are tied to the LM head
+(SmolLM2) listing both unties them: the saved model gets its own ``lm_head`` and
+``tie_word_embeddings = false``. Without an adapter every weight trains, embeddings included.
+"""
 
 from __future__ import annotations
 
-from ftp import hookimpl
+from typing import Any
+
+from pydantic import Field
+
+from ftp import Method, RunError, Shape, TrainContext, UserError, hookimpl
+from ftp_builtin.blocks import check_block_size, pack
+from ftp_builtin.methods.common import (
+    TrainingOptions,
+    frozen_weights_in_bf16,
+    quiet_trainer,
+    training_arguments,
+    use_all_cores,
+)
+
+
+class CPT(Method):
+    """Continued pretraining on raw text: EOS-joined documents in fixed-length blocks."""
+
+    name = "cpt"
+    accepts = frozenset({Shape.LANGUAGE_MODELING})
+    task = "causal-lm"
+
+    class Config(TrainingOptions):
+        """CPT options: the shared training options plus the block length."""
+
+        block_size: int = Field(
+            512, ge=2, description="Tokens per training block; the text is one EOS-joined "
+            "stream cut into blocks of this length, the last partial block dropped."
+        )
+
+    def train(self, ctx: TrainContext) -> Any:
+        """Pack the text into blocks, train with Trainer, and return the model."""
+        from transformers import Trainer, TrainingArguments, set_seed
+
+        cfg = self.config
+        set_seed(ctx.seed)
+        check_block_size(ctx.model, cfg.block_size)
+        packed = pack(ctx.tokenizer, [r["text"] for r in ctx.train], cfg.block_size)
+        ctx.log({"stage": ctx.stage, "event": "packed", "documents": packed.documents,
+                 "tokens": packed.tokens, "blocks": len(packed.blocks),
+                 "block_size": cfg.block_size, "dropped_tokens": packed.dropped_tokens})
+        if not packed.blocks:
+            raise UserError(f"the training text is {packed.tokens} tokens, less than one block "
+                            f"of block_size = {cfg.block_size}; lower block_size or add text")
+
+        args = training_arguments(cfg, ctx, TrainingArguments, eval_strategy="no")
+        trainer = Trainer(
+            model=ctx.model,
+            args=args,
+            train_dataset=packed.blocks,
+            data_collator=collate_blocks,
+            processing_class=ctx.tokenizer,
+            callbacks=ctx.callbacks,
+        )
+        quiet_trainer(trainer)
+        use_all_cores()
+        lean = cfg.frozen_bf16 and bool(args.bf16) and ctx.adapter is not None
+        try:
+            with frozen_weights_in_bf16(ctx.model, lean):
+                trainer.train()
+        except RuntimeError as exc:
+            if "out of memory" in str(exc).lower():
+                raise RunError("out of memory: lower batch_size or block_size, or use an "
+                               "adapter") from exc
+            raise
+        return trainer.model
+
+
+def collate_blocks(blocks: list[list[int]]) -> dict[str, Any]:
+    """Equal-length blocks as a batch; loss on every token (the model shifts the labels)."""
+    import torch
+
+    ids = torch.tensor(blocks, dtype=torch.long)
+    # The all-ones mask is free under SDPA and lets Trainer count tokens seen correctly
+    # (its "non_padding" count would otherwise skip every EOS, as EOS is the pad token).
+    return {"input_ids": ids, "labels": ids.clone(), "attention_mask": torch.ones_like(ids)}
 
 
 @hookimpl
 def ftp_methods() -> list[type]:
-    """Register the method(s) of this module."""
-    return []
+    """Register ``cpt``."""
+    return [CPT]

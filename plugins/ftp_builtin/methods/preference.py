@@ -1,11 +1,261 @@
-"""Built-in method plugin `preference` (being written)."""
+"""Preference tuning: ``dpo`` (TRL DPOTrainer) and ``kto`` (TRL KTOTrainer).
+
+Records arrive in TRL's conversational forms (``ftp_builtin.formats.preference``), so TRL
+renders them through the tokenizer's own chat template: the prompt with the generation prompt,
+and prompt + answer as one conversation; the answer's tokens are where the two renderings part.
+
+The reference model is the model the stage starts from, never a second download:
+
+- with an adapter, the base with the adapter disabled. TRL 1.x copies a PEFT model's adapter
+  into a frozen ``ref`` adapter; ftp's adapter is always freshly initialised (an identity), so
+  that copy is dropped again and TRL falls back to disabling the adapter — no second set of
+  weights, and one LoRA pass less per reference forward;
+- without one, the reference log-probabilities are computed once, before training, from the
+  model as it is (``precompute_ref_log_probs``): no copy in memory. TRL's own fallback would
+  reload the weights named in the model's config, which after an earlier stage are not the
+  weights this stage starts from. With ``precompute_ref_log_probs = false`` a copy of the
+  starting model is the reference.
+"""
 
 from __future__ import annotations
 
-from ftp import hookimpl
+import contextlib
+import copy
+import os
+from collections.abc import Iterator
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from ftp import Method, RunError, Shape, TrainContext, UserError, hookimpl
+from ftp_builtin.methods.common import (
+    TrainingOptions,
+    frozen_weights_in_bf16,
+    native_bf16,
+    quiet_trainer,
+    training_arguments,
+    use_all_cores,
+)
+from ftp_builtin.methods.lm_head import use_lean_lm_head
+from ftp_builtin.tokenize import require_chat_template
+
+DPOLoss = Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair",
+                  "sppo_hard", "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft",
+                  "sigmoid_norm"]
+
+
+class PreferenceOptions(TrainingOptions):
+    """What DPO and KTO share: the training options plus the reference and sequence handling."""
+
+    learning_rate: float = Field(
+        5e-6, gt=0, description="DPO/KTO move far with little: 5e-6 suits full finetuning; "
+        "with a LoRA adapter use more, e.g. 5e-5 to 2e-4."
+    )
+    beta: float = Field(0.1, gt=0, description="How far the model may move from the reference; "
+                        "higher keeps it closer.")
+    max_length: int = Field(1024, gt=0, description="prompt + answer longer than this is cut at "
+                            "the end; a pair whose prompt alone fills it is dropped.")
+    precompute_ref_log_probs: bool | None = Field(
+        None, description="Compute the reference log-probabilities once before training. "
+        "Default: on without an adapter (no copy of the model in memory), off with one."
+    )
+
+
+class DPO(Method):
+    """Direct preference optimisation on chosen/rejected pairs (TRL DPOTrainer)."""
+
+    name = "dpo"
+    accepts = frozenset({Shape.PREFERENCE})
+    task = "causal-lm"
+
+    class Config(PreferenceOptions):
+        """DPO options: the preference options plus the loss."""
+
+        loss_type: DPOLoss = Field("sigmoid", description="The DPO loss variant (TRL's names).")
+        label_smoothing: float = Field(
+            0.0, ge=0, description="For 'robust' (flip probability, < 0.5) and 'exo_pair' (> 0)."
+        )
+
+        @model_validator(mode="after")
+        def _smoothing_fits_the_loss(self) -> DPO.Config:
+            if self.loss_type == "exo_pair" and self.label_smoothing == 0:
+                raise ValueError("loss_type 'exo_pair' needs label_smoothing > 0 (e.g. 1e-3)")
+            if self.loss_type == "robust" and self.label_smoothing >= 0.5:
+                raise ValueError("loss_type 'robust' needs label_smoothing < 0.5")
+            return self
+
+    def trainer(self, ctx: TrainContext) -> Any:
+        """The TRL DPOTrainer this method trains with (TRL tokenizes ``ctx.train`` here)."""
+        from trl import DPOConfig, DPOTrainer
+
+        cfg = self.config
+        extra = {"loss_type": [cfg.loss_type], "label_smoothing": cfg.label_smoothing,
+                 "truncation_mode": "keep_start"}
+        return _trainer(ctx, cfg, DPOConfig, DPOTrainer, extra)
+
+    def train(self, ctx: TrainContext) -> Any:
+        """Build a DPOTrainer on the conversational pairs, train, and return the model."""
+        return _train(self, ctx, ("chosen", "rejected"))
+
+
+class KTO(Method):
+    """Kahneman-Tversky optimisation on answers labelled desirable or not (TRL KTOTrainer)."""
+
+    name = "kto"
+    #: Pairs are split by TRL into a desirable and an undesirable answer each.
+    accepts = frozenset({Shape.UNPAIRED_PREFERENCE, Shape.PREFERENCE})
+    task = "causal-lm"
+
+    class Config(PreferenceOptions):
+        """KTO options: the preference options plus the loss and the class weights."""
+
+        loss_type: Literal["kto", "apo_zero_unpaired"] = "kto"
+        desirable_weight: float = Field(
+            1.0, gt=0, description="Weight of desirable answers' losses (balance the classes)."
+        )
+        undesirable_weight: float = Field(
+            1.0, gt=0, description="Weight of undesirable answers' losses."
+        )
+
+        @model_validator(mode="after")
+        def _kl_needs_a_batch(self) -> KTO.Config:
+            if self.loss_type == "kto" and self.batch_size < 2:
+                raise ValueError("loss_type 'kto' estimates its KL term from the other answers "
+                                 "of a batch: batch_size must be at least 2")
+            return self
+
+    def trainer(self, ctx: TrainContext) -> Any:
+        """The TRL KTOTrainer this method trains with (TRL tokenizes ``ctx.train`` here)."""
+        from trl import KTOConfig, KTOTrainer
+
+        cfg = self.config
+        extra = {"loss_type": cfg.loss_type, "desirable_weight": cfg.desirable_weight,
+                 "undesirable_weight": cfg.undesirable_weight}
+        return _trainer(ctx, cfg, KTOConfig, KTOTrainer, extra)
+
+    def train(self, ctx: TrainContext) -> Any:
+        """Build a KTOTrainer on the labelled answers, train, and return the model."""
+        return _train(self, ctx, ("completion",))
+
+
+def _train(method: DPO | KTO, ctx: TrainContext, answers: tuple[str, ...]) -> Any:
+    """Train with the method's TRL trainer; return the (possibly adapter-wrapped) model."""
+    cfg = method.config
+    use_all_cores()
+    lean = cfg.frozen_bf16 and _uses_bf16(cfg, ctx) and ctx.adapter is not None
+    try:
+        # The trainer is built inside: precomputed reference log-probabilities then come from
+        # the same (bf16) frozen weights as the policy's.
+        with frozen_weights_in_bf16(ctx.model, lean), _quiet_progress():
+            trainer = method.trainer(ctx)
+            _log_tokenized(ctx, trainer.train_dataset, answers, cfg.max_length)
+            quiet_trainer(trainer)
+            trainer.train()
+    except RuntimeError as exc:
+        if "out of memory" in str(exc).lower():
+            raise RunError("out of memory: lower batch_size or max_length, or use an "
+                           "adapter") from exc
+        raise
+    return trainer.model
+
+
+def _trainer(ctx: TrainContext, cfg: PreferenceOptions, config_cls: Any, trainer_cls: Any,
+             extra: dict[str, Any]) -> Any:
+    """A TRL preference trainer on ``ctx.train``, with ftp's reference-model handling."""
+    from datasets import Dataset
+    from transformers import set_seed
+
+    set_seed(ctx.seed)
+    require_chat_template(ctx.tokenizer)
+    with_adapter = ctx.adapter is not None
+    precompute = cfg.precompute_ref_log_probs
+    if precompute is None:
+        precompute = not with_adapter
+    args = training_arguments(
+        cfg, ctx, config_cls,
+        beta=cfg.beta,
+        max_length=cfg.max_length,
+        precompute_ref_log_probs=precompute,
+        eval_strategy="no",
+        **extra,
+    )
+    # Without an adapter and without precomputing, the reference is a frozen copy of the model
+    # this stage starts from (TRL would reload the config's weights, the wrong ones in a chain).
+    ref_model = None
+    if not with_adapter and not precompute:
+        ref_model = copy.deepcopy(ctx.model).eval()
+        ref_model.requires_grad_(False)
+        # An earlier TRL stage left its LM-head patch on the model; the copy's patch would call
+        # the original model's forward, so give the copy its class's own forward back.
+        patched = ref_model.__dict__.get("forward")
+        if getattr(getattr(patched, "__func__", None), "__name__", "") == "_fused_forward":
+            del ref_model.forward
+    trainer = trainer_cls(
+        model=ctx.model,
+        ref_model=ref_model,
+        args=args,
+        train_dataset=Dataset.from_list(ctx.train),
+        processing_class=ctx.tokenizer,
+        callbacks=ctx.callbacks,
+    )
+    _drop_reference_adapter(trainer.model)
+    for model in (trainer.model, trainer.ref_model):
+        if model is not None:
+            use_lean_lm_head(model)
+    return trainer
+
+
+def _uses_bf16(cfg: PreferenceOptions, ctx: TrainContext) -> bool:
+    """Whether training runs under bf16 autocast (as ``training_arguments`` decides)."""
+    import torch
+
+    if cfg.bf16 is not None:
+        return cfg.bf16
+    return native_bf16(torch.cuda.is_available() and next(ctx.model.parameters()).is_cuda)
+
+
+def _drop_reference_adapter(model: Any) -> None:
+    """Delete the ``ref`` adapter TRL copies from a fresh (identity) one; the base is the same."""
+    config = getattr(model, "peft_config", None)
+    if isinstance(config, dict) and "ref" in config and "default" in config:
+        model.delete_adapter("ref")
+
+
+def _log_tokenized(ctx: TrainContext, dataset: Any, answers: tuple[str, ...],
+                   max_length: int) -> None:
+    """Record what TRL tokenized; refuse a run with nothing left to learn from."""
+    kept = len(dataset)
+    if not kept:
+        raise UserError(f"every training prompt fills max_length={max_length} on its own, so "
+                        "no answer token is left; raise max_length")
+    prompts = dataset["prompt_ids"]
+    columns = {a: dataset[f"{a}_ids"] for a in answers}
+    tokens = truncated = 0
+    for i, prompt in enumerate(prompts):
+        lengths = [len(prompt) + len(ids[i]) for ids in columns.values()]
+        tokens += sum(min(n, max_length) for n in lengths)
+        truncated += any(n > max_length for n in lengths)
+    given = len(ctx.train)
+    if answers == ("completion",) and ctx.train and "chosen" in ctx.train[0]:
+        given *= 2  # KTO on pairs: TRL made two answers of each
+    ctx.log({"stage": ctx.stage, "event": "tokenized", "examples": kept, "tokens": tokens,
+             "truncated": truncated, "dropped": given - kept})
+
+
+@contextlib.contextmanager
+def _quiet_progress() -> Iterator[None]:
+    """TRL's reference precompute draws a tqdm bar unless TQDM_DISABLE is set; ftp shows its own."""
+    if "TQDM_DISABLE" in os.environ:
+        yield
+        return
+    os.environ["TQDM_DISABLE"] = "1"
+    try:
+        yield
+    finally:
+        os.environ.pop("TQDM_DISABLE", None)
 
 
 @hookimpl
 def ftp_methods() -> list[type]:
-    """Register the method(s) of this module."""
-    return []
+    """Register ``dpo`` and ``kto``."""
+    return [DPO, KTO]
