@@ -216,6 +216,45 @@ def test_kto_trains_on_the_chat_template_tokens_of_smollm2(smollm2_tokenizer, ti
         assert row["label"] == record["label"]
 
 
+def test_lean_lm_head_gives_what_trls_fused_head_gives(tiny_model):
+    """On CPU ftp swaps TRL's fused LM head for one that scores answer positions only."""
+    import copy
+
+    import torch
+    from transformers import AutoModelForCausalLM
+    from trl.trainer.utils import add_fused_lm_head
+
+    from ftp_builtin.methods.lm_head import use_lean_lm_head
+
+    torch.manual_seed(0)
+    vocab = AutoModelForCausalLM.from_pretrained(tiny_model).config.vocab_size
+    ids = torch.randint(3, vocab, (3, 24))
+    mask = torch.ones_like(ids)
+    mask[1, 18:] = 0  # right padding
+    labels = ids.masked_fill(mask == 0, IGNORE)
+    labels[0, :9], labels[1, :5], labels[2, :20] = IGNORE, IGNORE, IGNORE  # the prompts
+
+    outputs, grads = [], []
+    for lean in (False, True):
+        model = AutoModelForCausalLM.from_pretrained(tiny_model)
+        add_fused_lm_head(model, outputs=("log_probs", "entropy", "mean_logits", "is_top1"))
+        if lean:
+            assert use_lean_lm_head(model)
+        out = model(input_ids=ids, attention_mask=mask, labels=labels, fused_lm_head=True)
+        out.log_probs.sum().backward()
+        outputs.append(out)
+        grads.append(copy.deepcopy(model.model.layers[0].mlp.up_proj.weight.grad))
+        plain = model(input_ids=ids[:1]).logits  # without the flag: the model's own forward
+        assert plain.shape == (1, 24, model.config.vocab_size)
+    trl, lean = outputs
+    for field in ("log_probs", "entropy", "mean_logits"):
+        assert torch.allclose(getattr(lean, field), getattr(trl, field), atol=1e-5), field
+    assert torch.equal(lean.is_top1, trl.is_top1)
+    assert torch.allclose(lean.loss, trl.loss, atol=1e-6)
+    assert (lean.log_probs[labels[:, 1:] == IGNORE] == 0).all()
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)
+
+
 # --- the preference evaluator ---------------------------------------------------------------
 
 

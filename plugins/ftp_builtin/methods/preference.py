@@ -185,10 +185,9 @@ def _trainer(ctx: TrainContext, cfg: PreferenceOptions, config_cls: Any, trainer
     if not with_adapter and not precompute:
         ref_model = copy.deepcopy(ctx.model).eval()
         ref_model.requires_grad_(False)
-        # An earlier TRL stage left its LM-head patch on the model; the copy's patch would call
-        # the original model's forward, so give the copy its class's own forward back.
-        patched = ref_model.__dict__.get("forward")
-        if getattr(getattr(patched, "__func__", None), "__name__", "") == "_fused_forward":
+        # An earlier preference stage left its LM-head patch on the model (an instance
+        # attribute); the copy's would call the original model, so give it its class's forward.
+        if "forward" in ref_model.__dict__:
             del ref_model.forward
     trainer = trainer_cls(
         model=ctx.model,
