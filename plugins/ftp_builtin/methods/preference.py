@@ -15,6 +15,9 @@ The reference model is the model the stage starts from, never a second download:
   reload the weights named in the model's config, which after an earlier stage are not the
   weights this stage starts from. With ``precompute_ref_log_probs = false`` a copy of the
   starting model is the reference.
+
+On CPU the LM head TRL patches in is swapped for a leaner one (``ftp_builtin.methods.lm_head``):
+the same log-probabilities, about twice the training speed.
 """
 
 from __future__ import annotations
