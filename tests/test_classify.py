@@ -221,9 +221,10 @@ def test_lora_trains_the_classification_head_and_leaves_the_base_alone(tiny_bert
     query = model.bert.encoder.layer[0].attention.self.query.weight.detach().clone()
     adapter = AdapterSection(r=4)
     model = provider.apply_adapter(model, adapter)
-    assert classifier_heads(model, 2) == {"base_model.model.classifier.modules_to_save.default":
-                                          True, "base_model.model.classifier.original_module":
-                                          False}
+    # peft's SEQ_CLS task puts the head in modules_to_save: a trained copy beside the original.
+    heads = classifier_heads(model, 2)
+    assert all(".classifier." in name for name in heads)
+    assert any(heads.values()) and not all(heads.values())
     ctx = TrainContext(stage="s", model=model, tokenizer=provider.load_tokenizer(),
                        provider=provider, train=reviews(), eval=None, adapter=adapter,
                        output_dir=tmp_path, seed=0)

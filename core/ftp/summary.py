@@ -7,6 +7,11 @@ from typing import Any
 
 from ftp.config import Pipeline
 
+AUTO_CLASSES = {
+    "causal-lm": "AutoModelForCausalLM",
+    "sequence-classification": "AutoModelForSequenceClassification",
+}
+
 
 def render_summary(
     pipeline: Pipeline,
@@ -27,8 +32,10 @@ def render_summary(
         lines.append("- earlier outputs in this folder are kept; fix the problem and rerun "
                      "with `--overwrite` or another `--output-dir`")
     if status == "finished":
+        task = pipeline.stages[-1].method.entry.cls.task
+        auto = AUTO_CLASSES.get(task, "the transformers Auto class for " + task)
         lines.append(f"- final model: `{run_dir / 'model'}` (loads with "
-                     "`AutoModelForCausalLM.from_pretrained`)")
+                     f"`{auto}.from_pretrained`)")
     lines += ["", "## Steps", "", "| step | seconds |", "|---|---|"]
     lines += [f"| {label} | {sec} |" for label, sec in timings.items()]
     if train:

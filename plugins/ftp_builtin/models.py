@@ -130,7 +130,8 @@ class HFProvider(ModelProvider):
             lora_alpha=adapter.alpha,
             lora_dropout=adapter.dropout,
             target_modules=adapter.target_modules,
-            modules_to_save=adapter.modules_to_save or None,
+            # A copy: peft appends a classifier's head to this list in place.
+            modules_to_save=list(adapter.modules_to_save) or None,
             task_type=task_type,
         )
         try:

@@ -102,6 +102,15 @@ def native_bf16(on_gpu: bool) -> bool:
     return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
 
 
+def trained_model(trainer: Any) -> Any:
+    """The trained model without accelerate's mixed-precision forward wrapper.
+
+    Under bf16, accelerate wraps ``forward`` in autocast; left on, evaluations after training
+    would run in bf16 while those before ran in the model's own precision.
+    """
+    return trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+
+
 def quiet_trainer(trainer: Any) -> Any:
     """Drop transformers' own printing: ftp's progress callback shows the same, once."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback

@@ -29,6 +29,7 @@ from ftp_builtin.methods.common import (
     TrainingOptions,
     frozen_weights_in_bf16,
     quiet_trainer,
+    trained_model,
     training_arguments,
     use_all_cores,
 )
@@ -84,7 +85,7 @@ class CPT(Method):
                 raise RunError("out of memory: lower batch_size or block_size, or use an "
                                "adapter") from exc
             raise
-        return trainer.model
+        return trained_model(trainer)
 
 
 def collate_blocks(blocks: list[list[int]]) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from ftp_builtin.methods.common import (
     frozen_weights_in_bf16,
     native_bf16,
     quiet_trainer,
+    trained_model,
     training_arguments,
     use_all_cores,
 )
@@ -159,7 +160,7 @@ def _train(method: DPO | KTO, ctx: TrainContext, answers: tuple[str, ...]) -> An
             raise RunError("out of memory: lower batch_size or max_length, or use an "
                            "adapter") from exc
         raise
-    return trainer.model
+    return trained_model(trainer)
 
 
 def _trainer(ctx: TrainContext, cfg: PreferenceOptions, config_cls: Any, trainer_cls: Any,

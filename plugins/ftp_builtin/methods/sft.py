@@ -20,6 +20,7 @@ from ftp_builtin.methods.common import (
     frozen_weights_in_bf16,
     loss_on_labelled_positions,
     quiet_trainer,
+    trained_model,
     training_arguments,
     use_all_cores,
 )
@@ -115,7 +116,7 @@ class SFT(Method):
                 raise RunError("out of memory: lower batch_size or max_length, or use an "
                                "adapter") from exc
             raise
-        return trainer.model
+        return trained_model(trainer)
 
 
 @hookimpl
