@@ -17,7 +17,7 @@ The reference model is the model the stage starts from, never a second download:
   starting model is the reference.
 
 On CPU the LM head TRL patches in is swapped for a leaner one (``ftp_builtin.methods.lm_head``):
-the same log-probabilities, about twice the training speed.
+the same log-probabilities, 1.3x (examples/dpo.toml, 2 cores) to 1.8x (one core) faster training.
 """
 
 from __future__ import annotations
