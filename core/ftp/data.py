@@ -6,7 +6,7 @@ import hashlib
 import json
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,18 @@ _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 @dataclass
 class Prepared:
-    """A dataset ready for methods and evaluators."""
+    """A dataset ready for methods and evaluators.
+
+    Attributes:
+        name: The dataset's name (or, for a stage's mixture, a label such as ``a+b``).
+        shape: The record shape its format produces.
+        train: Training records.
+        eval: Held-out records.
+        fingerprint: What ``data.json`` records about it.
+        warnings: Lines to show on the terminal.
+        skipped: With ``on_bad_rows = "skip"``: how many rows were skipped, by reason.
+
+    """
 
     name: str
     shape: str
@@ -28,6 +39,7 @@ class Prepared:
     eval: list[dict[str, Any]]
     fingerprint: dict[str, Any]
     warnings: list[str]
+    skipped: dict[str, int] = field(default_factory=dict)
 
     def split(self, which: str) -> list[dict[str, Any]]:
         """``eval``, ``train`` or ``all`` records."""
