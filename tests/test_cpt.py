@@ -97,7 +97,7 @@ def test_text_loader_errors_name_the_file(tmp_path):
         load_text(tmp_path / "missing.txt")
     bad = tmp_path / "latin1.txt"
     bad.write_bytes("caf\xe9\n".encode("latin-1"))
-    with pytest.raises(UserError, match="latin1.txt: not UTF-8"):
+    with pytest.raises(UserError, match=r"latin1.txt:1: undecodable bytes \(not UTF-8\)"):
         load_text(bad)
 
 

@@ -59,8 +59,10 @@ class DataSection(_Open):
     format_options: dict[str, Any] = Field(default_factory=dict)
     placeholders: dict[str, str] = Field(default_factory=dict)
     eval_fraction: float = Field(0.0, ge=0.0, lt=1.0)
+    eval_path: str | None = None
     limit: int | None = Field(None, gt=0)
     shuffle: bool = True
+    on_bad_rows: Literal["error", "skip"] = "error"
 
 
 class AdapterSection(_Shape):
@@ -78,9 +80,27 @@ class StageSection(_Open):
     """``[[stages]]``: a method, the data it trains on, an adapter; the rest are method options."""
 
     method: str
-    data: str
+    # One dataset; a list, concatenated; or a table of positive weights, mixed.
+    data: str | list[str] | dict[str, float]
     name: str | None = Field(None, pattern=NAME_PATTERN)
     adapter: AdapterSection | None = None
+
+    @field_validator("data")
+    @classmethod
+    def _data_shape(cls, v: Any) -> Any:
+        if isinstance(v, list | dict) and not v:
+            raise ValueError("name at least one dataset")
+        if isinstance(v, list) and len(set(v)) != len(v):
+            raise ValueError("a dataset is listed twice")
+        if isinstance(v, dict):
+            bad = [k for k, w in v.items() if not w > 0]
+            if bad:
+                raise ValueError(f"weights must be positive; {bad[0]!r} has {v[bad[0]]}")
+        return v
+
+    def datasets(self) -> list[str]:
+        """The names of the datasets the stage trains on, in the order given."""
+        return [self.data] if isinstance(self.data, str) else list(self.data)
 
 
 class EvaluateSection(_Open):
@@ -138,13 +158,27 @@ class Dataset:
 
 @dataclass
 class Stage:
-    """A resolved ``[[stages]]`` entry."""
+    """A resolved ``[[stages]]`` entry.
+
+    Attributes:
+        data: The one dataset's name, or for several a label (``a+b``, ``a*0.7+b*0.3``) under
+            which the runner keeps their combination.
+        datasets: The datasets' names, in the order given.
+        weights: Set when the datasets are mixed by weight rather than concatenated.
+
+    """
 
     index: int
     name: str
     data: str
     method: Bound
     adapter: AdapterSection | None
+    datasets: list[str] = field(default_factory=list)
+    weights: dict[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.datasets:
+            self.datasets = [self.data]
 
 
 @dataclass
@@ -488,6 +522,13 @@ def load_pipeline(
                        f"{where}.loader", where, problems, also=tuple(DataSection.model_fields))
         fmt = _bind(plugins, "format", section.format, section.format_options,
                     f"{where}.format", f"{where}.format_options", problems)
+        if section.eval_path is not None:
+            if section.eval_fraction > 0:
+                problems.append(Problem(f"{where}.eval_path", "set eval_path or eval_fraction, "
+                                        "not both: the held-out rows come from one or the other"))
+            if loader and "path" not in type(loader.config).model_fields:
+                problems.append(Problem(f"{where}.eval_path", f"loader {section.loader!r} has no "
+                                        "`path` option, so eval_path cannot be read with it"))
         if loader and fmt:
             datasets[name] = Dataset(name, section, loader, fmt)
 
@@ -511,23 +552,14 @@ def load_pipeline(
                                     "training; choose another stage name"))
         method = _bind(plugins, "method", section.method, _extras(section),
                        f"{where}.method", where, problems, also=tuple(StageSection.model_fields))
-        if section.data not in raw_data:
-            problems.append(Problem(f"{where}.data", _undefined_data(section.data, raw_data),
-                                    section.data, True))
-        elif method and section.data in datasets:
-            produced = datasets[section.data].format.entry.cls.produces
-            accepts = method.entry.cls.accepts
-            if produced not in accepts:
-                problems.append(Problem(
-                    f"{where}.data",
-                    f"method {section.method!r} trains on {_list(accepts)} data, but dataset "
-                    f"{section.data!r} (format {datasets[section.data].section.format!r}) "
-                    f"produces {produced}",
-                ))
+        names = section.datasets()
+        _check_stage_data(section, method, names, raw_data, datasets, where, problems)
         if method:
             if stages:
                 _check_chain(stages[-1], method, section.method, where, problems)
-            stages.append(Stage(i, name, section.data, method, section.adapter))
+            weights = dict(section.data) if isinstance(section.data, dict) else None
+            stages.append(Stage(i, name, data_label(section.data), method, section.adapter,
+                                names, weights))
 
     evaluations: list[Evaluation] = []
     seen_evals: dict[str, int] = {}
@@ -556,6 +588,47 @@ def load_pipeline(
     if problems or model is None:
         raise ConfigError(problems, str(path))
     return Pipeline(path, raw, file, model, datasets, stages, evaluations, plugins)
+
+
+def data_label(data: str | list[str] | dict[str, float]) -> str:
+    """A stage's data as one name: ``a``, ``a+b`` (concatenated), ``a*0.7+b*0.3`` (mixed).
+
+    ``+`` and ``*`` cannot occur in dataset names, so a label never names a single dataset.
+    """
+    if isinstance(data, str):
+        return data
+    if isinstance(data, list):
+        return "+".join(data)
+    return "+".join(f"{name}*{weight:g}" for name, weight in data.items())
+
+
+def _check_stage_data(section: StageSection, method: Bound | None, names: list[str],
+                      raw_data: dict[str, Any], datasets: dict[str, Dataset], where: str,
+                      problems: list[Problem]) -> None:
+    """Every dataset exists, produces a shape the method trains on, and all the same shape."""
+    many = len(names) > 1 or not isinstance(section.data, str)
+    shapes: dict[str, str] = {}
+    for name in names:
+        path = f"{where}.data.{name}" if isinstance(section.data, dict) else (
+            f"{where}.data[{names.index(name)}]" if many else f"{where}.data")
+        if name not in raw_data:
+            problems.append(Problem(path, _undefined_data(name, raw_data), name, True))
+            continue
+        if name not in datasets:
+            continue
+        produced = datasets[name].format.entry.cls.produces
+        shapes[name] = produced
+        if method and produced not in method.entry.cls.accepts:
+            problems.append(Problem(
+                path,
+                f"method {section.method!r} trains on {_list(method.entry.cls.accepts)} data, "
+                f"but dataset {name!r} (format {datasets[name].section.format!r}) "
+                f"produces {produced}",
+            ))
+    if len(set(shapes.values())) > 1:
+        listed = ", ".join(f"{n!r} {s}" for n, s in shapes.items())
+        problems.append(Problem(f"{where}.data", "datasets trained on together must produce "
+                                f"the same shape; got {listed}"))
 
 
 def _check_chain(previous: Stage, method: Bound, method_name: str, where: str,
@@ -638,11 +711,11 @@ def _check_eval_data(
             f"evaluator {section.evaluator!r} reads {_list(cls.accepts)} data, but dataset "
             f"{section.data!r} produces {produced}",
         ))
-    if section.split == "eval" and ds.section.eval_fraction == 0:
+    if section.split == "eval" and ds.section.eval_fraction == 0 and ds.section.eval_path is None:
         problems.append(Problem(
             f"{where}.split",
             f"dataset {section.data!r} has no held-out split (eval_fraction = 0); set "
-            'eval_fraction there, or split = "all" here',
+            'eval_fraction or eval_path there, or split = "all" here',
         ))
 
 

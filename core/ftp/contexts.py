@@ -2,31 +2,116 @@
 
 from __future__ import annotations
 
+import glob
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ftp.errors import UserError
+
+# Characters a path pattern must hold to be read as a glob rather than one file's name.
+_GLOB_CHARS = frozenset("*?[")
 
 
 @dataclass
 class LoadContext:
     """Given to `DataLoader.load`.
 
+    A loader returns its records as a list of dicts. To make problems traceable it may also
+    say where each record came from (`origin`) and report rows it cannot use (`bad_row`):
+    with ``on_bad_rows = "error"`` (the default) that stops the run with one line naming the
+    place and the reason; with ``"skip"`` the row is counted by reason and left out.
+
     Attributes:
         dataset: The dataset's name in the pipeline file.
         base_dir: The pipeline file's folder; relative paths are resolved against it.
         seed: The pipeline's seed.
+        on_bad_rows: ``"error"`` or ``"skip"``, from the dataset's section.
+        skipped: Rows skipped so far, by reason.
+        files: Files read so far (through `files`), for the run's provenance record.
 
     """
 
     dataset: str
     base_dir: Path
     seed: int = 42
+    on_bad_rows: str = "error"
+    skipped: dict[str, int] = field(default_factory=dict)
+    files: list[Path] = field(default_factory=list)
+    # id(record) -> (record, where); the record is held so its id stays unique.
+    _origins: dict[int, tuple[Any, str]] = field(default_factory=dict, repr=False)
 
     def resolve(self, path: str | Path) -> Path:
         """Resolve ``path`` against the pipeline file's folder."""
         p = Path(path).expanduser()
         return p if p.is_absolute() else (self.base_dir / p)
+
+    def expand(self, path: str, pattern: str | None = None,
+               suffixes: tuple[str, ...] = ()) -> list[Path]:
+        """The files ``path`` names, in sorted order, recorded in `files`.
+
+        ``path`` is a file, a glob (``data/*.jsonl``, ``data/**/*.csv``), or a folder; in a
+        folder, the files matching ``pattern`` or, without one, those ending in ``suffixes``.
+
+        Raises:
+            UserError: when nothing matches.
+
+        """
+        resolved = self.resolve(path)
+        if _GLOB_CHARS & set(str(path)):
+            found = sorted(Path(p) for p in glob.glob(str(resolved), recursive=True))
+            files = [p for p in found if p.is_file()]
+            if not files:
+                raise UserError(f"no files match {resolved}")
+        elif resolved.is_file():
+            files = [resolved]
+        elif resolved.is_dir():
+            if pattern is not None:
+                files = sorted(p for p in resolved.glob(pattern) if p.is_file())
+                what = f"glob {pattern!r}"
+            else:
+                files = sorted(p for p in resolved.iterdir()
+                               if p.is_file() and p.name.lower().endswith(suffixes))
+                what = "any of " + ", ".join(suffixes)
+            if not files:
+                raise UserError(f"{resolved}: no files match {what}")
+        else:
+            raise UserError(f"data file not found: {resolved}")
+        self.files.extend(files)
+        return files
+
+    def origin(self, record: dict[str, Any], where: str) -> dict[str, Any]:
+        """Note that ``record`` came from ``where`` (``file:line``, ``file[index]``); returns it.
+
+        Problems the format finds in the record later are reported at that place.
+        """
+        self._origins[id(record)] = (record, where)
+        return record
+
+    def where(self, record: dict[str, Any]) -> str | None:
+        """Where `origin` said ``record`` came from, or None."""
+        found = self._origins.get(id(record))
+        return found[1] if found is not None and found[0] is record else None
+
+    def bad_row(self, where: str, reason: str, detail: str = "") -> None:
+        """Report a row that cannot be used; the caller leaves it out and carries on.
+
+        Args:
+            where: The place, e.g. ``data/x.jsonl:12`` or ``data/x.json[3]``.
+            reason: A short, general reason, the key under which skips are counted
+                (``invalid JSON``, ``missing field 'output'``).
+            detail: What exactly was wrong with this row, for the error message.
+
+        Raises:
+            UserError: ``where: reason (detail)``, unless ``on_bad_rows`` is ``"skip"``.
+
+        """
+        if self.on_bad_rows != "skip":
+            more = f" ({detail})" if detail else ""
+            hint = '; set on_bad_rows = "skip" to leave such rows out'
+            raise UserError(f"{where}: {reason}{more}{hint}")
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
 
 @dataclass

@@ -83,81 +83,247 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_records(ds: Dataset, base_dir: Path, seed: int) -> list[dict[str, Any]]:
-    """Run the dataset's loader.
+class Records(list):  # type: ignore[type-arg]
+    """A loader's records (a plain list of dicts), with what ftp learnt while loading them.
 
-    Raises:
-        UserError: for a missing file, bad rows, or no rows at all.
+    Attributes:
+        origins: For each record, where it came from (``file:line``, ``file[index]``), or None
+            when the loader did not say.
+        skipped: Rows the loader left out with ``on_bad_rows = "skip"``, by reason.
+        files: The files the loader read through `LoadContext.expand`.
+        eval_records: With ``eval_path``: the held-out file's records, loaded the same way.
 
     """
-    loader: DataLoader = ds.loader.build()  # type: ignore[assignment]
-    records = loader.load(LoadContext(dataset=ds.name, base_dir=base_dir, seed=seed))
-    if not records:
-        raise UserError(f"data.{ds.name}: the loader returned no rows")
+
+    def __init__(self, rows: list[dict[str, Any]], origins: list[str | None],
+                 skipped: dict[str, int], files: list[Path]) -> None:
+        super().__init__(rows)
+        self.origins = origins
+        self.skipped = skipped
+        self.files = files
+        self.eval_records: Records | None = None
+
+
+def load_records(ds: Dataset, base_dir: Path, seed: int) -> Records:
+    """Run the dataset's loader, and again on ``eval_path`` when the dataset has one.
+
+    Raises:
+        UserError: for a missing file, a bad row (unless ``on_bad_rows = "skip"``), or no
+            rows at all.
+
+    """
+    records = _load(ds, ds.loader.build(), base_dir, seed, "")  # type: ignore[arg-type]
+    if ds.section.eval_path is not None:
+        # The same loader and options, pointed at the held-out file.
+        config = ds.loader.config.model_copy(update={"path": ds.section.eval_path})
+        loader = ds.loader.entry.cls(config)
+        records.eval_records = _load(ds, loader, base_dir, seed, " (eval_path)")
     return records
+
+
+def _load(ds: Dataset, loader: DataLoader, base_dir: Path, seed: int, which: str) -> Records:
+    ctx = LoadContext(dataset=ds.name, base_dir=base_dir, seed=seed,
+                      on_bad_rows=ds.section.on_bad_rows)
+    rows = loader.load(ctx)
+    if not rows:
+        why = f" (all {sum(ctx.skipped.values())} were bad rows, skipped)" if ctx.skipped else ""
+        raise UserError(f"data.{ds.name}{which}: the loader returned no rows{why}")
+    return Records(rows, [ctx.where(r) for r in rows], dict(ctx.skipped), list(ctx.files))
+
+
+@dataclass
+class _Formatter:
+    """Converts records with a dataset's format, applying its bad-row policy."""
+
+    ds: Dataset
+    fmt: Format
+    skipped: dict[str, int]
+    unfilled: int = 0
+
+    def run(self, records: list[dict[str, Any]], origins: list[str | None],
+            limit: int | None) -> list[dict[str, Any]]:
+        section = self.ds.section
+        out: list[dict[str, Any]] = []
+        for i, record in enumerate(records):
+            if limit is not None and len(out) >= limit:
+                break
+            where = origins[i] if i < len(origins) and origins[i] else \
+                f"data.{self.ds.name} row {i}"
+            if section.placeholders:
+                record = fill_placeholders(record, section.placeholders, where)
+            elif _has_placeholder(record):
+                self.unfilled += 1
+            try:
+                out.append(self.fmt.convert(record))
+            except (ValueError, KeyError, TypeError) as exc:
+                self._bad(where, exc, record)
+        return out
+
+    def _bad(self, where: str, exc: Exception, record: dict[str, Any]) -> None:
+        if isinstance(exc, KeyError):
+            reason = f"missing field {exc.args[0]!r}" if exc.args else "missing field"
+            detail = f"the row has {sorted(record)}"
+        else:
+            # Formats word a reason as "general reason; this row's details": the general part
+            # is what skipped rows are counted under.
+            reason, _, detail = str(exc).partition("; ")
+        if self.ds.section.on_bad_rows == "skip":
+            self.skipped[reason] = self.skipped.get(reason, 0) + 1
+            return
+        more = f"; {detail}" if detail else ""
+        raise UserError(f"{where}: {reason}{more} (format {self.ds.section.format!r}; set "
+                        'on_bad_rows = "skip" to leave such rows out)')
 
 
 def prepare(ds: Dataset, records: list[dict[str, Any]], base_dir: Path, seed: int) -> Prepared:
     """Fill placeholders, format and split one dataset's records.
 
+    ``records`` is what `load_records` returned; a plain list works too (its rows are then
+    named by index in messages, and ``eval_path`` is not read).
+
     Raises:
-        UserError: naming the dataset and row for bad data.
+        UserError: naming the file and line (or the dataset and row) of a bad record.
 
     """
     where = f"data.{ds.name}"
-    ctx = LoadContext(dataset=ds.name, base_dir=base_dir, seed=seed)
-    if ds.section.limit is not None:
-        records = records[: ds.section.limit]
+    section = ds.section
+    origins = list(getattr(records, "origins", []))
+    skipped = dict(getattr(records, "skipped", {}))
     fmt: Format = ds.format.build()  # type: ignore[assignment]
-    formatted = []
-    unfilled = 0
-    for i, record in enumerate(records):
-        row_where = f"{where} row {i}"
-        if ds.section.placeholders:
-            record = fill_placeholders(record, ds.section.placeholders, row_where)
-        elif _has_placeholder(record):
-            unfilled += 1
-        try:
-            formatted.append(fmt.convert(record))
-        except (ValueError, KeyError, TypeError) as exc:
-            reason = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-            if isinstance(exc, KeyError):
-                reason = f"missing field {reason!r}; the row has {sorted(record)}"
-            raise UserError(f"{row_where} (format {ds.section.format!r}): {reason}") from None
+    formatter = _Formatter(ds, fmt, skipped)
+    formatted = formatter.run(list(records), origins, section.limit)
+    if not formatted:
+        raise UserError(f"{where}: no rows left after leaving out "
+                        f"{sum(skipped.values())} bad rows")
 
     order = list(range(len(formatted)))
-    if ds.section.shuffle:
+    if section.shuffle:
         random.Random(seed).shuffle(order)
-    n_eval = round(len(order) * ds.section.eval_fraction)
-    if ds.section.eval_fraction > 0:
-        n_eval = min(max(1, n_eval), len(order) - 1)
-        if len(order) < 2:
-            raise UserError(f"{where}: eval_fraction needs at least 2 rows, got {len(order)}")
-    eval_rows = [formatted[i] for i in order[:n_eval]]
+    eval_records = getattr(records, "eval_records", None)
+    if eval_records is not None:
+        eval_rows = formatter.run(list(eval_records), eval_records.origins, None)
+        for reason, n in eval_records.skipped.items():
+            skipped[reason] = skipped.get(reason, 0) + n
+        if not eval_rows:
+            raise UserError(f"{where}: no rows left in eval_path after leaving out bad rows")
+        n_eval = 0
+    else:
+        n_eval = round(len(order) * section.eval_fraction)
+        if section.eval_fraction > 0:
+            n_eval = min(max(1, n_eval), len(order) - 1)
+            if len(order) < 2:
+                raise UserError(f"{where}: eval_fraction needs at least 2 rows, got {len(order)}")
+        eval_rows = [formatted[i] for i in order[:n_eval]]
     train_rows = [formatted[i] for i in order[n_eval:]]
 
     fingerprint: dict[str, Any] = {
-        "loader": ds.section.loader,
-        "format": ds.section.format,
+        "loader": section.loader,
+        "format": section.format,
         "rows": len(records),
         "train_rows": len(train_rows),
         "eval_rows": len(eval_rows),
         "records_sha256": _digest(formatted),
         "split_sha256": _digest([order[:n_eval]]),
+        "on_bad_rows": section.on_bad_rows,
+        "skipped": dict(sorted(skipped.items())),
     }
-    source = getattr(ds.loader.config, "path", None)
-    if isinstance(source, str):
-        path = ctx.resolve(source).resolve()
-        if path.is_file():
-            fingerprint["source"] = str(path)
-            fingerprint["source_sha256"] = _file_digest(path)
+    files = list(getattr(records, "files", []))
+    if not files:
+        source = getattr(ds.loader.config, "path", None)
+        path = LoadContext(ds.name, base_dir).resolve(source) if isinstance(source, str) \
+            else None
+        files = [path] if path is not None and path.is_file() else []
+    if files:
+        fingerprint["sources"] = [{"path": str(f.resolve()), "sha256": _file_digest(f)}
+                                  for f in files]
+        if len(files) == 1:
+            fingerprint["source"] = fingerprint["sources"][0]["path"]
+            fingerprint["source_sha256"] = fingerprint["sources"][0]["sha256"]
+    if eval_records is not None:
+        fingerprint["eval_rows_read"] = len(eval_records)
+        fingerprint["eval_sources"] = [{"path": str(f.resolve()), "sha256": _file_digest(f)}
+                                       for f in eval_records.files]
+        fingerprint["eval_records_sha256"] = _digest(eval_rows)
     warnings = []
-    if unfilled:
+    if formatter.unfilled:
         warnings.append(
-            f"{where}: {unfilled} rows contain {{{{...}}}} placeholders and no `placeholders` "
-            "are set; they are trained on literally"
+            f"{where}: {formatter.unfilled} rows contain {{{{...}}}} placeholders and no "
+            "`placeholders` are set; they are trained on literally"
         )
-    return Prepared(ds.name, fmt.produces, train_rows, eval_rows, fingerprint, warnings)
+    if skipped:
+        warnings.append(f"{where}: skipped {skipped_summary(skipped)} (on_bad_rows = \"skip\")")
+    return Prepared(ds.name, fmt.produces, train_rows, eval_rows, fingerprint, warnings,
+                    dict(sorted(skipped.items())))
+
+
+def skipped_summary(skipped: dict[str, int], most: int = 5) -> str:
+    """``7 bad rows: 4 invalid JSON, 3 missing field 'output'`` — the commonest reasons first."""
+    total = sum(skipped.values())
+    ranked = sorted(skipped.items(), key=lambda kv: (-kv[1], kv[0]))
+    parts = [f"{n} {reason}" for reason, n in ranked[:most]]
+    if len(ranked) > most:
+        parts.append(f"{sum(n for _, n in ranked[most:])} for {len(ranked) - most} other reasons")
+    return f"{total} bad row{'s' if total != 1 else ''}: " + ", ".join(parts)
+
+
+def mix_counts(sizes: dict[str, int], weights: dict[str, float]) -> dict[str, int]:
+    """How many training rows each dataset gives a weighted mixture.
+
+    The mixture is the largest that uses no row twice and keeps the weights: the dataset that
+    runs out first, relative to its weight, is used whole; the others are sampled to match.
+    """
+    total = sum(weights.values())
+    share = {name: w / total for name, w in weights.items()}
+    size = min(sizes[name] / share[name] for name in weights)
+    return {name: min(sizes[name], round(size * share[name])) for name in weights}
+
+
+def combine(label: str, parts: list[Prepared], weights: dict[str, float] | None,
+            seed: int) -> Prepared:
+    """One stage's data from several datasets: concatenated, or mixed by ``weights``.
+
+    Concatenated: every training row, dataset after dataset in the order given. Mixed: a
+    seeded sample of each dataset's training rows (sizes from `mix_counts`), shuffled
+    together. Held-out rows are always concatenated whole.
+
+    Raises:
+        UserError: when a weighted dataset would contribute no row at all.
+
+    """
+    rng = random.Random(seed)
+    if weights is None:
+        counts = {p.name: len(p.train) for p in parts}
+        train = [row for p in parts for row in p.train]
+    else:
+        counts = mix_counts({p.name: len(p.train) for p in parts}, weights)
+        empty = [name for name, n in counts.items() if n == 0]
+        if empty:
+            raise UserError(f"mixture {label}: dataset {empty[0]!r} would give no rows at these "
+                            f"weights ({mix_summary(counts)}); raise its weight")
+        train = []
+        for p in parts:
+            picked = sorted(rng.sample(range(len(p.train)), counts[p.name]))
+            train.extend(p.train[i] for i in picked)
+        rng.shuffle(train)
+    eval_rows = [row for p in parts for row in p.eval]
+    skipped: dict[str, int] = {}
+    for p in parts:
+        for reason, n in p.skipped.items():
+            skipped[reason] = skipped.get(reason, 0) + n
+    fingerprint: dict[str, Any] = {
+        "datasets": [p.name for p in parts],
+        "weights": weights,
+        "train_rows_from": counts,
+        "train_rows": len(train),
+        "eval_rows": len(eval_rows),
+        "records_sha256": _digest(train),
+    }
+    return Prepared(label, parts[0].shape, train, eval_rows, fingerprint, [], skipped)
+
+
+def mix_summary(counts: dict[str, int]) -> str:
+    """``a 700 + b 300`` rows."""
+    return " + ".join(f"{name} {n}" for name, n in counts.items())
 
 
 def _has_placeholder(record: Any) -> bool:

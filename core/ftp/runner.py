@@ -22,7 +22,7 @@ from rich.console import Console
 
 from ftp.config import Bound, Evaluation, Pipeline, Stage
 from ftp.contexts import EvalContext, TrainContext
-from ftp.data import Prepared, load_records, prepare
+from ftp.data import Prepared, combine, load_records, mix_summary, prepare
 from ftp.errors import FtpError, RunError, UserError
 from ftp.progress import make_progress_callback
 from ftp.rundir import RunDir
@@ -164,9 +164,10 @@ class Runner:
         new.__cause__ = exc.__cause__
         return new
 
-    def _run_steps(self) -> None:
+    def _prepare_data(self) -> None:
+        """Load and format every dataset in use; combine those a stage trains on together."""
         p = self.pipeline
-        used = {s.data for s in p.stages}
+        used = {name for s in p.stages for name in s.datasets}
         used |= {e.section.data for e in p.evaluations if e.section.data}
         for name in [n for n in p.datasets if n in used]:
             ds = p.datasets[name]
@@ -180,7 +181,23 @@ class Runner:
             self.console.print(f"  {len(d.train)} train / {len(d.eval)} held-out rows, "
                                f"{d.shape}", highlight=False)
             self.plugins.call("ftp_dataset_ready", name=name, train=d.train, eval=d.eval or None)
+        for stage in p.stages:
+            if stage.data in self.data:
+                continue  # one dataset, or the same combination as an earlier stage
+            how = "mix" if stage.weights else "concatenate"
+            with self.step(f"{how} data {stage.data!r} for stage {stage.name!r}"):
+                parts = [self.data[n] for n in stage.datasets]
+                d = combine(stage.data, parts, stage.weights, p.seed)
+            self.data[stage.data] = d
+            self.console.print(f"  {mix_summary(d.fingerprint['train_rows_from'])} = "
+                               f"{len(d.train)} train / {len(d.eval)} held-out rows",
+                               highlight=False)
+        # Mixture labels hold '+', which dataset names cannot: the keys never collide.
         self.run_dir.write_json("data.json", {n: d.fingerprint for n, d in self.data.items()})
+
+    def _run_steps(self) -> None:
+        p = self.pipeline
+        self._prepare_data()
 
         provider = p.model.build()
         with self.step("load tokenizer", p.model):
@@ -326,6 +343,7 @@ class Runner:
             },
             "stages": [
                 {"name": s.name, "method": s.method.entry.name, "data": s.data,
+                 "datasets": s.datasets, "weights": s.weights,
                  "adapter": s.adapter.model_dump() if s.adapter else None,
                  **s.method.config.model_dump()}
                 for s in p.stages

@@ -1,8 +1,17 @@
-"""Built-in data loaders: local JSON / JSON Lines / CSV / plain-text files, and the Hub."""
+"""Built-in data loaders: local files, `datasets.save_to_disk` folders, and the Hub.
+
+Local files are JSON / JSON Lines, CSV / TSV, Parquet and plain text.
+Every file loader takes a file, a glob (``data/*.jsonl``) or a folder as ``path`` and reads
+the files in sorted order. Each record's origin (``file:line`` or ``file[index]``) is noted on
+the `LoadContext`, so a problem found later names the place; rows the loader itself cannot use
+(invalid JSON, undecodable bytes, not an object, wrong field count) go to
+`LoadContext.bad_row`, which stops the run or, with ``on_bad_rows = "skip"``, counts them.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from pathlib import Path
@@ -12,91 +21,205 @@ from pydantic import Field
 
 from ftp import DataLoader, LoadContext, StrictConfig, UserError, hookimpl
 
+UNDECODABLE = "undecodable bytes (not UTF-8)"
+NOT_AN_OBJECT = "not an object"
+INVALID_JSON = "invalid JSON"
 
-def _existing(ctx: LoadContext, path: str) -> Path:
-    resolved = ctx.resolve(path)
-    if not resolved.is_file():
-        raise UserError(f"data file not found: {resolved}")
-    return resolved
+# Bytes that are not UTF-8 decode, with errors="surrogateescape", to these code points; no
+# valid UTF-8 text holds them, so finding one marks the row that held the bad bytes.
+_ESCAPED = re.compile("[\udc80-\udcff]")
+
+
+def _read(path: Path) -> str:
+    """The file as text; bytes that are not UTF-8 kept as lone surrogates for `_undecodable`."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read: {exc.strerror}") from None
+    # A byte-order mark some editors write must not start the first row.
+    return data.decode("utf-8-sig", errors="surrogateescape")
+
+
+def _undecodable(value: Any) -> bool:
+    """Whether a string anywhere in ``value`` holds bytes that were not UTF-8."""
+    if isinstance(value, str):
+        return bool(_ESCAPED.search(value))
+    if isinstance(value, list):
+        return any(_undecodable(v) for v in value)
+    if isinstance(value, dict):
+        return any(_undecodable(k) or _undecodable(v) for k, v in value.items())
+    return False
+
+
+class _FileOptions(StrictConfig):
+    """Options every file loader has."""
+
+    path: str = Field(
+        description="A file, a glob ('data/*.jsonl', 'data/**/*.csv') or a folder, relative "
+        "to the pipeline file."
+    )
+    glob: str | None = Field(
+        None, min_length=1,
+        description="When path is a folder: which files to read ('**/*.jsonl' for subfolders "
+        "too); by default those with the loader's file extensions.",
+    )
 
 
 class JsonLoader(DataLoader):
-    """Local JSON (a list of objects) or JSON Lines (one object per line) file."""
+    """Local JSON (a list of objects) or JSON Lines (one object per line) files."""
 
     name = "json"
+    suffixes = (".json", ".jsonl")
 
-    class Config(StrictConfig):
+    class Config(_FileOptions):
         """Options of the json loader."""
 
-        path: str = Field(description="File path, relative to the pipeline file.")
         field: str | None = Field(
             None, description="For a JSON object holding the rows: the key of the list."
         )
 
     def load(self, ctx: LoadContext) -> list[dict[str, Any]]:
-        """Read the file; JSON Lines when it ends in .jsonl or is not one JSON document."""
-        path = _existing(ctx, self.config.path)
-        text = path.read_text(encoding="utf-8")
-        if path.suffix == ".jsonl":
-            rows = self._lines(text, path)
-        else:
-            try:
-                rows = json.loads(text)
-            except json.JSONDecodeError as exc:
-                if exc.msg == "Extra data":  # several documents: JSON Lines by another name
-                    rows = self._lines(text, path)
-                else:
-                    raise UserError(
-                        f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}"
-                    ) from None
+        """Read each file; JSON Lines when it ends in .jsonl or is not one JSON document."""
+        rows: list[dict[str, Any]] = []
+        for path in ctx.expand(self.config.path, self.config.glob, self.suffixes):
+            rows.extend(self._file(ctx, path))
+        return rows
+
+    def _file(self, ctx: LoadContext, path: Path) -> list[dict[str, Any]]:
+        text = _read(path)
+        if path.suffix.lower() == ".jsonl":
+            return self._lines(ctx, text, path)
+        try:
+            doc = json.loads(text)
+        except json.JSONDecodeError as exc:
+            if exc.msg == "Extra data":  # several documents: JSON Lines by another name
+                return self._lines(ctx, text, path)
+            # One broken document has no rows to skip: the whole file is unreadable.
+            raise UserError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg} (column "
+                            f"{exc.colno}); the file is one JSON document, so no row of it "
+                            "can be read") from None
         if self.config.field is not None:
-            if not isinstance(rows, dict) or self.config.field not in rows:
+            if not isinstance(doc, dict) or self.config.field not in doc:
                 raise UserError(f"{path}: no top-level key {self.config.field!r}")
-            rows = rows[self.config.field]
-        if not isinstance(rows, list):
+            doc = doc[self.config.field]
+        if not isinstance(doc, list):
             raise UserError(f"{path}: expected a list of objects at the top level "
                             "(or set `field` to the key that holds it)")
-        for i, row in enumerate(rows):
+        rows = []
+        for i, row in enumerate(doc):
+            where = f"{path}[{i}]"
             if not isinstance(row, dict):
-                raise UserError(f"{path}: row {i} is a {type(row).__name__}, not an object")
+                ctx.bad_row(where, NOT_AN_OBJECT, f"a JSON {_json_type(row)}")
+            elif _undecodable(row):
+                ctx.bad_row(where, UNDECODABLE)
+            else:
+                rows.append(ctx.origin(row, where))
         return rows
 
     @staticmethod
-    def _lines(text: str, path: Path) -> list[Any]:
+    def _lines(ctx: LoadContext, text: str, path: Path) -> list[dict[str, Any]]:
         rows = []
-        for n, line in enumerate(text.splitlines(), start=1):
+        for n, line in enumerate(text.split("\n"), start=1):
             if not line.strip():
                 continue
+            where = f"{path}:{n}"
+            if _undecodable(line):
+                ctx.bad_row(where, UNDECODABLE)
+                continue
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{n}: invalid JSON: {exc.msg}") from None
+                ctx.bad_row(where, INVALID_JSON, f"{exc.msg} at column {exc.colno}")
+                continue
+            if not isinstance(row, dict):
+                ctx.bad_row(where, NOT_AN_OBJECT, f"a JSON {_json_type(row)}")
+                continue
+            rows.append(ctx.origin(row, where))
         return rows
 
 
+def _json_type(value: Any) -> str:
+    names = {list: "array", str: "string", bool: "boolean", int: "number", float: "number"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
 class CsvLoader(DataLoader):
-    """Local CSV (or TSV) file with a header row."""
+    """Local CSV or TSV files with a header row; each row becomes an object keyed by it."""
 
     name = "csv"
+    suffixes = (".csv", ".tsv")
 
-    class Config(StrictConfig):
+    class Config(_FileOptions):
         """Options of the csv loader."""
 
-        path: str = Field(description="File path, relative to the pipeline file.")
-        delimiter: str = Field(",", min_length=1, max_length=1)
+        delimiter: str | None = Field(
+            None, min_length=1, max_length=1,
+            description="One character; by default a tab for .tsv files, else a comma.",
+        )
 
     def load(self, ctx: LoadContext) -> list[dict[str, Any]]:
-        """Read the rows as dicts keyed by the header."""
-        path = _existing(ctx, self.config.path)
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh, delimiter=self.config.delimiter)
+        """Read every file's rows as dicts keyed by its header."""
+        rows: list[dict[str, Any]] = []
+        for path in ctx.expand(self.config.path, self.config.glob, self.suffixes):
+            rows.extend(self._file(ctx, path))
+        return rows
+
+    def _file(self, ctx: LoadContext, path: Path) -> list[dict[str, Any]]:
+        delimiter = self.config.delimiter
+        if delimiter is None:
+            delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+        reader = csv.DictReader(io.StringIO(_read(path), newline=""), delimiter=delimiter)
+        rows = []
+        try:
             if not reader.fieldnames:
                 raise UserError(f"{path}: empty file or no header row")
-            rows = []
-            for n, row in enumerate(reader, start=2):
+            width = len(reader.fieldnames)
+            for row in reader:
+                # line_num is the line the row ends on: a quoted field may span lines.
+                where = f"{path}:{reader.line_num}"
                 if None in row:
-                    raise UserError(f"{path}:{n}: more fields than the header has")
-                rows.append(dict(row))
+                    ctx.bad_row(where, "more fields than the header",
+                                f"{width + len(row[None])} fields, the header has {width}")
+                elif None in row.values():
+                    given = sum(v is not None for v in row.values())
+                    ctx.bad_row(where, "fewer fields than the header",
+                                f"{given} fields, the header has {width}")
+                elif _undecodable(row):
+                    ctx.bad_row(where, UNDECODABLE)
+                else:
+                    rows.append(ctx.origin(dict(row), where))
+        except csv.Error as exc:
+            raise UserError(f"{path}:{reader.line_num}: not readable as CSV: {exc}") from None
+        return rows
+
+
+class ParquetLoader(DataLoader):
+    """Local Parquet files (through pyarrow); each row becomes an object keyed by column."""
+
+    name = "parquet"
+    suffixes = (".parquet",)
+
+    class Config(_FileOptions):
+        """Options of the parquet loader."""
+
+        columns: list[str] | None = Field(
+            None, description="Read only these columns (default: all)."
+        )
+
+    def load(self, ctx: LoadContext) -> list[dict[str, Any]]:
+        """Read every file's rows."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        rows: list[dict[str, Any]] = []
+        for path in ctx.expand(self.config.path, self.config.glob, self.suffixes):
+            try:
+                table = pq.read_table(path, columns=self.config.columns)
+            except (pa.ArrowException, OSError) as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise UserError(f"{path}: not readable as Parquet: {first}") from None
+            for i, row in enumerate(table.to_pylist()):
+                rows.append(ctx.origin(row, f"{path}[{i}]"))
         return rows
 
 
@@ -109,12 +232,9 @@ class TextLoader(DataLoader):
 
     name = "text"
 
-    class Config(StrictConfig):
+    class Config(_FileOptions):
         """Options of the text loader."""
 
-        path: str = Field(
-            description="A text file, or a folder of them, relative to the pipeline file."
-        )
         glob: str = Field(
             "*.txt", min_length=1,
             description="When path is a folder: which files to read, in sorted order "
@@ -132,50 +252,91 @@ class TextLoader(DataLoader):
         """Read the file(s) and split them into documents, in file order."""
         cfg = self.config
         records: list[dict[str, Any]] = []
-        skipped = 0
-        for path in self._files(ctx):
-            for doc in split_documents(_read_text(path), cfg.split):
-                if len(doc) < cfg.min_chars:
-                    skipped += 1
-                    continue
-                records.append({"text": doc})
-        if not records:
-            why = f" ({skipped} shorter than min_chars = {cfg.min_chars})" if skipped else ""
+        short = 0
+        for path in ctx.expand(cfg.path, cfg.glob):
+            for line, doc in numbered_documents(_read(path), cfg.split):
+                where = str(path) if cfg.split == "file" else f"{path}:{line}"
+                if _undecodable(doc):
+                    ctx.bad_row(where, UNDECODABLE)
+                elif len(doc) < cfg.min_chars:
+                    short += 1
+                else:
+                    records.append(ctx.origin({"text": doc}, where))
+        if not records and not ctx.skipped:
+            why = f" ({short} shorter than min_chars = {cfg.min_chars})" if short else ""
             raise UserError(f"{ctx.resolve(cfg.path)}: no text documents{why}")
         return records
 
-    def _files(self, ctx: LoadContext) -> list[Path]:
-        path = ctx.resolve(self.config.path)
-        if path.is_file():
-            return [path]
-        if path.is_dir():
-            files = sorted(p for p in path.glob(self.config.glob) if p.is_file())
-            if not files:
-                raise UserError(f"{path}: no files match glob {self.config.glob!r}")
-            return files
-        raise UserError(f"data file not found: {path}")
+
+def numbered_documents(text: str, split: str) -> list[tuple[int, str]]:
+    """Split ``text`` into trimmed, non-empty documents, each with the line it starts on."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if split == "line":
+        parts = [(n, line) for n, line in enumerate(text.split("\n"), start=1)]
+    elif split == "paragraph":
+        parts, pos = [], 0
+        for m in [*_BLANK_LINE.finditer(text), None]:
+            end = m.start() if m else len(text)
+            parts.append((text.count("\n", 0, pos) + 1, text[pos:end]))
+            pos = m.end() if m else len(text)
+    else:
+        parts = [(1, text)]
+    out = []
+    for line, part in parts:
+        stripped = part.strip()
+        if stripped:
+            # The document starts on the first line that holds something.
+            lead = part[: len(part) - len(part.lstrip())]
+            out.append((line + lead.count("\n"), stripped))
+    return out
 
 
 def split_documents(text: str, split: str) -> list[str]:
     """Split ``text`` into trimmed, non-empty documents by line, paragraph or whole file."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    if split == "line":
-        parts = text.split("\n")
-    elif split == "paragraph":
-        parts = _BLANK_LINE.split(text)
-    else:
-        parts = [text]
-    return [p.strip() for p in parts if p.strip()]
+    return [doc for _, doc in numbered_documents(text, split)]
 
 
-def _read_text(path: Path) -> str:
-    try:
-        # utf-8-sig: a byte-order mark some editors write must not start the first document.
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text (byte {exc.start} cannot be decoded)") from None
-    except OSError as exc:
-        raise UserError(f"{path}: cannot be read: {exc.strerror}") from None
+class DiskLoader(DataLoader):
+    """A folder written by `datasets` ``save_to_disk``: a Dataset, or a DatasetDict's split."""
+
+    name = "disk"
+
+    class Config(StrictConfig):
+        """Options of the disk loader."""
+
+        path: str = Field(description="The folder, relative to the pipeline file.")
+        split: str | None = Field(
+            None, description="For a DatasetDict: which split (default 'train', or the only "
+            "one). Not allowed for a single Dataset.",
+        )
+
+    def load(self, ctx: LoadContext) -> list[dict[str, Any]]:
+        """Read the saved dataset's rows."""
+        import datasets
+
+        path = ctx.resolve(self.config.path)
+        if not path.is_dir():
+            raise UserError(f"dataset folder not found: {path}")
+        try:
+            saved = datasets.load_from_disk(str(path))
+        except (FileNotFoundError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"{path}: not a folder written by save_to_disk: {first}") from None
+        split = self.config.split
+        if isinstance(saved, datasets.DatasetDict):
+            names = list(saved)
+            if split is None:
+                split = "train" if "train" in saved or len(names) != 1 else names[0]
+            if split not in saved:
+                raise UserError(f"{path}: no split {split!r}; splits: {', '.join(names)}")
+            saved = saved[split]
+            label = f"{path}[{split}]"
+        elif split is not None:
+            raise UserError(f"{path}: holds one dataset, not splits; remove split = {split!r}")
+        else:
+            label = str(path)
+        ctx.files.extend(sorted(p for p in path.rglob("*") if p.is_file()))
+        return [ctx.origin(dict(row), f"{label}[{i}]") for i, row in enumerate(saved)]
 
 
 class HubLoader(DataLoader):
@@ -195,21 +356,19 @@ class HubLoader(DataLoader):
         """Download (or read from cache) and return the split's rows."""
         import datasets
 
+        cfg = self.config
         try:
-            ds = datasets.load_dataset(
-                self.config.path, self.config.subset, split=self.config.split,
-                revision=self.config.revision,
-            )
+            ds = datasets.load_dataset(cfg.path, cfg.subset, split=cfg.split,
+                                       revision=cfg.revision)
         except Exception as exc:
             offline = _is_offline(exc)
             hint = (" — the Hub is not reachable (offline, or HF_HUB_OFFLINE=1) and the dataset "
                     "is not in the local cache; use a local file with loader = \"json\" or "
                     "\"csv\"") if offline else ""
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(
-                f"could not load Hub dataset {self.config.path!r}: {first}{hint}"
-            ) from None
-        return [dict(row) for row in ds]
+            raise UserError(f"could not load Hub dataset {cfg.path!r}: {first}{hint}") from None
+        return [ctx.origin(dict(row), f"{cfg.path}[{cfg.split}][{i}]")
+                for i, row in enumerate(ds)]
 
 
 def _is_offline(exc: BaseException) -> bool:
@@ -224,4 +383,4 @@ def _is_offline(exc: BaseException) -> bool:
 @hookimpl
 def ftp_data_loaders() -> list[type]:
     """Register the built-in loaders."""
-    return [JsonLoader, CsvLoader, TextLoader, HubLoader]
+    return [JsonLoader, CsvLoader, ParquetLoader, TextLoader, DiskLoader, HubLoader]
