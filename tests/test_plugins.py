@@ -123,7 +123,7 @@ def test_builtins_are_listed_with_their_components(project: Path) -> None:
         assert infos[name]["status"] == "ok", infos[name]
         assert infos[name]["distribution"] == "ftp"
         assert infos[name]["error"] == ""
-        assert components(infos[name]) == expected
+        assert expected <= components(infos[name])  # built-ins grow; these must stay
 
 
 def test_plugins_text_listing(project: Path) -> None:

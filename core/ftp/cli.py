@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from ftp.errors import FtpError, UserError
-from ftp.plugins import PluginSet, load_plugins
+from ftp.plugins import ONLY_ENV, PluginSet, in_process_key, load_plugins
 from ftp.registry import KIND_LABELS
 
 KIND_ALIASES = {
@@ -29,14 +29,16 @@ KIND_ALIASES = {
 
 
 class _State:
-    def __init__(self, plugin_opts: tuple[str, ...], strict: bool) -> None:
+    def __init__(self, plugin_opts: tuple[str, ...], strict: bool,
+                 only: str | None = None) -> None:
         self.plugin_opts = plugin_opts
         self.strict = strict
+        self.only = only
         self._plugins: PluginSet | None = None
 
     def plugins(self) -> PluginSet:
         if self._plugins is None:
-            self._plugins = load_plugins(self.plugin_opts, strict=self.strict)
+            self._plugins = load_plugins(self.plugin_opts, strict=self.strict, only=self.only)
         return self._plugins
 
 
@@ -46,21 +48,24 @@ class _Group(click.Group):
     def _extra(self, ctx: click.Context) -> dict[str, click.Command]:
         # The group's own -p options count here too: `ftp -p myplugin.py mycommand`.
         opts = tuple(ctx.params.get("plugin_opts") or ())
-        cache: dict[tuple[str, ...], dict[str, click.Command]] = self.__dict__.setdefault(
+        only = ctx.params.get("only_plugins")
+        # In-process plugins (ftp.testing) and the allow-list change which commands exist.
+        key = (opts, only, os.environ.get(ONLY_ENV), in_process_key())
+        cache: dict[Any, dict[str, click.Command]] = self.__dict__.setdefault(
             "_extra_cache", {}
         )
-        if opts not in cache:
+        if key not in cache:
             extra: dict[str, click.Command] = {}
-            plugins = load_plugins(opts)
             try:
+                plugins = load_plugins(opts, only=only)
                 for commands in plugins.call("ftp_cli_commands"):
                     for cmd in commands:
                         if cmd.name and cmd.name not in self.commands:
                             extra[cmd.name] = cmd
             except FtpError as exc:
                 click.echo(f"warning: {exc}", err=True)  # the built-in commands still work
-            cache[opts] = extra
-        return cache[opts]
+            cache[key] = extra
+        return cache[key]
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(self._extra(ctx)))
@@ -83,10 +88,15 @@ def _fail(exc: FtpError, debug: bool) -> None:
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-p", "plugin_opts", multiple=True, metavar="NAME",
               help="Load a plugin module or .py file; -p no:NAME blocks an installed plugin.")
-@click.option("--strict-plugins", is_flag=True, help="Fail when any plugin fails to load.")
+@click.option("--strict-plugins", is_flag=True,
+              help="Fail when any plugin fails to load or a plugin's lifecycle hook raises.")
+@click.option("--only-plugins", "only_plugins", default=None, metavar="NAME,...",
+              help=f"Load only these installed third-party plugins (also {ONLY_ENV}); "
+              "ftp's built-ins always load.")
 @click.version_option(package_name="ftp", prog_name="ftp")
 @click.pass_context
-def cli(ctx: click.Context, plugin_opts: tuple[str, ...], strict_plugins: bool) -> None:
+def cli(ctx: click.Context, plugin_opts: tuple[str, ...], strict_plugins: bool,
+        only_plugins: str | None) -> None:
     """Finetune language models from one pipeline.toml.
 
     \b
@@ -95,7 +105,7 @@ def cli(ctx: click.Context, plugin_opts: tuple[str, ...], strict_plugins: bool) 
     ftp plugins                    installed plugins and what they provide
     ftp components [KIND]          components by kind, with --options
     """
-    ctx.obj = _State(plugin_opts, strict_plugins)
+    ctx.obj = _State(plugin_opts, strict_plugins, only_plugins)
 
 
 def _load(state: _State, pipeline: Path, overrides: tuple[str, ...]) -> Any:
@@ -286,6 +296,30 @@ def schema(state: _State) -> None:
         click.echo(json.dumps(pipeline_schema(state.plugins().registry), indent=2))
     except FtpError as exc:
         _fail(exc, False)
+
+
+@cli.group()
+def new() -> None:
+    """Create something new from a template."""
+
+
+@new.command("plugin")
+@click.argument("name")
+@click.option("--dir", "directory", type=click.Path(path_type=Path), default=None,
+              help="Where to write it (default: ./ftp-NAME).")
+def new_plugin(name: str, directory: Path | None) -> None:
+    """Write a new plugin distribution NAME: one component of each kind, tests and README."""
+    from ftp.scaffold import Names
+    from ftp.scaffold import new_plugin as scaffold
+
+    try:
+        dest = scaffold(name, directory)
+    except FtpError as exc:
+        _fail(exc, False)
+    names = Names.from_name(name)
+    click.echo(f"created {dest}: distribution {names.distribution}, package {names.package}, "
+               f"plugin {names.plugin!r}")
+    click.echo(f"next: pip install -e {dest} && ftp plugins && pytest {dest}")
 
 
 def main() -> None:

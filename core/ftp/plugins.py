@@ -1,18 +1,26 @@
 """Loading plugins one by one, so that a broken one is reported instead of breaking the rest.
 
-Plugins come from three places, in this order: installed distributions (entry points in the
-``ftp.plugins`` group, the built-ins included), modules named with ``-p MODULE`` or
-``-p path/to/file.py`` (or ``FTP_PLUGINS``), and modules listed in the pipeline file's
-``[pipeline] plugins``. ``-p no:NAME`` or ``FTP_DISABLE_PLUGINS=NAME,...`` blocks one.
+Plugins come from four places, in this order: installed distributions (entry points in the
+``ftp.plugins`` group, the built-ins included), plugin objects registered in-process (what
+``ftp.testing`` uses), modules named with ``-p MODULE`` or ``-p path/to/file.py`` (or
+``FTP_PLUGINS``), and modules listed in the pipeline file's ``[pipeline] plugins``.
+
+Control: ``-p no:NAME`` or ``FTP_DISABLE_PLUGINS=NAME,...`` blocks one plugin;
+``--only-plugins NAME,...`` or ``FTP_ONLY_PLUGINS`` allows only the named installed third-party
+plugins (ftp's own built-ins always load unless blocked by name; plugins named with ``-p``
+load because naming them is explicit); ``FTP_TRACE_HOOKS=1`` prints every hook call with its
+plugin and duration to stderr.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import os
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -28,11 +36,30 @@ from ftp.registry import HOOKS, Entry, Registry
 ENTRY_POINT_GROUP = "ftp.plugins"
 DISABLE_ENV = "FTP_DISABLE_PLUGINS"
 EXTRA_ENV = "FTP_PLUGINS"
+ONLY_ENV = "FTP_ONLY_PLUGINS"
+TRACE_ENV = "FTP_TRACE_HOOKS"
+#: The distribution whose entry points are ftp's built-in plugins.
+BUILTIN_DISTRIBUTION = "ftp"
+
+#: Plugin objects registered in-process, as (name, object): see `registered`.
+_IN_PROCESS: list[tuple[str, object]] = []
 
 
 @dataclass
 class PluginInfo:
-    """One plugin as ``ftp plugins`` shows it."""
+    """One plugin as ``ftp plugins`` shows it.
+
+    Attributes:
+        name: The plugin's name: its entry point's name, module name or file stem.
+        module: Where its code is: the entry point's value, a module name or a file.
+        distribution: The installed distribution, or ``<local file>``, ``<local module>``,
+            ``<in-process>``.
+        version: The distribution's version ('' for local plugins).
+        status: ``ok``, ``error`` (it failed and provides nothing) or ``blocked``.
+        error: Why it failed (status ``error``) or why it is blocked (status ``blocked``).
+        components: (kind, name) of each component it provides.
+
+    """
 
     name: str
     module: str
@@ -55,30 +82,88 @@ class PluginInfo:
         }
 
 
+@dataclass(frozen=True)
+class HookFailure:
+    """A lifecycle hook implementation that raised; the run went on without it."""
+
+    plugin: str
+    hook: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"plugin {self.plugin!r} failed in {self.hook}: {self.error}"
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-class PluginSet:
-    """The plugin manager, what each plugin provides, and what went wrong."""
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
-    def __init__(self, blocked: Iterable[str] = ()) -> None:
+
+def _env_list(name: str) -> list[str]:
+    return [n.strip() for n in os.environ.get(name, "").split(",") if n.strip()]
+
+
+class PluginSet:
+    """The plugin manager, what each plugin provides, and what went wrong.
+
+    Args:
+        blocked: Plugin names never to load (``-p no:NAME``).
+        only: When given, the only installed third-party plugins to load (the allow-list);
+            ftp's built-ins are not affected.
+        strict: Make a failing lifecycle hook fail the command instead of a warning.
+        trace: Print every hook call, its plugin and its duration (``FTP_TRACE_HOOKS``);
+            None reads the environment.
+        report: Where warnings and trace lines go (default: stderr).
+
+    """
+
+    def __init__(self, blocked: Iterable[str] = (), only: Iterable[str] | None = None,
+                 strict: bool = False, trace: bool | None = None,
+                 report: Callable[[str], None] = _stderr) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
         self.pm.add_hookspecs(hookspecs)
         self.blocked = set(blocked)
+        self.only = set(only) if only is not None else None
+        self.strict = strict
+        self.trace = (os.environ.get(TRACE_ENV, "") not in ("", "0")) if trace is None else trace
+        self.report = report
         self.infos: dict[str, PluginInfo] = {}
         self.registry = Registry()
+        #: Lifecycle hook failures seen so far (each was reported as a warning).
+        self.hook_failures: list[HookFailure] = []
 
     # -- loading --------------------------------------------------------------------------
 
-    def load_entry_points(self) -> None:
-        """Load every installed plugin in the ``ftp.plugins`` entry-point group."""
+    def load_entry_points(self, builtins_only: bool = False) -> None:
+        """Load the installed plugins in the ``ftp.plugins`` entry-point group.
+
+        Args:
+            builtins_only: Load only ftp's own built-in plugins (what ``ftp.testing`` uses,
+                so that a plugin's tests do not depend on what else is installed).
+
+        """
+        # An in-process plugin (ftp.testing) replaces an installed one of the same name, so a
+        # plugin's tests exercise its source even when an older copy is installed.
+        replaced = {name for name, _ in _IN_PROCESS}
         for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            if ep.name in replaced:
+                continue
             dist = ep.dist.name if ep.dist else "?"
             version = ep.dist.version if ep.dist else "?"
+            builtin = dist == BUILTIN_DISTRIBUTION
+            if builtins_only and not builtin:
+                continue
             info = PluginInfo(ep.name, ep.value, dist, version)
             if self._is_blocked(info):
+                continue
+            if not builtin and self.only is not None and ep.name not in self.only:
+                info.status = "blocked"
+                info.error = f"not in the allow-list ({ONLY_ENV} / --only-plugins)"
+                self.infos[info.name] = info
                 continue
             try:
                 module = ep.load()
@@ -86,6 +171,19 @@ class PluginSet:
                 self._fail(info, f"import failed: {_one_line(exc)}")
                 continue
             self._register(module, info)
+
+    def add(self, plugin: object, name: str, distribution: str = "<in-process>",
+            version: str = "") -> PluginInfo:
+        """Register a plugin object (a module, class or instance with hook implementations).
+
+        Its failures are recorded like an installed plugin's; the returned info says how it
+        went.
+        """
+        info = PluginInfo(name, getattr(plugin, "__name__", type(plugin).__name__),
+                          distribution, version)
+        if not self._is_blocked(info):
+            self._register(plugin, info)
+        return self.infos[name]
 
     def load_module(self, spec: str, base_dir: Path | None = None) -> None:
         """Load a local plugin: an importable module name or a path to a ``.py`` file.
@@ -153,6 +251,7 @@ class PluginSet:
     def _is_blocked(self, info: PluginInfo) -> bool:
         if info.name in self.blocked:
             info.status = "blocked"
+            info.error = f"blocked by -p no:{info.name} or {DISABLE_ENV}"
             self.infos[info.name] = info
             return True
         return False
@@ -161,6 +260,22 @@ class PluginSet:
         info.status = "error"
         info.error = message
         self.infos[info.name] = info
+
+    def _invoke(self, plugin: str, hook_name: str, function: Callable[..., Any],
+                **kwargs: Any) -> Any:
+        """Call one hook implementation, traced when ``FTP_TRACE_HOOKS`` is set."""
+        if not self.trace:
+            return function(**kwargs)
+        start = time.perf_counter()
+        outcome = "ok"
+        try:
+            return function(**kwargs)
+        except BaseException as exc:
+            outcome = f"raised {type(exc).__name__}"
+            raise
+        finally:
+            ms = (time.perf_counter() - start) * 1000
+            self.report(f"ftp trace: {hook_name} plugin={plugin} {ms:.2f}ms {outcome}")
 
     def _register(self, module: Any, info: PluginInfo) -> None:
         try:
@@ -175,7 +290,8 @@ class PluginSet:
                 if impl.plugin_name != info.name:
                     continue
                 try:
-                    classes = impl.function() or []
+                    classes = self._invoke(info.name, hook_name, impl.function) or []
+                    classes = list(classes)
                 except Exception as exc:
                     self._fail(info, f"{hook_name}() failed: {_one_line(exc)}")
                     break
@@ -211,30 +327,62 @@ class PluginSet:
 
     def broken_note(self) -> str:
         """A note to append to 'unknown name' errors when some plugin failed or is blocked."""
-        notes = [f"plugin {i.name!r} failed: {i.error}" for i in self.errors()]
-        notes += [f"plugin {i.name!r} is blocked by -p no:{i.name} or {DISABLE_ENV}"
-                  for i in self.infos.values() if i.status == "blocked"]
+        notes = [f"plugin {i.name!r} failed ({i.error}): fix or reinstall it, then check "
+                 "`ftp plugins`" for i in self.errors()]
+        notes += [f"plugin {i.name!r} is {i.error}" for i in self.infos.values()
+                  if i.status == "blocked"]
         return f" (note: {'; '.join(notes)})" if notes else ""
 
     def call(self, hook_name: str, **kwargs: Any) -> list[Any]:
-        """Call a lifecycle hook in every plugin, attributing any failure to its plugin."""
+        """Call a lifecycle hook in every plugin that implements it; return the non-None results.
+
+        An implementation that raises is reported as one warning line naming the plugin and
+        the hook, recorded in `hook_failures`, and skipped: an observer must not break the
+        run it observes. With ``strict`` it raises `RunError` instead.
+        """
         results = []
         for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
             args = {name: kwargs[name] for name in impl.argnames}
             try:
-                out = impl.function(**args)
+                out = self._invoke(impl.plugin_name, hook_name, impl.function, **args)
             except Exception as exc:
-                raise RunError(f"plugin {impl.plugin_name!r} failed in {hook_name}: "
-                               f"{_one_line(exc)}") from exc
+                failure = HookFailure(impl.plugin_name, hook_name, _one_line(exc))
+                if self.strict:
+                    raise RunError(f"{failure} (--strict-plugins)") from exc
+                self.hook_failures.append(failure)
+                self.report(f"warning: {failure}; ignored, the run goes on "
+                            "(--strict-plugins makes this fatal)")
+                continue
             if out is not None:
                 results.append(out)
         return results
 
 
+@contextlib.contextmanager
+def registered(plugin: object, name: str | None = None) -> Iterator[None]:
+    """Add ``plugin`` to every plugin set this process builds, until the block ends.
+
+    For tests (``ftp.testing.plugin``): the ``ftp`` command run in-process (click's
+    ``CliRunner``) then sees the plugin as if it were installed, as distribution
+    ``<in-process>``.
+    """
+    entry = (name or getattr(plugin, "__name__", type(plugin).__name__), plugin)
+    _IN_PROCESS.append(entry)
+    try:
+        yield
+    finally:
+        _IN_PROCESS.remove(entry)
+
+
+def in_process_key() -> tuple[int, ...]:
+    """Identifies the in-process plugins now registered (for caches keyed on plugin options)."""
+    return tuple(id(p) for _, p in _IN_PROCESS)
+
+
 def blocked_from(options: Iterable[str]) -> tuple[set[str], list[str]]:
     """Split ``-p`` values and ``FTP_DISABLE_PLUGINS``/``FTP_PLUGINS`` into (blocked, extra)."""
-    blocked = {n.strip() for n in os.environ.get(DISABLE_ENV, "").split(",") if n.strip()}
-    extra = [n.strip() for n in os.environ.get(EXTRA_ENV, "").split(",") if n.strip()]
+    blocked = set(_env_list(DISABLE_ENV))
+    extra = _env_list(EXTRA_ENV)
     for opt in options:
         if opt.startswith("no:"):
             blocked.add(opt[3:])
@@ -243,19 +391,43 @@ def blocked_from(options: Iterable[str]) -> tuple[set[str], list[str]]:
     return blocked, extra
 
 
-def load_plugins(options: Iterable[str] = (), strict: bool = False) -> PluginSet:
-    """Build the plugin set for a command: entry points, then ``-p`` modules.
+def allowed_from(only: str | None) -> set[str] | None:
+    """The allow-list from ``--only-plugins`` (comma-separated) or else ``FTP_ONLY_PLUGINS``."""
+    text = only if only is not None else os.environ.get(ONLY_ENV)
+    if text is None:
+        return None
+    return {n.strip() for n in text.split(",") if n.strip()}
+
+
+def load_plugins(options: Iterable[str] = (), strict: bool = False,
+                 only: str | None = None) -> PluginSet:
+    """Build the plugin set for a command: entry points, in-process plugins, ``-p`` modules.
 
     Args:
         options: ``-p`` values: ``no:NAME`` blocks a plugin, anything else loads a module.
         strict: Fail on any plugin error instead of reporting it.
+        only: ``--only-plugins`` (comma-separated names); None reads ``FTP_ONLY_PLUGINS``.
+
+    Raises:
+        UserError: with ``strict`` when a plugin failed; when the allow-list names a plugin
+            that is not installed (a misspelt allow-list would otherwise block silently).
 
     """
     blocked, extra = blocked_from(options)
-    plugins = PluginSet(blocked)
+    allowed = allowed_from(only)
+    plugins = PluginSet(blocked, only=allowed, strict=strict)
     plugins.load_entry_points()
+    for name, plugin in list(_IN_PROCESS):
+        plugins.add(plugin, name)
     for spec in extra:
         plugins.load_extra(spec)
+    if allowed:
+        from ftp._suggest import did_you_mean
+
+        known = sorted(plugins.infos)
+        for name in sorted(allowed - set(known)):
+            raise UserError(f"{ONLY_ENV}/--only-plugins names {name!r}, which is not installed"
+                            f"{did_you_mean(name, known)}; installed: {', '.join(known)}")
     if strict:
         plugins.check_strict()
     return plugins

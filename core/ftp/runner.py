@@ -147,7 +147,10 @@ class Runner:
                                   run_dir=self.run_dir.path)
             raise exc from exc.__cause__
         # Last: a run is called finished only once everything above is written.
-        self.run_dir.set_status("finished", seconds=total, timings=self.timings)
+        # Observer hooks that raised were skipped; run.json says which, so the run explains itself.
+        failures = {"plugin_hook_failures": [str(f) for f in self.plugins.hook_failures]}
+        self.run_dir.set_status("finished", seconds=total, timings=self.timings,
+                                **(failures if self.plugins.hook_failures else {}))
         return self.results
 
     def _with_resume_hint(self, exc: BaseException) -> BaseException:

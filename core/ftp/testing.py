@@ -1,14 +1,29 @@
-"""Helpers for testing ftp and its plugins: tiny real models and pipeline files.
+"""Helpers for testing ftp and its plugins: tiny real models, plugin sets, one-call runs.
 
-``make_tiny_causal_lm`` builds a randomly initialised Llama with a small byte-level BPE
-tokenizer (ChatML chat template, ``<|im_end|>`` as EOS) in a folder, in well under a second,
-with no network. Plugin authors can use it in their own tests.
+- ``make_tiny_causal_lm`` builds a randomly initialised Llama with a small byte-level BPE
+  tokenizer (ChatML chat template, ``<|im_end|>`` as EOS) in a folder, in well under a
+  second, with no network.
+- ``plugin_set`` is a plugin manager with ftp's built-ins and the plugins you name, and no
+  entry-point autoloading; ``plugin`` registers a plugin object for one ``with`` block.
+- ``run_pipeline`` runs a pipeline given as text and returns what its run directory holds;
+  ``run_cli`` runs the ``ftp`` command in-process.
+
+The same helpers are pytest fixtures in ``ftp.pytest_plugin``, which is opt-in: add
+``pytest_plugins = ["ftp.pytest_plugin"]`` to a conftest.py, or run ``pytest -p
+ftp.pytest_plugin``. Installing ftp registers nothing with pytest.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ftp.plugins import PluginSet
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -87,3 +102,115 @@ def write_pipeline(path: Path, text: str) -> Path:
     path = Path(path)
     path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
     return path
+
+
+# -- plugins under test --------------------------------------------------------------------
+
+
+def plugin_set(*plugins: object, builtins: bool = True, strict: bool = False) -> PluginSet:
+    """A plugin set with no entry-point autoloading: ftp's built-ins (optional) and ``plugins``.
+
+    Whatever else is installed stays out, so a plugin's tests mean the same everywhere. Each
+    plugin is a module, class or object with ``ftp.hookimpl`` functions; its name is its
+    ``__name__``. A plugin that fails is recorded (``infos[NAME].status == "error"``), as
+    ``ftp plugins`` would show it, unless ``strict``.
+
+    Raises:
+        UserError: with ``strict``, when a plugin failed.
+
+    """
+    from ftp.plugins import PluginSet
+
+    ps = PluginSet(strict=strict)
+    if builtins:
+        ps.load_entry_points(builtins_only=True)
+    for plugin in plugins:
+        ps.add(plugin, _plugin_name(plugin))
+    if strict:
+        ps.check_strict()
+    return ps
+
+
+def plugin(obj: object, name: str | None = None) -> AbstractContextManager[None]:
+    """Register ``obj`` as a plugin of every plugin set built inside the ``with`` block.
+
+    This is how to test a plugin through the ``ftp`` command run in-process (`run_cli`),
+    without installing it: it is listed by ``ftp plugins`` as distribution ``<in-process>``.
+    """
+    from ftp.plugins import registered
+
+    return registered(obj, name or _plugin_name(obj))
+
+
+def _plugin_name(obj: object) -> str:
+    name = getattr(obj, "__name__", None) or type(obj).__name__
+    return name.rsplit(".", 1)[-1]
+
+
+@dataclass
+class RunResult:
+    """What `run_pipeline` leaves: the run directory and what it holds.
+
+    Attributes:
+        run_dir: The run directory.
+        results: The contents of ``results.json``.
+        status: The contents of ``run.json`` (``status``, ``timings``, ...).
+        log: What the run printed.
+        plugins: The plugin set the run used (``hook_failures`` says which hooks raised).
+
+    """
+
+    run_dir: Path
+    results: dict[str, Any]
+    status: dict[str, Any]
+    log: str
+    plugins: PluginSet
+
+    def metrics(self, stage: str, evaluation: str) -> dict[str, Any]:
+        """One evaluation's metrics at ``stage`` (``"base"`` before training)."""
+        return self.results["stages"][stage][evaluation].get("metrics", {})
+
+
+def run_pipeline(text: str, directory: Path, plugins: Iterable[object] = (),
+                 overrides: Iterable[str] = (), builtins: bool = True) -> RunResult:
+    """Write ``text`` as ``directory/pipeline.toml``, run it in-process, return what it left.
+
+    Only ftp's built-ins and ``plugins`` are loaded (see `plugin_set`); relative paths in the
+    pipeline are relative to ``directory``. The run directory is ``directory/run``.
+
+    Raises:
+        ConfigError: when the pipeline does not validate (every problem listed).
+        FtpError: when the run fails; its message is the line ``ftp run`` would print.
+
+    """
+    import io
+
+    from rich.console import Console
+
+    from ftp.config import load_pipeline
+    from ftp.rundir import RunDir
+    from ftp.runner import Runner
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    source = write_pipeline(directory / "pipeline.toml", text)
+    ps = plugin_set(*plugins, builtins=builtins)
+    pipeline = load_pipeline(source, ps, list(overrides))
+    run_dir = RunDir.create(directory / "run", overwrite=True)
+    out = io.StringIO()
+    Runner(pipeline, run_dir, console=Console(file=out, width=120)).run()
+    results = json.loads(run_dir.file("results.json").read_text(encoding="utf-8"))
+    return RunResult(run_dir.path, results, run_dir.status(), out.getvalue(), ps)
+
+
+def run_cli(*args: str) -> Any:
+    """Run the ``ftp`` command line in-process; return click's ``Result``.
+
+    ``result.exit_code``, ``result.stdout`` and ``result.stderr`` hold what a user would see.
+    Plugins registered with `plugin` are loaded, as are installed ones.
+    """
+    from click.testing import CliRunner
+
+    from ftp.cli import cli
+
+    return CliRunner().invoke(cli, list(args), prog_name="ftp")

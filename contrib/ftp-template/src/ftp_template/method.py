@@ -1,0 +1,105 @@
+"""``template-normtune``: train only normalisation weights and biases (BitFit-style).
+
+BitFit (Ben Zaken et al., 2021) showed that training only a model's bias terms adapts it
+surprisingly well; on models without biases (Llama) the normalisation weights play that part.
+A few thousand weights train, so it is fast, needs little memory and hardly forgets. Weights
+the provider froze stay frozen. The loop is transformers' ``Trainer``, so the callbacks of
+other plugins (``ftp_trainer_callbacks``) and ftp's progress display work as for ``sft``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from ftp import Method, Shape, StrictConfig, TrainContext, UserError
+
+
+class NormTune(Method):
+    """Train only normalisation weights and biases; everything else stays frozen."""
+
+    name = "template-normtune"
+    accepts = frozenset({Shape.PROMPT_COMPLETION, Shape.LANGUAGE_MODELING})
+    task = "causal-lm"
+
+    class Config(StrictConfig):
+        """Training options."""
+
+        learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate.")
+        epochs: float = Field(1.0, gt=0, description="Passes over the training data.")
+        max_steps: int = Field(-1, description="Stop after this many steps (-1: epochs decide).")
+        batch_size: int = Field(4, ge=1, description="Rows per step.")
+        max_length: int = Field(256, ge=8, description="Rows are cut to this many tokens.")
+        logging_steps: int = Field(10, ge=1, description="Log the loss every N steps.")
+
+    def train(self, ctx: TrainContext) -> Any:
+        """Unfreeze norms and biases only, tokenize, train with Trainer, return the model."""
+        from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
+
+        cfg = self.config
+        set_seed(ctx.seed)
+        trainable = select_norms_and_biases(ctx.model)
+        if trainable == 0:
+            raise UserError("the model has no trainable normalisation weights or biases")
+        ctx.log({"stage": ctx.stage, "event": "normtune", "trainable_weights": trainable})
+        rows = [tokenize(ctx.tokenizer, r, cfg.max_length) for r in ctx.train]
+        args = TrainingArguments(
+            output_dir=str(ctx.output_dir), learning_rate=cfg.learning_rate,
+            num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
+            per_device_train_batch_size=cfg.batch_size, logging_steps=cfg.logging_steps,
+            save_strategy="no", report_to="none", disable_tqdm=True, seed=ctx.seed,
+            use_cpu=not next(ctx.model.parameters()).is_cuda, remove_unused_columns=False,
+        )
+        trainer = Trainer(model=ctx.model, args=args, train_dataset=rows,
+                          data_collator=Padder(ctx.tokenizer.pad_token_id),
+                          callbacks=ctx.callbacks)
+        trainer.remove_callback(PrinterCallback)  # ftp shows progress; no raw dicts on stdout
+        trainer.train()
+        return ctx.model
+
+
+def select_norms_and_biases(model: Any) -> int:
+    """Leave trainable only the norm weights and biases that were trainable; return the count."""
+    count = 0
+    for name, weight in model.named_parameters():
+        keep = weight.requires_grad and ("norm" in name.lower() or name.endswith(".bias"))
+        weight.requires_grad_(keep)
+        count += weight.numel() if keep else 0
+    return count
+
+
+def tokenize(tokenizer: Any, record: dict[str, Any], max_length: int) -> dict[str, list[int]]:
+    """Token ids and labels; a completion row has loss on the completion and the EOS only."""
+    if "prompt" in record:
+        prompt = tokenizer(record["prompt"], add_special_tokens=False)["input_ids"]
+        answer = tokenizer(record["completion"], add_special_tokens=False)["input_ids"]
+        ids = prompt + answer + [tokenizer.eos_token_id]
+        labels = [-100] * len(prompt) + answer + [tokenizer.eos_token_id]
+    else:
+        ids = tokenizer(record["text"], add_special_tokens=False)["input_ids"]
+        ids = ids + [tokenizer.eos_token_id]
+        labels = list(ids)
+    return {"input_ids": ids[:max_length], "labels": labels[:max_length]}
+
+
+class Padder:
+    """Pads a batch on the right; padding carries no loss and no attention."""
+
+    def __init__(self, pad_id: int) -> None:
+        self.pad_id = pad_id
+
+    def __call__(self, rows: list[dict[str, list[int]]]) -> dict[str, Any]:
+        """Stack ``rows`` into padded tensors."""
+        import torch
+
+        width = max(len(r["input_ids"]) for r in rows)
+
+        def pad(seq: list[int], value: int) -> list[int]:
+            return seq + [value] * (width - len(seq))
+
+        return {
+            "input_ids": torch.tensor([pad(r["input_ids"], self.pad_id) for r in rows]),
+            "labels": torch.tensor([pad(r["labels"], -100) for r in rows]),
+            "attention_mask": torch.tensor([pad([1] * len(r["input_ids"]), 0) for r in rows]),
+        }
