@@ -24,3 +24,12 @@ def smollm2_tokenizer():
     from ftp_builtin.models import HFProvider
 
     return HFProvider(HFProvider.Config(path="smollm2-135m-instruct")).load_tokenizer()
+
+
+@pytest.fixture(autouse=True)
+def _tokenized_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+                     ) -> Path:
+    """Each test caches tokenized data in its own temporary folder, never in ~/.cache/ftp."""
+    folder = tmp_path_factory.mktemp("tokenized-cache")
+    monkeypatch.setenv("FTP_TOKENIZED_CACHE_DIR", str(folder))
+    return folder
