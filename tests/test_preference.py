@@ -400,6 +400,14 @@ def test_dpo_lora_run_logs_rewards_and_evaluates_before_and_after(tiny_model, tm
     assert before["metrics"]["pairs"] == after["metrics"]["pairs"] == 2
     assert before["metrics"]["mean_margin"] != after["metrics"]["mean_margin"]
     assert [s["pair"] for s in before["samples"]] == [s["pair"] for s in after["samples"]]
+    # Relative to the reference (the model before training, scored by the same evaluation):
+    # each pair's reward margin is the change of its chosen-minus-rejected log-prob margin.
+    assert "reward_accuracy" not in before["metrics"]
+    changes = [a["margin"] - b["margin"] for a, b in zip(after["samples"], before["samples"],
+                                                          strict=True)]
+    assert after["metrics"]["reference"] == "base"
+    assert after["metrics"]["mean_reward_margin"] == pytest.approx(sum(changes) / 2)
+    assert after["metrics"]["reward_accuracy"] == sum(c > 0 for c in changes) / 2
 
     # Only the trained adapter is saved (no copy of it as TRL's reference adapter).
     adapter = out / "adapter"

@@ -156,6 +156,12 @@ class EvalContext:
         tokenizer: Its tokenizer.
         data: Records in the shape of the evaluator's dataset, or None.
         seed: The pipeline's seed.
+        previous: The results this same ``[[evaluate]]`` entry returned last, on an earlier
+            model of this pipeline (before training, or after an earlier stage), or None.
+            Lets an evaluator report change relative to that model, e.g. DPO's reward
+            accuracy relative to the reference.
+        previous_stage: The stage ``previous`` was measured after (``"base"``: before
+            training), or None.
 
     """
 
@@ -164,3 +170,5 @@ class EvalContext:
     tokenizer: Any
     data: list[dict[str, Any]] | None
     seed: int = 42
+    previous: dict[str, Any] | None = None
+    previous_stage: str | None = None

@@ -303,8 +303,13 @@ class Runner:
         if ev.section.data is not None:
             data = self.data[ev.section.data].split(ev.section.split)
         evaluator = ev.evaluator.build()
+        # The latest earlier result of this same evaluation (results keep evaluation order).
+        earlier = [(name, by_eval[ev.name]) for name, by_eval in self.results["stages"].items()
+                   if name != stage and ev.name in by_eval]
+        previous_stage, previous = earlier[-1] if earlier else (None, None)
         ctx = EvalContext(stage=stage, model=model, tokenizer=tokenizer, data=data,
-                          seed=self.pipeline.seed)
+                          seed=self.pipeline.seed, previous=previous,
+                          previous_stage=previous_stage)
         when = "before training" if stage == BASE_STAGE else f"after {stage!r}"
         with self.step(f"evaluate {ev.name!r} {when}", ev.evaluator):
             result = evaluator.evaluate(ctx)

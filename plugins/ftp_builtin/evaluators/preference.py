@@ -6,11 +6,13 @@ with the same masks as training (``ftp_builtin.tokenize.conversation``: the last
 turn, through its end-of-turn token). A pair counts as preferred when
 ``logp(chosen) - logp(rejected) > 0``.
 
-DPO's own "reward accuracy" compares that margin with the reference model's. Run with
-``before = true``, this evaluator measures the model before and after the stage on the same
-pairs, so the change of ``mean_margin`` between the two is exactly the mean change relative to
-the reference (DPO's implicit reward margin divided by beta), and the per-pair ``samples`` of
-the two results give it pair by pair.
+DPO's own "reward accuracy" compares that margin with the reference model's. When this same
+evaluation ran earlier in the pipeline (``before = true``, or after an earlier stage), that
+earlier model is the reference: for every pair scored both times the reward margin is
+``(logp(chosen) - ref_logp(chosen)) - (logp(rejected) - ref_logp(rejected))`` — DPO's implicit
+reward margin divided by beta — and ``reward_accuracy`` is the fraction of pairs where it is
+positive, ``mean_reward_margin`` its mean, ``reference`` the stage the reference was measured
+after (``base``: before training).
 """
 
 from __future__ import annotations
@@ -102,7 +104,29 @@ class Preference(Evaluator):
             "skipped": skipped,
             "truncated": truncated,
         }
+        metrics.update(_relative_to_reference(samples, ctx.previous, ctx.previous_stage))
         return {"metrics": metrics, "samples": samples}
+
+
+def _relative_to_reference(samples: list[dict[str, Any]], previous: dict[str, Any] | None,
+                           previous_stage: str | None) -> dict[str, Any]:
+    """Reward accuracy and mean reward margin against the earlier result's per-pair log-probs.
+
+    Empty when there is no earlier result (the model is its own reference then).
+    """
+    before = {s["pair"]: s for s in (previous or {}).get("samples") or [] if "pair" in s}
+    margins = [
+        (s["chosen_logp"] - before[s["pair"]]["chosen_logp"])
+        - (s["rejected_logp"] - before[s["pair"]]["rejected_logp"])
+        for s in samples if s["pair"] in before
+    ]
+    if not margins:
+        return {}
+    return {
+        "reward_accuracy": sum(m > 0 for m in margins) / len(margins),
+        "mean_reward_margin": sum(margins) / len(margins),
+        "reference": previous_stage,
+    }
 
 
 def _sequence_logps(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]],
