@@ -39,9 +39,11 @@ def fmt(plugins):
 
 def test_builtin_formats_are_registered_with_their_shapes(plugins):
     shapes = {n: plugins.registry.get("format", n).cls.produces
-              for n in ("alpaca", "messages", "sharegpt", "text")}
+              for n in ("alpaca", "messages", "sharegpt", "prompt_completion", "text")}
     assert shapes == {"alpaca": Shape.CONVERSATIONAL, "messages": Shape.CONVERSATIONAL,
-                      "sharegpt": Shape.CONVERSATIONAL, "text": Shape.LANGUAGE_MODELING}
+                      "sharegpt": Shape.CONVERSATIONAL,
+                      "prompt_completion": Shape.PROMPT_COMPLETION,
+                      "text": Shape.LANGUAGE_MODELING}
 
 
 # --- alpaca -------------------------------------------------------------------------------
@@ -110,7 +112,7 @@ def test_alpaca_missing_output_names_the_field_and_the_row_keys(fmt):
 
 def test_alpaca_empty_output_and_empty_instruction_are_refused(fmt):
     row = rows("alpaca.json")[3]
-    with pytest.raises(ValueError, match="last assistant message is empty"):
+    with pytest.raises(ValueError, match="empty output in 'output'"):
         fmt("alpaca").convert({**row, "output": "  "})
     with pytest.raises(ValueError, match="empty instruction"):
         fmt("alpaca").convert({**row, "instruction": "", "input": ""})
@@ -119,6 +121,25 @@ def test_alpaca_empty_output_and_empty_instruction_are_refused(fmt):
 def test_alpaca_non_text_output_is_refused(fmt):
     with pytest.raises(ValueError, match="'output' should be text, got int"):
         fmt("alpaca").convert({"instruction": "2+2?", "output": 4})
+
+
+def test_alpaca_history_comes_before_the_turn(fmt):
+    row = {**rows("alpaca.json")[3], "history": [["Hi", "Hello!"], ["Add 1 and 1.", "2."]]}
+    assert [(m["role"], m["content"]) for m in fmt("alpaca").convert(row)["messages"]] == [
+        ("user", "Hi"), ("assistant", "Hello!"), ("user", "Add 1 and 1."), ("assistant", "2."),
+        ("user", "Sum up the numbers.\n\n3, 2, 5"),
+        ("assistant", "The sum of the numbers is 10.")]
+    f = fmt("alpaca", history="past")
+    assert len(f.convert({**row, "past": [["a", "b"]]})["messages"]) == 4
+    assert len(f.convert(row)["messages"]) == 2  # the other column is not read
+
+
+def test_alpaca_bad_history_names_the_field(fmt):
+    row = rows("alpaca.json")[3]
+    with pytest.raises(ValueError, match="field 'history' should be a list of"):
+        fmt("alpaca").convert({**row, "history": "Hi"})
+    with pytest.raises(ValueError, match="field 'history' item 1 should be a pair"):
+        fmt("alpaca").convert({**row, "history": [["a", "b"], ["c", ""]]})
 
 
 def test_alpaca_rejects_unknown_options(plugins):
@@ -174,6 +195,58 @@ def test_messages_must_end_with_an_assistant_turn(fmt):
         fmt("messages").convert({"messages": row["messages"][:1]})
 
 
+def test_messages_openai_tool_calls_and_tool_results(fmt):
+    row = {"messages": [
+        {"role": "developer", "content": "Use tools."},
+        {"role": "user", "content": [{"type": "text", "text": "Weather in "},
+                                     {"type": "text", "text": "Paris?"}]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function",
+             "function": {"name": "weather", "arguments": "{\"city\": \"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "18C"},
+        {"role": "assistant", "content": "18C in Paris."}],
+        "tools": json.dumps([{"type": "function", "function": {"name": "weather"}}])}
+    assert fmt("messages").convert(row) == {
+        "messages": [
+            {"role": "system", "content": "Use tools."},
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": "", "tool_calls": [
+                {"type": "function", "id": "c1",
+                 "function": {"name": "weather", "arguments": {"city": "Paris"}}}]},
+            {"role": "tool", "content": "18C", "tool_call_id": "c1"},
+            {"role": "assistant", "content": "18C in Paris."}],
+        "tools": [{"type": "function", "function": {"name": "weather"}}],
+    }
+
+
+def test_messages_role_mapping(fmt):
+    f = fmt("messages", roles={"human": "user", "bot": "assistant"})
+    row = {"messages": [{"role": "human", "content": "hi"}, {"role": "bot", "content": "yo"}]}
+    assert [m["role"] for m in f.convert(row)["messages"]] == ["user", "assistant"]
+
+
+def test_messages_empty_content_and_bad_calls_name_the_message(fmt):
+    f = fmt("messages")
+    with pytest.raises(ValueError, match=r"message 0 \(user\): empty content"):
+        f.convert({"messages": [{"role": "user", "content": " "},
+                                {"role": "assistant", "content": "yo"}]})
+    with pytest.raises(ValueError, match=r"message 1 \(assistant\): empty content"):
+        f.convert({"messages": [{"role": "user", "content": "hi"},
+                                {"role": "assistant", "content": ""},
+                                {"role": "user", "content": "hi?"},
+                                {"role": "assistant", "content": "yo"}]})
+    with pytest.raises(ValueError, match="the last assistant message is empty"):
+        f.convert({"messages": [{"role": "user", "content": "hi"},
+                                {"role": "assistant", "content": ""}]})
+    with pytest.raises(ValueError, match=r"message 1 call 0: the arguments of 'f' are not "
+                                         "valid JSON"):
+        f.convert({"messages": [{"role": "user", "content": "hi"}, {
+            "role": "assistant", "content": None,
+            "tool_calls": [{"function": {"name": "f", "arguments": "{x"}}]}]})
+    with pytest.raises(ValueError, match="message 0 is an assistant message"):
+        f.convert({"messages": [{"role": "assistant", "content": "hi"}]})
+
+
 def test_messages_other_bad_rows(fmt):
     f = fmt("messages")
     with pytest.raises(ValueError, match="should be a list of messages"):
@@ -182,7 +255,7 @@ def test_messages_other_bad_rows(fmt):
         f.convert({"messages": []})
     with pytest.raises(ValueError, match="message 0 needs 'role' and 'content'"):
         f.convert({"messages": [{"role": "user"}]})
-    with pytest.raises(ValueError, match="message 1: content should be text"):
+    with pytest.raises(ValueError, match="message 1 'content': content should be text"):
         f.convert({"messages": [{"role": "user", "content": "hi"},
                                 {"role": "assistant", "content": None}]})
     with pytest.raises(ValueError, match="system message may only come first"):
@@ -194,47 +267,95 @@ def test_messages_other_bad_rows(fmt):
 # --- sharegpt --------------------------------------------------------------------------------
 
 
-def test_sharegpt_maps_roles_and_appends_tools_to_the_system_prompt(fmt):
+def _tools(row: dict) -> list[dict]:
+    """The row's tools column as the formats give it: OpenAI function form."""
+    return [{"type": "function", "function": t} for t in json.loads(row["tools"])]
+
+
+def test_sharegpt_function_call_is_an_assistant_tool_call_and_observation_a_tool_turn(fmt):
     row = rows("sharegpt_toolcall.json")[0]  # human, function_call, observation, gpt
     turns = row["conversations"]
-    assert fmt("sharegpt").convert(row)["messages"] == [
-        {"role": "system", "content": "You can call these tools:\n" + row["tools"]},
-        {"role": "user", "content": turns[0]["value"]},
-        {"role": "assistant", "content": turns[1]["value"]},  # the function call
-        {"role": "tool", "content": turns[2]["value"]},  # the observation
-        {"role": "assistant", "content": turns[3]["value"]},
-    ]
+    call = json.loads(turns[1]["value"])
+    assert fmt("sharegpt").convert(row) == {
+        "messages": [
+            {"role": "user", "content": turns[0]["value"]},
+            {"role": "assistant", "content": "", "tool_calls": [
+                {"type": "function", "function": {"name": call["name"],
+                                                  "arguments": call["arguments"]}}]},
+            {"role": "tool", "content": turns[2]["value"]},  # the observation
+            {"role": "assistant", "content": turns[3]["value"]},
+        ],
+        "tools": _tools(row),
+    }
 
 
 def test_sharegpt_multi_turn_tool_call_after_chat(fmt):
     row = rows("sharegpt_toolcall.json")[2]  # human, gpt, human, function_call, observation, gpt
     roles = [m["role"] for m in fmt("sharegpt").convert(row)["messages"]]
-    assert roles == ["system", "user", "assistant", "user", "assistant", "tool", "assistant"]
+    assert roles == ["user", "assistant", "user", "assistant", "tool", "assistant"]
 
 
-def test_sharegpt_system_column_then_tools(fmt):
+def test_sharegpt_system_column_and_tools(fmt):
     row = {**rows("sharegpt_toolcall.json")[1], "system": "You are a helpful assistant."}
-    system = fmt("sharegpt").convert(row)["messages"][0]
-    assert system == {"role": "system", "content": "You are a helpful assistant.\n\n"
-                      "You can call these tools:\n" + row["tools"]}
+    out = fmt("sharegpt").convert(row)
+    assert out["messages"][0] == {"role": "system", "content": "You are a helpful assistant."}
+    assert out["tools"] == _tools(row)
 
 
-def test_sharegpt_system_turn_keeps_the_tools(fmt):
+def test_sharegpt_system_turn_wins_over_the_column(fmt):
     row = rows("sharegpt_toolcall.json")[1]
-    row = {**row, "conversations": [{"from": "system", "value": "Be helpful."},
-                                    *row["conversations"]]}
+    row = {**row, "system": "ignored", "conversations": [
+        {"from": "system", "value": "Be helpful."}, *row["conversations"]]}
     messages = fmt("sharegpt").convert(row)["messages"]
-    assert [m["role"] for m in messages].count("system") == 1
-    assert messages[0] == {"role": "system", "content": "Be helpful.\n\n"
-                           "You can call these tools:\n" + row["tools"]}
+    assert [m["content"] for m in messages if m["role"] == "system"] == ["Be helpful."]
 
 
-def test_sharegpt_without_tools_or_system_has_no_system_turn(fmt):
+def test_sharegpt_parallel_calls_and_tools_as_a_list(fmt):
+    calls = [{"name": "a", "arguments": {"x": 1}}, {"name": "b", "arguments": "{\"y\": 2}"}]
+    row = {"conversations": [{"from": "human", "value": "do both"},
+                             {"from": "function_call", "value": json.dumps(calls)}],
+           "tools": [{"name": "a"}, {"type": "function", "function": {"name": "b"}}]}
+    out = fmt("sharegpt").convert(row)
+    assert out["messages"][1]["tool_calls"] == [
+        {"type": "function", "function": {"name": "a", "arguments": {"x": 1}}},
+        {"type": "function", "function": {"name": "b", "arguments": {"y": 2}}}]
+    assert [t["function"]["name"] for t in out["tools"]] == ["a", "b"]
+
+
+def test_sharegpt_role_mapping(fmt):
+    f = fmt("sharegpt", roles={"customer": "user", "agent": "assistant", "api": "observation",
+                               "call": "function_call"})
+    row = {"conversations": [
+        {"from": "customer", "value": "weather?"},
+        {"from": "call", "value": '{"name": "w", "arguments": {}}'},
+        {"from": "api", "value": "sunny"},
+        {"from": "agent", "value": "Sunny."}]}
+    assert [m["role"] for m in f.convert(row)["messages"]] == ["user", "assistant", "tool",
+                                                               "assistant"]
+
+
+def test_sharegpt_bad_tool_data_names_the_field(fmt):
+    row = rows("sharegpt_toolcall.json")[0]
+    with pytest.raises(ValueError, match=r"field 'tools' is not valid JSON"):
+        fmt("sharegpt").convert({**row, "tools": "[{"})
+    with pytest.raises(ValueError, match=r"field 'tools' item 0: a tool needs a \"name\""):
+        fmt("sharegpt").convert({**row, "tools": [{"description": "nameless"}]})
+    bad = [dict(t) for t in row["conversations"]]
+    bad[1]["value"] = "search for it"
+    with pytest.raises(ValueError, match=r"turn 1 \(function_call\): not valid JSON"):
+        fmt("sharegpt").convert({**row, "conversations": bad})
+    bad[1]["value"] = '{"arguments": {}}'
+    with pytest.raises(ValueError, match=r"turn 1 \(function_call\): a tool call needs a"):
+        fmt("sharegpt").convert({**row, "conversations": bad})
+
+
+def test_sharegpt_without_tools_has_no_tools_key(fmt):
     row = rows("sharegpt_toolcall.json")[1]
-    messages = fmt("sharegpt", tools=None).convert(row)["messages"]
-    assert messages[0]["role"] == "user"
+    out = fmt("sharegpt", tools=None).convert(row)
+    assert "tools" not in out and out["messages"][0]["role"] == "user"
     row = {k: v for k, v in row.items() if k != "tools"}
-    assert fmt("sharegpt").convert(row)["messages"][0]["role"] == "user"
+    assert "tools" not in fmt("sharegpt").convert(row)
+    assert "tools" not in fmt("sharegpt").convert({**row, "tools": ""})
 
 
 def test_sharegpt_accepts_openai_role_names_and_custom_keys(fmt):
@@ -267,6 +388,43 @@ def test_sharegpt_bad_turns(fmt):
     with pytest.raises(ValueError, match="turn 1: 'value' should be text, got NoneType"):
         f.convert({"conversations": [{"from": "human", "value": "hi"},
                                      {"from": "gpt", "value": None}]})
+
+
+# --- prompt_completion -------------------------------------------------------------------------
+
+
+def test_prompt_completion_as_chat_turns(fmt):
+    row = {"prompt": "2+2?", "completion": "4", "sys": "Be terse."}
+    assert fmt("prompt_completion").convert(row) == {
+        "prompt": [{"role": "user", "content": "2+2?"}],
+        "completion": [{"role": "assistant", "content": "4"}]}
+    out = fmt("prompt_completion", system="sys").convert(row)
+    assert out["prompt"][0] == {"role": "system", "content": "Be terse."}
+    out = fmt("prompt_completion", system_prompt="Hi.").convert(row)
+    assert out["prompt"][0] == {"role": "system", "content": "Hi."}
+
+
+def test_prompt_completion_plain_text_and_column_mapping(fmt):
+    f = fmt("prompt_completion", prompt="q", completion="a", chat=False)
+    assert f.convert({"q": "The capital of France is", "a": " Paris."}) == {
+        "prompt": "The capital of France is", "completion": " Paris."}
+
+
+def test_prompt_completion_bad_rows_and_options(fmt, plugins):
+    from pydantic import ValidationError
+
+    f = fmt("prompt_completion")
+    with pytest.raises(ValueError, match="missing field 'completion'"):
+        f.convert({"prompt": "x"})
+    with pytest.raises(ValueError, match="empty completion in 'completion'"):
+        f.convert({"prompt": "x", "completion": "\n"})
+    with pytest.raises(ValueError, match="empty prompt in 'prompt'"):
+        f.convert({"prompt": "", "completion": "y"})
+    with pytest.raises(ValueError, match="'prompt' should be text, got list"):
+        f.convert({"prompt": ["x"], "completion": "y"})
+    with pytest.raises(ValidationError, match="system prompts need chat = true"):
+        plugins.registry.get("format", "prompt_completion").cls.Config(chat=False,
+                                                                       system_prompt="x")
 
 
 # --- text ------------------------------------------------------------------------------------
@@ -306,7 +464,7 @@ def test_a_bad_row_in_a_pipeline_names_dataset_row_and_format(tmp_path, plugins)
         data = "d"
     """)
     p = load_pipeline(path, plugins)
-    with pytest.raises(UserError, match=r"data\.d row 1 \(format 'alpaca'\): missing field "
-                                        r"'output'"):
-        ds = p.datasets["d"]
+    ds = p.datasets["d"]
+    with pytest.raises(UserError, match=r"missing field 'output'") as exc:
         prepare(ds, load_records(ds, p.base_dir, p.seed), p.base_dir, p.seed)
+    assert "d.json[1]" in str(exc.value) and "'alpaca'" in str(exc.value)

@@ -8,9 +8,10 @@ import shutil
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ftp import ModelProvider, RunError, StrictConfig, UserError, hookimpl
+from ftp_builtin import templates
 from ftp_builtin.catalog import CATALOG, cache_dir, fetch
 
 TASKS = {"causal-lm": "AutoModelForCausalLM", "sequence-classification":
@@ -33,6 +34,16 @@ class HFProvider(ModelProvider):
         device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
         attn_implementation: str | None = Field(None, description="e.g. sdpa, eager.")
         trust_remote_code: bool = False
+        chat_template: str | None = Field(
+            None, description="The chat template for training, evaluation and the saved "
+            "tokenizer: a name (" + ", ".join(templates.NAMED) + "), inline Jinja, or a path "
+            "to a Jinja file (relative to the current directory). Default: the tokenizer's own.",
+        )
+
+        @field_validator("chat_template")
+        @classmethod
+        def _template(cls, value: str | None) -> str | None:
+            return None if value is None else templates.check_option(value)
 
     def __init__(self, config: Any = None) -> None:
         super().__init__(config)
@@ -88,7 +99,12 @@ class HFProvider(ModelProvider):
     # -- loading --------------------------------------------------------------------------
 
     def load_tokenizer(self) -> Any:
-        """Load the tokenizer; give it a pad token when it has none."""
+        """Load the tokenizer; give it a pad token when it has none, and the chosen template.
+
+        The template is set on the tokenizer object itself, which the run hands to every
+        method and evaluator and finally saves with the model, so that inference renders
+        conversations exactly as training did.
+        """
         from transformers import AutoTokenizer
 
         source = self.source()
@@ -97,6 +113,8 @@ class HFProvider(ModelProvider):
         ), source)
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
+        if self.config.chat_template is not None:
+            templates.apply(tok, self.config.chat_template)
         return tok
 
     def load_model(self, task: str, init_from: Path | None = None, **options: Any) -> Any:

@@ -31,8 +31,10 @@ class Loss(Evaluator):
         import torch.nn.functional as F
 
         cfg = self.config
+        # A row with nothing left to score after truncation is counted, not fatal: this may
+        # run after a long training.
         data = tokenize_records(ctx.tokenizer, ctx.data or [], cfg.max_length,
-                                cfg.assistant_only_loss)
+                                cfg.assistant_only_loss, skip_empty=True)
         model = ctx.model
         device = next(model.parameters()).device
         was_training = model.training
@@ -61,7 +63,8 @@ class Loss(Evaluator):
         model.train(was_training)
         mean = total / count if count else float("nan")
         return {"metrics": {"loss": mean, "perplexity": math.exp(mean) if count else float("nan"),
-                            "tokens": count, "examples": len(data.rows)}}
+                            "tokens": count, "examples": len(data.rows),
+                            "skipped_examples": data.dropped}}
 
 
 class Generate(Evaluator):
