@@ -11,7 +11,15 @@ from ftp.data import load_records, prepare
 from ftp.testing import plugin_set, run_cli, write_pipeline
 from ftp_builtin.data import CsvLoader, DiskLoader, HubLoader, JsonLoader, ParquetLoader, TextLoader
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def real(name: str) -> Path:
+    """A real data file: the project's copy in examples/data, else ../shared/datasets."""
+    for folder in (ROOT / "examples" / "data", ROOT.parent / "shared" / "datasets"):
+        if (folder / name).is_file():
+            return folder / name
+    pytest.skip(f"{name} is in neither examples/data nor ../shared/datasets")
 ROWS = [{"instruction": f"q{i}", "input": "", "output": f"a{i}"} for i in range(5)]
 
 
@@ -70,11 +78,17 @@ def test_broken_json_document_is_a_file_level_error_with_its_line(tmp_path):
         load(JsonLoader, tmp_path, path="x.json")
 
 
+def test_real_identity_file(tmp_path):
+    rows, ctx = load(JsonLoader, tmp_path, path=str(real("identity.json")))
+    assert len(rows) == 91 and set(rows[0]) == {"instruction", "input", "output"}
+    assert ctx.where(rows[90]).endswith("identity.json[90]")
+
+
 def test_real_alpaca_and_c4_files(tmp_path):
-    rows, ctx = load(JsonLoader, tmp_path, path=str(SHARED / "alpaca_en_demo.json"))
+    rows, ctx = load(JsonLoader, tmp_path, path=str(real("alpaca_en_demo.json")))
     assert len(rows) == 999 and set(rows[0]) == {"instruction", "input", "output"}
     assert ctx.where(rows[998]).endswith("alpaca_en_demo.json[998]")
-    rows, ctx = load(JsonLoader, tmp_path, path=str(SHARED / "c4_demo.jsonl"))
+    rows, ctx = load(JsonLoader, tmp_path, path=str(real("c4_demo.jsonl")))
     assert len(rows) == 300 and list(rows[0]) == ["text"]
     assert ctx.where(rows[299]).endswith("c4_demo.jsonl:300")
 
@@ -97,8 +111,15 @@ def test_tsv_is_chosen_by_extension_or_by_delimiter(tmp_path):
     assert rows == [{"text": "x", "label": "negative"}]
 
 
+def test_csv_field_longer_than_the_csv_modules_default_limit(tmp_path):
+    long = "word " * 40_000  # 200 KB
+    (tmp_path / "x.csv").write_text(f'text,label\n"{long}",positive\n', encoding="utf-8")
+    rows, _ = load(CsvLoader, tmp_path, path="x.csv")
+    assert rows == [{"text": long, "label": "positive"}]
+
+
 def test_real_sst2_csv(tmp_path):
-    rows, _ = load(CsvLoader, tmp_path, path=str(SHARED / "sst2_eval.csv"))
+    rows, _ = load(CsvLoader, tmp_path, path=str(real("sst2_eval.csv")))
     assert len(rows) == 500 and {r["label"] for r in rows} == {"positive", "negative"}
 
 
@@ -119,6 +140,14 @@ def test_a_file_that_is_not_parquet_is_one_clear_error(tmp_path):
     (tmp_path / "x.parquet").write_text("not parquet")
     with pytest.raises(UserError, match="x.parquet: not readable as Parquet"):
         load(ParquetLoader, tmp_path, path="x.parquet")
+
+
+def test_real_wiki_text_one_document_per_line(tmp_path):
+    path = real("wiki_demo.txt")
+    rows, ctx = load(TextLoader, tmp_path, path=str(path))
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    assert [r["text"] for r in rows] == [line for line in lines if line]
+    assert ctx.where(rows[-1]) == f"{path}:{max(i for i, x in enumerate(lines, 1) if x)}"
 
 
 def test_text_documents_are_named_by_the_line_they_start_on(tmp_path):

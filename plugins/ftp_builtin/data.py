@@ -168,6 +168,8 @@ class CsvLoader(DataLoader):
         delimiter = self.config.delimiter
         if delimiter is None:
             delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+        # The csv module refuses fields over 128 KiB by default; a document may be longer.
+        csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
         reader = csv.DictReader(io.StringIO(_read(path), newline=""), delimiter=delimiter)
         rows = []
         try:
