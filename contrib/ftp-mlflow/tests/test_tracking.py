@@ -47,6 +47,22 @@ def ftp_evaluators():
     return [Boom]
 """
 
+# Breaks the tracking store once the model is loaded, i.e. after the MLflow run has started
+# and before training logs its first step.
+BREAK_STORE_PLUGIN = """
+import os
+
+from ftp import hookimpl
+
+
+@hookimpl
+def ftp_model_loaded(stage):
+    if stage == "base":
+        db = os.path.join(os.path.dirname(__file__), "mlruns", "mlflow.db")
+        with open(db, "r+b") as fh:
+            fh.write(b"this is no longer a database" * 200)
+"""
+
 OPTIONS = ("FTP_MLFLOW", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "FTP_MLFLOW_RUN_NAME",
            "FTP_MLFLOW_LOG_MODEL", "FTP_DISABLE_PLUGINS", "FTP_PLUGINS")
 
@@ -76,13 +92,16 @@ def store(tmp_path_factory) -> str:
     return "sqlite:///" + (tmp_path_factory.mktemp("store") / "mlflow.db").as_posix()
 
 
-def project(tmp_path: Path, model: Path, name: str, *, steps: int = 3, evaluate: str = "") -> Path:
+def project(tmp_path: Path, model: Path, name: str, *, steps: int = 3, evaluate: str = "",
+            extra_plugins: tuple[str, ...] = ()) -> Path:
     """A pipeline file with its data in ``tmp_path/project``; return the file."""
     folder = tmp_path / "project"
     folder.mkdir()
     (folder / "qa.json").write_text(json.dumps(ROWS), encoding="utf-8")
     (folder / "boom.py").write_text(BOOM_PLUGIN, encoding="utf-8")
-    plugins = '["boom.py"]' if "boom" in evaluate else "[]"
+    (folder / "break_store.py").write_text(BREAK_STORE_PLUGIN, encoding="utf-8")
+    plugins = [p for p in ("boom", "break_store") if p in evaluate or p in extra_plugins]
+    plugins = json.dumps([f"{p}.py" for p in plugins])
     return write_pipeline(folder / "pipeline.toml", f"""
         [pipeline]
         name = "{name}"
@@ -275,6 +294,22 @@ def test_an_unusable_store_is_reported_and_the_run_still_finishes(tmp_path, tiny
            "nosuchscheme://tracking.invalid" in result.output
     assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "finished"
     assert (tmp_path / "run" / "model" / "config.json").is_file()
+
+
+def test_a_store_that_breaks_mid_run_stops_tracking_but_not_training(tmp_path, tiny_model,
+                                                                     monkeypatch):
+    pipeline = project(tmp_path, tiny_model, "breaks", extra_plugins=("break_store",))
+    monkeypatch.setenv("FTP_MLFLOW", "1")
+
+    result = ftp_run(pipeline, tmp_path / "run")
+
+    assert result.exit_code == 0, result.output
+    assert result.output.count("warning: plugin 'mlflow'") == 1
+    assert "MLflow tracking stops here, the run goes on" in result.output
+    status = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert status["status"] == "finished"
+    assert not status.get("plugin_hook_failures")
+    assert "sft step 3/3" in result.output
 
 
 # -- the pieces -----------------------------------------------------------------------------
