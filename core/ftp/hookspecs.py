@@ -7,8 +7,10 @@ API: they change only with a deprecation.
 Registration hooks return component classes; ftp calls each plugin's implementation on its
 own, so that a failing plugin is reported alone and every name knows who provided it.
 
-Lifecycle hooks are called, in every plugin that implements them, as a pipeline runs. Their
-return values are ignored except where said.
+Lifecycle hooks are called, in every plugin that implements them, as a pipeline runs, in the
+order docs/hooks.md gives. Their return values are ignored except where said. An exception in
+one is reported (plugin and hook named) and the run goes on; ``--strict-plugins`` makes it
+fatal. docs/hooks.md has an entry, with an example, for every hook here (a test checks).
 """
 
 from __future__ import annotations
@@ -28,27 +30,42 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @hookspec
 def ftp_data_loaders() -> list[type]:
-    """Return `ftp.DataLoader` subclasses: readers of records (``loader =`` in ``[data.*]``)."""
+    """Return `ftp.DataLoader` subclasses: readers of records (``loader =`` in ``[data.*]``).
+
+    Called once per plugin as it is registered, at the start of every ``ftp`` command.
+    """
 
 
 @hookspec
 def ftp_formats() -> list[type]:
-    """Return `ftp.Format` subclasses: record → shape converters (``format =`` in ``[data.*]``)."""
+    """Return `ftp.Format` subclasses: record → shape converters (``format =`` in ``[data.*]``).
+
+    Called once per plugin as it is registered, at the start of every ``ftp`` command.
+    """
 
 
 @hookspec
 def ftp_model_providers() -> list[type]:
-    """Return `ftp.ModelProvider` subclasses (``provider =`` in ``[model]``)."""
+    """Return `ftp.ModelProvider` subclasses (``provider =`` in ``[model]``).
+
+    Called once per plugin as it is registered, at the start of every ``ftp`` command.
+    """
 
 
 @hookspec
 def ftp_methods() -> list[type]:
-    """Return `ftp.Method` subclasses: training methods (``method =`` in ``[[stages]]``)."""
+    """Return `ftp.Method` subclasses: training methods (``method =`` in ``[[stages]]``).
+
+    Called once per plugin as it is registered, at the start of every ``ftp`` command.
+    """
 
 
 @hookspec
 def ftp_evaluators() -> list[type]:
-    """Return `ftp.Evaluator` subclasses (``evaluator =`` in ``[[evaluate]]``)."""
+    """Return `ftp.Evaluator` subclasses (``evaluator =`` in ``[[evaluate]]``).
+
+    Called once per plugin as it is registered, at the start of every ``ftp`` command.
+    """
 
 
 # --- Registration: command line --------------------------------------------------------------
@@ -56,7 +73,11 @@ def ftp_evaluators() -> list[type]:
 
 @hookspec
 def ftp_cli_commands() -> list[Any]:
-    """Return ``click.Command`` objects to add to the ``ftp`` command line."""
+    """Return ``click.Command`` objects to add to the ``ftp`` command line.
+
+    Called when ``ftp`` looks up a command it does not know itself, or lists commands for
+    ``--help``. A name already taken by a built-in command is ignored.
+    """
 
 
 # --- Lifecycle -------------------------------------------------------------------------------
@@ -75,36 +96,75 @@ def ftp_pipeline_start(pipeline: Any, run_dir: Path) -> None:
 
 @hookspec
 def ftp_dataset_ready(name: str, train: list[dict], eval: list[dict] | None) -> None:
-    """Called when a dataset is loaded, formatted and split.
+    """Called for each dataset a stage or evaluation uses, once loaded, formatted and split.
 
     Args:
         name: The dataset's name in the pipeline file.
         train: Formatted training records.
         eval: Formatted held-out records, or None.
 
+    The lists are the ones training and evaluation use: treat them as read-only.
+
     """
 
 
 @hookspec
 def ftp_model_loaded(model: Any, tokenizer: Any, stage: str) -> None:
-    """Called after a model is loaded for a stage (``stage`` is the stage's name)."""
+    """Called after the model is loaded, and again after each stage trained it.
+
+    Args:
+        model: The model (for ``hf``, a transformers model), adapters already merged.
+        tokenizer: Its tokenizer.
+        stage: ``"base"`` for the model as loaded, else the stage that just trained it.
+
+    """
 
 
 @hookspec
 def ftp_trainer_callbacks(stage: str) -> list[Any]:
-    """Return ``transformers.TrainerCallback`` objects to add to a stage's trainer."""
+    """Return ``transformers.TrainerCallback`` objects to add to a stage's trainer.
+
+    Called before each stage trains, after its adapter is added; the callbacks reach the
+    method as ``TrainContext.callbacks``.
+
+    Args:
+        stage: The name of the stage about to train.
+
+    """
 
 
 @hookspec
 def ftp_evaluation_done(stage: str, evaluator: str, results: dict) -> None:
-    """Called with each evaluator's results (``stage`` is ``"base"`` before training)."""
+    """Called after each evaluation, once its results are written to results.json.
+
+    Args:
+        stage: ``"base"`` before training, else the stage just finished.
+        evaluator: The evaluation's name.
+        results: What the evaluator returned, e.g. ``{"metrics": {...}, "samples": [...]}``.
+
+    """
 
 
 @hookspec
 def ftp_pipeline_finish(run_dir: Path, results: dict) -> None:
-    """Called when the whole pipeline finished and every output is written."""
+    """Called when the pipeline finished: model/, results.json and summary.md are written.
+
+    Args:
+        run_dir: The run directory (a plugin may add files of its own).
+        results: The contents of results.json.
+
+    """
 
 
 @hookspec
 def ftp_pipeline_error(error: BaseException, step: str, run_dir: Path | None) -> None:
-    """Called when the pipeline fails, with the step that failed (e.g. ``stage sft: train``)."""
+    """Called when a started run fails, once run.json (failed), results and summary are written.
+
+    Args:
+        error: The exception that stopped the run.
+        step: The step that was running, e.g. ``"stage 'sft': train (sft)"``.
+        run_dir: The run directory.
+
+    Exceptions raised here are ignored; the original error is reported.
+
+    """

@@ -94,6 +94,11 @@ class HookFailure:
         return f"plugin {self.plugin!r} failed in {self.hook}: {self.error}"
 
 
+def _builtins_first(ep: Any) -> tuple[bool, str]:
+    dist = ep.dist.name if ep.dist else ""
+    return (dist != BUILTIN_DISTRIBUTION, ep.name)
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
@@ -149,7 +154,9 @@ class PluginSet:
         # An in-process plugin (ftp.testing) replaces an installed one of the same name, so a
         # plugin's tests exercise its source even when an older copy is installed.
         replaced = {name for name, _ in _IN_PROCESS}
-        for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        # Built-ins first: a third-party plugin reusing a built-in name is the one refused,
+        # whatever its name sorts as, so installing it cannot break pipelines that work.
+        for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=_builtins_first):
             if ep.name in replaced:
                 continue
             dist = ep.dist.name if ep.dist else "?"
@@ -158,6 +165,13 @@ class PluginSet:
             if builtins_only and not builtin:
                 continue
             info = PluginInfo(ep.name, ep.value, dist, version)
+            taken = self.infos.get(ep.name)
+            if taken is not None:
+                # Two distributions claim one plugin name: the second is refused, both named.
+                info.name = f"{ep.name} ({dist})"
+                self._fail(info, f"plugin name {ep.name!r} is already used by distribution "
+                           f"{taken.distribution!r}; uninstall one of them")
+                continue
             if self._is_blocked(info):
                 continue
             if not builtin and self.only is not None and ep.name not in self.only:
