@@ -468,3 +468,33 @@ def test_a_bad_row_in_a_pipeline_names_dataset_row_and_format(tmp_path, plugins)
     with pytest.raises(UserError, match=r"missing field 'output'") as exc:
         prepare(ds, load_records(ds, p.base_dir, p.seed), p.base_dir, p.seed)
     assert "d.json[1]" in str(exc.value) and "'alpaca'" in str(exc.value)
+
+
+# --- labelled text on MiniLM's tokenizer ---------------------------------------------------------
+
+# sst2_train.csv rows 1-3 of the shared datasets (GLUE SST-2), with the CSV's text labels.
+SST2 = [
+    {"text": "it will guarantee to have you leaving the theater with a smile on your face .",
+     "label": "positive"},
+    {"text": "everything 's serious , poetic , earnest and -- sadly -- dull .",
+     "label": "negative"},
+    {"text": "  i 'd recommend waiting for dvd and just skipping straight to her scenes .\n",
+     "label": " negative"},
+]
+
+
+@pytest.mark.slow
+def test_labelled_text_on_minilm_is_one_cls_the_words_and_one_sep(fmt):
+    from ftp_builtin.models import HFProvider
+
+    tok = HFProvider(HFProvider.Config(path="all-minilm-l6-v2")).load_tokenizer()
+    f = fmt("classification")
+    for row in SST2:
+        record = f.convert(row)
+        assert record["label"] == row["label"].strip()
+        ids = tok(record["text"])["input_ids"]  # as the classify method tokenizes
+        words = tok(row["text"].strip(), add_special_tokens=False)["input_ids"]
+        assert ids == [tok.cls_token_id, *words, tok.sep_token_id]
+        assert ids.count(tok.cls_token_id) == ids.count(tok.sep_token_id) == 1
+        pieces = tok.convert_ids_to_tokens(ids[1:-1])  # word pieces spell the text out
+        assert "".join(p.removeprefix("##") for p in pieces) == "".join(row["text"].split())
