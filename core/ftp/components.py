@@ -10,6 +10,7 @@ methods, so that listing and validating stay fast.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -128,6 +129,53 @@ class ModelProvider(Component):
         raise NotImplementedError
 
 
+#: The label of a token that carries no loss (the convention of transformers and PyTorch).
+IGNORE_INDEX = -100
+
+
+@dataclass
+class TokenSequence:
+    """One token sequence a model trains on.
+
+    Attributes:
+        input_ids: The token ids.
+        labels: Per token, the id the loss trains the model to produce there, or
+            `IGNORE_INDEX` where no loss is taken (prompt tokens, say).
+        name: Which sequence of the example this is, e.g. ``chosen`` / ``rejected``;
+            empty for an example of one sequence.
+
+    """
+
+    input_ids: list[int]
+    labels: list[int]
+    name: str = ""
+
+    @property
+    def trained(self) -> int:
+        """How many tokens carry loss."""
+        return sum(lab != IGNORE_INDEX for lab in self.labels)
+
+
+@dataclass
+class TokenizedExample:
+    """One record as a method trains on it: its sequences and what happened on the way.
+
+    Attributes:
+        sequences: The token sequences (two for a preference pair).
+        length: The longest sequence's length before truncation.
+        truncated: Whether ``max_length`` (or the like) cut the record.
+        dropped: Whether training leaves the record out (nothing to learn after truncation).
+        label: The class label, for methods that learn one per record (classifiers).
+
+    """
+
+    sequences: list[TokenSequence] = field(default_factory=list)
+    length: int = 0
+    truncated: bool = False
+    dropped: bool = False
+    label: str | None = None
+
+
 class Method(Component):
     """A training method: takes a model and formatted data, returns the trained model."""
 
@@ -149,6 +197,15 @@ class Method(Component):
     def train(self, ctx: TrainContext) -> Any:
         """Train ``ctx.model`` and return it (possibly still wrapped in an adapter)."""
         raise NotImplementedError
+
+    def tokenize_examples(self, tokenizer: Any, records: list[dict[str, Any]]
+                          ) -> list[TokenizedExample] | None:
+        """``records`` tokenized exactly as `train` would, for ``ftp data preview/inspect``.
+
+        Optional: the default returns None ("cannot show"), and ftp then falls back to plain
+        token counts. Implement it without loading a model; only the tokenizer is given.
+        """
+        return None
 
 
 class Evaluator(Component):

@@ -75,8 +75,12 @@ def pack(tokenizer: Any, texts: list[str], block_size: int, keep_last: bool = Fa
             dropped and its tokens counted in ``dropped_tokens`` (training).
 
     """
+    return pack_ids(document_ids(tokenizer, texts), block_size, keep_last)
+
+
+def pack_ids(docs: list[list[int]], block_size: int, keep_last: bool = False) -> Blocks:
+    """`pack` for documents already tokenized by `document_ids` (e.g. from the cache)."""
     stream: list[int] = []
-    docs = document_ids(tokenizer, texts)
     for ids in docs:
         stream.extend(ids)
     full = len(stream) // block_size

@@ -10,11 +10,13 @@ token, which needs ``pad_token_id`` in the model's config (`ensure_pad_token`).
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from pydantic import Field
 
 from ftp import Method, RunError, Shape, TrainContext, UserError, hookimpl
+from ftp.components import IGNORE_INDEX, TokenizedExample, TokenSequence
 from ftp_builtin.formats.labelled import LABEL_NAMES, label_name, label_order
 from ftp_builtin.methods.common import (
     TrainingOptions,
@@ -23,6 +25,7 @@ from ftp_builtin.methods.common import (
     training_arguments,
     use_all_cores,
 )
+from ftp_builtin.methods.tokenized import cached_rows, plugin_identity
 
 
 def labels_of(records: list[dict[str, Any]]) -> list[str]:
@@ -124,12 +127,17 @@ class Classify(Method):
                     "so it would keep its random weights; add its name to adapter."
                     "modules_to_save")
 
-        rows, truncated, tokens = _tokenize(ctx.tokenizer, ctx.train, cfg.max_length, label2id)
-        counts = {name: 0 for name in label2id}
+        options = {"method": self.name, "max_length": cfg.max_length, "label2id": label2id}
+        rows, sizes, cached = cached_rows(
+            ctx, "train", ctx.train, options, plugin_identity(sys.modules[__name__]),
+            lambda: _tokenize_counted(ctx.tokenizer, ctx.train, cfg.max_length, label2id))
+        truncated, tokens = sizes["truncated"], sizes["tokens"]
+        label_counts = {name: 0 for name in label2id}
         for r in ctx.train:
-            counts[label_name(r["label"])] += 1
+            label_counts[label_name(r["label"])] += 1
         ctx.log({"stage": ctx.stage, "event": "tokenized", "examples": len(rows),
-                 "tokens": tokens, "truncated": truncated, "label_counts": counts})
+                 "tokens": tokens, "truncated": truncated, "label_counts": label_counts,
+                 "cached": cached})
 
         # Short texts of mixed length: random batches of SST-2 phrases are ~40% padding.
         sampling = "group_by_length" if cfg.group_by_length else "random"
@@ -158,6 +166,20 @@ class Classify(Method):
         # wrapper the model evaluates after training as it did before, and as it loads.
         return trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
 
+    def tokenize_examples(self, tokenizer: Any, records: list[dict[str, Any]]
+                          ) -> list[TokenizedExample]:
+        """Each text as `train` tokenizes it, cut at ``max_length``; the loss is on its label."""
+        texts = [r["text"] for r in records]
+        whole = tokenizer(texts)["input_ids"] if texts else []
+        out = []
+        for ids, record in zip(whole, records, strict=True):
+            cut = tokenizer(record["text"], truncation=True,
+                            max_length=self.config.max_length)["input_ids"]
+            out.append(TokenizedExample(
+                [TokenSequence(list(cut), [IGNORE_INDEX] * len(cut))], length=len(ids),
+                truncated=len(ids) > self.config.max_length, label=label_name(record["label"])))
+        return out
+
 
 def _label2id(model: Any) -> dict[str, int]:
     config = model.config
@@ -180,6 +202,13 @@ def _tokenize(tokenizer: Any, records: list[dict[str, Any]], max_length: int,
     truncated = sum(len(ids) > max_length for ids in longer)
     tokens = sum(len(ids) for ids in enc["input_ids"])
     return rows, truncated, tokens
+
+
+def _tokenize_counted(tokenizer: Any, records: list[dict[str, Any]], max_length: int,
+                      label2id: dict[str, int]) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """`_tokenize` with its counts as a dict (the cache stores them as JSON)."""
+    rows, truncated, tokens = _tokenize(tokenizer, records, max_length, label2id)
+    return rows, {"truncated": truncated, "tokens": tokens}
 
 
 @hookimpl

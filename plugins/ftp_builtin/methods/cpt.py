@@ -24,7 +24,9 @@ from typing import Any
 from pydantic import Field
 
 from ftp import Method, RunError, Shape, TrainContext, UserError, hookimpl
-from ftp_builtin.blocks import check_block_size, pack
+from ftp.components import TokenizedExample, TokenSequence
+from ftp_builtin import blocks as blocks_module
+from ftp_builtin.blocks import check_block_size, document_ids, pack_ids
 from ftp_builtin.methods.common import (
     TrainingOptions,
     frozen_weights_in_bf16,
@@ -33,6 +35,7 @@ from ftp_builtin.methods.common import (
     training_arguments,
     use_all_cores,
 )
+from ftp_builtin.methods.tokenized import cached_rows, plugin_identity
 
 
 class CPT(Method):
@@ -57,10 +60,16 @@ class CPT(Method):
         cfg = self.config
         set_seed(ctx.seed)
         check_block_size(ctx.model, cfg.block_size)
-        packed = pack(ctx.tokenizer, [r["text"] for r in ctx.train], cfg.block_size)
+        texts = [r["text"] for r in ctx.train]
+        # The documents' ids are cached, not the blocks: block_size then only re-cuts them.
+        rows, _, cached = cached_rows(
+            ctx, "train", texts, {"method": self.name}, plugin_identity(blocks_module),
+            lambda: ([{"input_ids": ids} for ids in document_ids(ctx.tokenizer, texts)], {}))
+        packed = pack_ids([r["input_ids"] for r in rows], cfg.block_size)
         ctx.log({"stage": ctx.stage, "event": "packed", "documents": packed.documents,
                  "tokens": packed.tokens, "blocks": len(packed.blocks),
-                 "block_size": cfg.block_size, "dropped_tokens": packed.dropped_tokens})
+                 "block_size": cfg.block_size, "dropped_tokens": packed.dropped_tokens,
+                 "cached": cached})
         if not packed.blocks:
             raise UserError(f"the training text is {packed.tokens} tokens, less than one block "
                             f"of block_size = {cfg.block_size}; lower block_size or add text")
@@ -86,6 +95,17 @@ class CPT(Method):
                                "adapter") from exc
             raise
         return trained_model(trainer)
+
+    def tokenize_examples(self, tokenizer: Any, records: list[dict[str, Any]]
+                          ) -> list[TokenizedExample]:
+        """Each document as it enters the stream: BOS if the tokenizer adds one, text, one EOS.
+
+        Every token carries loss. Documents are not truncated: the stream is cut into blocks
+        of ``block_size`` that may span documents.
+        """
+        docs = document_ids(tokenizer, [r["text"] for r in records])
+        return [TokenizedExample([TokenSequence(ids, list(ids))], length=len(ids))
+                for ids in docs]
 
 
 def collate_blocks(blocks: list[list[int]]) -> dict[str, Any]:

@@ -25,12 +25,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
+import sys
 from collections.abc import Iterator
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from ftp import Method, RunError, Shape, TrainContext, UserError, hookimpl
+from ftp.components import TokenizedExample
 from ftp_builtin.methods.common import (
     TrainingOptions,
     frozen_weights_in_bf16,
@@ -41,6 +43,7 @@ from ftp_builtin.methods.common import (
     use_all_cores,
 )
 from ftp_builtin.methods.lm_head import use_lean_lm_head
+from ftp_builtin.methods.tokenized import cached_dataset, plugin_identity, preference_examples
 from ftp_builtin.tokenize import require_chat_template
 
 DPOLoss = Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair",
@@ -101,6 +104,13 @@ class DPO(Method):
         """Build a DPOTrainer on the conversational pairs, train, and return the model."""
         return _train(self, ctx, ("chosen", "rejected"))
 
+    def tokenize_examples(self, tokenizer: Any, records: list[dict[str, Any]]
+                          ) -> list[TokenizedExample]:
+        """Each pair as DPOTrainer tokenizes it: the prompt, then each answer (with loss)."""
+        require_chat_template(tokenizer)
+        return preference_examples(tokenizer, records, ("chosen", "rejected"),
+                                   self.config.max_length)
+
 
 class KTO(Method):
     """Kahneman-Tversky optimisation on answers labelled desirable or not (TRL KTOTrainer)."""
@@ -140,6 +150,15 @@ class KTO(Method):
     def train(self, ctx: TrainContext) -> Any:
         """Build a KTOTrainer on the labelled answers, train, and return the model."""
         return _train(self, ctx, ("completion",))
+
+    def tokenize_examples(self, tokenizer: Any, records: list[dict[str, Any]]
+                          ) -> list[TokenizedExample]:
+        """Each answer as KTOTrainer tokenizes it; a pair shows both of its answers."""
+        require_chat_template(tokenizer)
+        paired = bool(records) and "chosen" in records[0]
+        return preference_examples(tokenizer, records,
+                                   ("chosen", "rejected") if paired else ("completion",),
+                                   self.config.max_length)
 
 
 def _train(method: DPO | KTO, ctx: TrainContext, answers: tuple[str, ...]) -> Any:
@@ -193,7 +212,7 @@ def _trainer(ctx: TrainContext, cfg: PreferenceOptions, config_cls: Any, trainer
         # attribute); the copy's would call the original model, so give it its class's forward.
         if "forward" in ref_model.__dict__:
             del ref_model.forward
-    trainer = trainer_cls(
+    trainer = _with_cached_tokens(trainer_cls, ctx)(
         model=ctx.model,
         ref_model=ref_model,
         args=args,
@@ -206,6 +225,26 @@ def _trainer(ctx: TrainContext, cfg: PreferenceOptions, config_cls: Any, trainer
         if model is not None:
             use_lean_lm_head(model)
     return trainer
+
+
+def _with_cached_tokens(trainer_cls: Any, ctx: TrainContext) -> Any:
+    """``trainer_cls`` whose dataset tokenization goes through the tokenized-data cache."""
+    from importlib.metadata import version
+
+    class _Cached(trainer_cls):  # type: ignore[misc, valid-type]
+        def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any,
+                             dataset_name: str) -> Any:
+            options = {"method": trainer_cls.__name__, "trl": version("trl"),
+                       "max_length": args.max_length,
+                       "truncation_mode": getattr(args, "truncation_mode", None)}
+            return cached_dataset(
+                ctx, dataset_name, dataset.to_list(), options,
+                plugin_identity(sys.modules[__name__]),
+                lambda: super(_Cached, self)._prepare_dataset(dataset, processing_class, args,
+                                                              dataset_name))
+
+    _Cached.__name__ = _Cached.__qualname__ = trainer_cls.__name__
+    return _Cached
 
 
 def _uses_bf16(cfg: PreferenceOptions, ctx: TrainContext) -> bool:

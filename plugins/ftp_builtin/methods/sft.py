@@ -10,11 +10,14 @@ do not show.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from pydantic import Field
 
 from ftp import Method, RunError, Shape, TrainContext, UserError, hookimpl
+from ftp.components import IGNORE_INDEX, TokenizedExample, TokenSequence
+from ftp_builtin import tokenize as tokenize_module
 from ftp_builtin.methods.common import (
     TrainingOptions,
     frozen_weights_in_bf16,
@@ -24,7 +27,8 @@ from ftp_builtin.methods.common import (
     training_arguments,
     use_all_cores,
 )
-from ftp_builtin.tokenize import require_chat_template, tokenize_records
+from ftp_builtin.methods.tokenized import cached_rows, plugin_identity
+from ftp_builtin.tokenize import Tokenized, require_chat_template, tokenize_records
 
 
 class SFT(Method):
@@ -57,17 +61,16 @@ class SFT(Method):
         set_seed(ctx.seed)
         if any("messages" in r or "prompt" in r for r in ctx.train[:1]):
             require_chat_template(ctx.tokenizer)
-        train = tokenize_records(ctx.tokenizer, ctx.train, cfg.max_length, cfg.assistant_only_loss)
+        train, cached = self._tokenize(ctx, "train", ctx.train)
         if not train.rows:
             raise UserError("no training example has a token to learn from after truncation "
                             f"to max_length={cfg.max_length}")
         ctx.log({"stage": ctx.stage, "event": "tokenized", "examples": len(train.rows),
                  "tokens": train.tokens, "loss_tokens": train.loss_tokens,
-                 "truncated": train.truncated, "dropped": train.dropped})
+                 "truncated": train.truncated, "dropped": train.dropped, "cached": cached})
         evaluation = None
         if ctx.eval:
-            evaluation = tokenize_records(ctx.tokenizer, ctx.eval, cfg.max_length,
-                                          cfg.assistant_only_loss)
+            evaluation, _ = self._tokenize(ctx, "eval", ctx.eval)
 
         args = training_arguments(
             cfg, ctx, SFTConfig,
@@ -117,6 +120,46 @@ class SFT(Method):
                                "adapter") from exc
             raise
         return trained_model(trainer)
+
+    def _tokenize(self, ctx: TrainContext, split: str, records: list[dict[str, Any]]
+                  ) -> tuple[Tokenized, bool]:
+        """`tokenize_records` through the tokenized-data cache; also whether it was a hit."""
+        cfg = self.config
+        options = {"method": self.name, "max_length": cfg.max_length,
+                   "assistant_only_loss": cfg.assistant_only_loss}
+
+        def compute() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+            t = tokenize_records(ctx.tokenizer, records, cfg.max_length, cfg.assistant_only_loss)
+            # Everything but the rows is counts and notes, kept as JSON beside them.
+            return t.rows, {f.name: getattr(t, f.name) for f in dataclasses.fields(t)
+                            if f.name != "rows"}
+
+        rows, counts, hit = cached_rows(ctx, split, records, options,
+                                        plugin_identity(tokenize_module), compute)
+        known = {f.name for f in dataclasses.fields(Tokenized)}
+        return Tokenized(rows=rows, **{k: v for k, v in counts.items() if k in known}), hit
+
+    def tokenize_examples(self, tokenizer: Any, records: list[dict[str, Any]]
+                          ) -> list[TokenizedExample]:
+        """Each record as `train` tokenizes it: whole, then cut at ``max_length``."""
+        cfg = self.config
+        if any("messages" in r or "prompt" in r for r in records[:1]):
+            require_chat_template(tokenizer)
+        out = []
+        for record in records:
+            whole = tokenize_records(tokenizer, [record], None, cfg.assistant_only_loss).rows
+            if not whole:  # no token carries loss even uncut
+                out.append(TokenizedExample(dropped=True))
+                continue
+            ids, labels = whole[0]["input_ids"], whole[0]["labels"]
+            example = TokenizedExample(length=len(ids), truncated=len(ids) > cfg.max_length)
+            ids, labels = ids[: cfg.max_length], labels[: cfg.max_length]
+            # As tokenize_records: a row whose labels (after the first token) are all
+            # ignored has nothing to learn from and is dropped.
+            example.dropped = all(lab == IGNORE_INDEX for lab in labels[1:])
+            example.sequences.append(TokenSequence(ids, labels))
+            out.append(example)
+        return out
 
 
 @hookimpl

@@ -1,0 +1,310 @@
+"""A disk cache of tokenized datasets that is never stale.
+
+An entry is keyed on everything that decides the tokens: the records after formatting (their
+content, not a file name), the tokenizer (its files and special tokens), the chat template,
+the tokenization options (``max_length`` and the like) and the plugin that tokenizes (its
+version and the source of its tokenizing code). Change any of them and the key changes, so
+the data is tokenized again; an unchanged pipeline reuses the entry.
+
+Entries live in ``$FTP_TOKENIZED_CACHE_DIR``, else ``$FTP_CACHE_DIR/tokenized``, else
+``~/.cache/ftp/tokenized``: one folder per key holding ``meta.json`` and the payload. An
+entry is written into a temporary folder and renamed into place, so an interrupted run never
+leaves a half-written entry under a key; leftovers of interrupted writes (``.tmp-*``) are
+ignored and removed by ``ftp cache clear``.
+
+Nothing here imports torch or transformers: the tokenizer is only asked for its attributes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from array import array
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: Tokenizer files that decide how text becomes ids (weights and configs are left out).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt",
+                   "tokenizer.model", "spiece.model", "sentencepiece.bpe.model",
+                   "chat_template.jinja", "chat_template.json")
+_META = "meta.json"
+_ROWS = "rows.bin"
+
+
+def cache_root() -> Path:
+    """The folder that holds the tokenized-data cache."""
+    explicit = os.environ.get("FTP_TOKENIZED_CACHE_DIR")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("FTP_CACHE_DIR", str(Path.home() / ".cache" / "ftp"))
+    return Path(base).expanduser() / "tokenized"
+
+
+def digest(obj: Any) -> str:
+    """SHA-256 of a JSON-serialisable value (keys sorted, so dict order does not matter)."""
+    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes."""
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """What decides a tokenizer's ids: its files' hashes (or vocabulary) and special tokens.
+
+    The tokenizer's folder (``name_or_path``) is hashed file by file; a tokenizer with no
+    folder on disk is hashed by its serialised form or vocabulary instead. Special tokens are
+    read from the live object, because a provider may set some (a pad token) after loading.
+    """
+    parts: dict[str, Any] = {"class": type(tokenizer).__name__}
+    folder = Path(str(getattr(tokenizer, "name_or_path", "") or ""))
+    files = {name: file_digest(folder / name) for name in TOKENIZER_FILES
+             if folder.is_dir() and (folder / name).is_file()}
+    if files:
+        parts["files"] = files
+    else:
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is not None and hasattr(backend, "to_str"):
+            parts["backend"] = hashlib.sha256(backend.to_str().encode("utf-8")).hexdigest()
+        else:
+            parts["vocab"] = digest(sorted(tokenizer.get_vocab().items()))
+    parts["special"] = {
+        "map": getattr(tokenizer, "special_tokens_map", {}),
+        "ids": {name: getattr(tokenizer, f"{name}_token_id", None)
+                for name in ("bos", "eos", "pad", "unk", "sep", "cls", "mask")},
+        "added": sorted(str(t) for t in getattr(tokenizer, "all_special_tokens", [])),
+        "add_bos": getattr(tokenizer, "add_bos_token", None),
+        "add_eos": getattr(tokenizer, "add_eos_token", None),
+    }
+    return digest(parts)
+
+
+def template_fingerprint(tokenizer: Any) -> str:
+    """Hash of the chat template in use (read live: a pipeline may set its own)."""
+    return digest(getattr(tokenizer, "chat_template", None))
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """The parts an entry is keyed on; `key` is their joint hash."""
+
+    data: str
+    tokenizer: str
+    template: str
+    options: str
+    plugin: str
+
+    @property
+    def key(self) -> str:
+        """The entry's name: a hash of every part."""
+        return digest([self.data, self.tokenizer, self.template, self.options, self.plugin])[:32]
+
+    def as_dict(self) -> dict[str, str]:
+        """The parts, for ``meta.json``."""
+        return {"data": self.data, "tokenizer": self.tokenizer, "template": self.template,
+                "options": self.options, "plugin": self.plugin}
+
+
+def make_key(records: list[Any], tokenizer: Any, options: dict[str, Any],
+             plugin: dict[str, Any]) -> CacheKey:
+    """The cache key for tokenizing ``records`` with ``tokenizer``.
+
+    Args:
+        records: The records after formatting, exactly as they are tokenized.
+        tokenizer: The tokenizer, with its chat template set as it will be used.
+        options: Every option that changes the tokens (``max_length``, loss masking...),
+            and the method's name.
+        plugin: Who tokenizes: plugin name, version and a hash of its tokenizing code.
+
+    """
+    return CacheKey(data=digest(records), tokenizer=tokenizer_fingerprint(tokenizer),
+                    template=template_fingerprint(tokenizer), options=digest(options),
+                    plugin=digest(plugin))
+
+
+@dataclass
+class Entry:
+    """One cached tokenized dataset, as ``ftp cache ls`` shows it."""
+
+    key: str
+    path: Path
+    size: int
+    created: float
+    meta: dict[str, Any]
+
+    @property
+    def description(self) -> str:
+        """What was tokenized, in words."""
+        return str(self.meta.get("description", ""))
+
+
+def lookup(key: CacheKey, root: Path | None = None) -> Path | None:
+    """The folder of a complete entry for ``key``, or None."""
+    folder = (root or cache_root()) / key.key
+    return folder if (folder / _META).is_file() else None
+
+
+def store(key: CacheKey, write: Callable[[Path], None], description: str,
+          extra: dict[str, Any] | None = None, root: Path | None = None) -> Path:
+    """Write an entry atomically: ``write`` fills a temporary folder that is then renamed.
+
+    Returns:
+        The entry's folder.
+
+    """
+    root = root or cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / key.key
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key.key}-", dir=root))
+    try:
+        write(tmp)
+        meta = {"key": key.as_dict(), "description": description, "created": time.time(),
+                **(extra or {})}
+        (tmp / _META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            # Another process stored the same key first; its entry is as good as ours.
+            if not (final / _META).is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def cached(key: CacheKey, compute: Callable[[], T], save: Callable[[T, Path], None],
+           load: Callable[[Path], T], description: str,
+           extra: Callable[[T], dict[str, Any]] | None = None,
+           root: Path | None = None) -> tuple[T, bool]:
+    """``load`` the entry for ``key`` if there is one, else ``compute``, ``save`` and return it.
+
+    An entry that cannot be read (a disk error, a format from another ftp version) counts as
+    missing and is replaced.
+
+    Returns:
+        The value and whether it came from the cache.
+
+    """
+    folder = lookup(key, root)
+    if folder is not None:
+        try:
+            return load(folder), True
+        except Exception:  # noqa: BLE001 — any unreadable entry is rebuilt, never trusted
+            shutil.rmtree(folder, ignore_errors=True)
+    value = compute()
+    # A read-only or full disk costs the next run time, not this run.
+    with contextlib.suppress(OSError):
+        store(key, lambda tmp: save(value, tmp), description,
+              extra(value) if extra else None, root)
+    return value, False
+
+
+def entries(root: Path | None = None) -> list[Entry]:
+    """Every complete entry, oldest first."""
+    root = root or cache_root()
+    if not root.is_dir():
+        return []
+    out = []
+    for folder in root.iterdir():
+        meta_file = folder / _META
+        if folder.name.startswith(".") or not meta_file.is_file():
+            continue
+        try:
+            meta = json.loads(meta_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            meta = {}
+        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        out.append(Entry(folder.name, folder, size, float(meta.get("created", 0.0)), meta))
+    return sorted(out, key=lambda e: e.created)
+
+
+def clear(root: Path | None = None) -> tuple[int, int]:
+    """Delete every entry and leftover temporary folder; return (entries, bytes) removed."""
+    root = root or cache_root()
+    if not root.is_dir():
+        return 0, 0
+    count = size = 0
+    for folder in root.iterdir():
+        if not folder.is_dir():
+            continue
+        size += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+        count += not folder.name.startswith(".")
+        shutil.rmtree(folder, ignore_errors=True)
+    return count, size
+
+
+# -- rows of token ids ------------------------------------------------------------------------
+
+
+def save_rows(rows: list[dict[str, Any]], folder: Path) -> None:
+    """Write rows of int lists (``input_ids``, ``labels``...) or ints as flat int32 arrays.
+
+    Every row has the same keys. ``rows.bin`` holds, per column, the values end to end; the
+    row boundaries go to ``columns.json``.
+    """
+    columns: dict[str, Any] = {}
+    data = array("i")
+    keys = list(rows[0]) if rows else []
+    for name in keys:
+        values = [row[name] for row in rows]
+        start = len(data)
+        if all(isinstance(v, int) for v in values):
+            data.extend(values)
+            columns[name] = {"kind": "int", "start": start}
+        else:
+            lengths = [len(v) for v in values]
+            for v in values:
+                data.extend(v)
+            columns[name] = {"kind": "seq", "start": start, "lengths": lengths}
+    (folder / _ROWS).write_bytes(data.tobytes())
+    (folder / "columns.json").write_text(json.dumps({"rows": len(rows), "columns": columns}),
+                                         encoding="utf-8")
+
+
+def load_rows(folder: Path) -> list[dict[str, Any]]:
+    """Read rows written by `save_rows`."""
+    layout = json.loads((folder / "columns.json").read_text(encoding="utf-8"))
+    data = array("i")
+    data.frombytes((folder / _ROWS).read_bytes())
+    n = layout["rows"]
+    rows: list[dict[str, Any]] = [{} for _ in range(n)]
+    for name, col in layout["columns"].items():
+        pos = col["start"]
+        if col["kind"] == "int":
+            for i, value in enumerate(data[pos:pos + n]):
+                rows[i][name] = value
+            continue
+        if len(col["lengths"]) != n:
+            raise ValueError(f"cache entry {folder}: column {name!r} has the wrong row count")
+        for i, length in enumerate(col["lengths"]):
+            rows[i][name] = data[pos:pos + length].tolist()
+            pos += length
+    if _ints_in(layout) != len(data):
+        raise ValueError(f"cache entry {folder}: {_ROWS} has the wrong size")
+    return rows
+
+
+def _ints_in(layout: dict[str, Any]) -> int:
+    """The number of ints a `save_rows` layout describes."""
+    total = 0
+    for col in layout["columns"].values():
+        total += layout["rows"] if col["kind"] == "int" else sum(col["lengths"])
+    return total

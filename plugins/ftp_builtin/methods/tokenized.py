@@ -1,0 +1,163 @@
+"""Tokenizing through the cache, and showing what the methods train on.
+
+The built-in methods tokenize through `cached_rows` / `cached_dataset` (``ftp.cache``): the key
+holds the records, the tokenizer and template, the method's tokenization options and this
+plugin's identity: its version and a hash of the source files that tokenize, so that a changed
+tokenizer module never reuses old tokens even without a version bump.
+
+`preference_examples` renders preference records the way TRL's DPO/KTO trainers tokenize them,
+for ``ftp data preview``; it needs the tokenizer only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from ftp import TrainContext
+from ftp.cache import cached, load_rows, make_key, save_rows
+from ftp.components import IGNORE_INDEX, TokenizedExample, TokenSequence
+
+PLUGIN = "ftp_builtin"
+
+
+def plugin_identity(*modules: ModuleType) -> dict[str, str]:
+    """The plugin's version and a hash of the given modules' source (the tokenizing code)."""
+    try:
+        ver = version("ftp")
+    except PackageNotFoundError:
+        ver = "?"
+    h = hashlib.sha256()
+    for module in modules:
+        source = getattr(module, "__file__", None)
+        if source:
+            h.update(Path(source).read_bytes())
+    return {"plugin": PLUGIN, "version": ver, "code": h.hexdigest()}
+
+
+def announce(split: str, hit: bool, rows: int, seconds: float) -> None:
+    """Say on the terminal whether the tokens came from the cache.
+
+    (Methods also record it as ``cached`` in their ``tokenized`` event of metrics.jsonl.)
+    """
+    if hit:
+        print(f"  tokenized {split}: cached ({rows} rows)", flush=True)
+    else:
+        print(f"  tokenized {split}: {rows} rows in {seconds:.1f}s (cached for the next run)",
+              flush=True)
+
+
+def cached_rows(ctx: TrainContext, split: str, records: list[dict[str, Any]],
+                options: dict[str, Any], plugin: dict[str, str],
+                compute: Callable[[], tuple[list[dict[str, Any]], dict[str, Any]]]
+                ) -> tuple[list[dict[str, Any]], dict[str, Any], bool]:
+    """Rows of token ids (and JSON-able counts) for ``records``, from the cache when unchanged.
+
+    Returns:
+        The rows, the counts, and whether they came from the cache.
+
+    Args:
+        ctx: The stage's context (its tokenizer, and where to log).
+        split: ``train`` or ``eval``, for messages.
+        records: The formatted records.
+        options: The method's name and every option that changes the tokens.
+        plugin: `plugin_identity` of the tokenizing modules.
+        compute: Tokenizes; returns the rows and counts (truncated, tokens...).
+
+    """
+    key = make_key(records, ctx.tokenizer, options, plugin)
+
+    def save(value: tuple[list[dict[str, Any]], dict[str, Any]], folder: Path) -> None:
+        save_rows(value[0], folder)
+        (folder / "counts.json").write_text(json.dumps(value[1]), encoding="utf-8")
+
+    def load(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        counts = json.loads((folder / "counts.json").read_text(encoding="utf-8"))
+        return load_rows(folder), counts
+
+    start = time.perf_counter()
+    value, hit = cached(key, compute, save, load, _description(ctx, split, options, records),
+                        lambda v: {"rows": len(v[0])})
+    announce(split, hit, len(value[0]), time.perf_counter() - start)
+    return value[0], value[1], hit
+
+
+def cached_dataset(ctx: TrainContext, split: str, records: list[dict[str, Any]],
+                   options: dict[str, Any], plugin: dict[str, str],
+                   compute: Callable[[], Any]) -> Any:
+    """A tokenized ``datasets.Dataset`` (any columns), from the cache when unchanged."""
+    from datasets import load_from_disk
+
+    key = make_key(records, ctx.tokenizer, options, plugin)
+    start = time.perf_counter()
+    value, hit = cached(
+        key, compute,
+        lambda ds, folder: ds.save_to_disk(str(folder / "dataset")),
+        # In memory: clearing the cache during training must not pull the data away.
+        lambda folder: load_from_disk(str(folder / "dataset"), keep_in_memory=True),
+        _description(ctx, split, options, records), lambda ds: {"rows": len(ds)})
+    announce(split, hit, len(value), time.perf_counter() - start)
+    return value
+
+
+def _description(ctx: TrainContext, split: str, options: dict[str, Any],
+                 records: list[dict[str, Any]]) -> str:
+    dataset = getattr(ctx, "dataset", None)
+    what = f"data {dataset!r}, " if dataset else ""
+    return (f"{what}stage {ctx.stage!r} ({options.get('method', '?')}), {split}, "
+            f"{len(records)} records")
+
+
+# -- preference records as TRL tokenizes them ---------------------------------------------------
+
+
+def _render(tokenizer: Any, messages: list[dict[str, Any]], generation_prompt: bool = False
+            ) -> list[int]:
+    out = tokenizer.apply_chat_template(messages, tokenize=True,
+                                        add_generation_prompt=generation_prompt)
+    if isinstance(out, dict) or hasattr(out, "keys"):
+        out = out["input_ids"]
+    return list(out)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def preference_examples(tokenizer: Any, records: list[dict[str, Any]], answers: tuple[str, ...],
+                        max_length: int) -> list[TokenizedExample]:
+    """Preference records tokenized as TRL's DPO and KTO trainers do (conversational data).
+
+    The prompt is rendered with the generation prompt, and prompt + answer as one
+    conversation; the answer starts where the two renderings part (for every answer of the
+    record). Loss is on the answer's tokens. ``prompt + answer`` is cut at ``max_length``
+    (TRL's ``keep_start``), and a record whose prompt alone fills it is dropped.
+    """
+    out = []
+    for record in records:
+        prompt = _render(tokenizer, record["prompt"], generation_prompt=True)
+        full = {name: _render(tokenizer, record["prompt"] + record[name]) for name in answers}
+        start = min(_common_prefix(prompt, ids) for ids in full.values())
+        example = TokenizedExample(length=max(len(ids) for ids in full.values()))
+        for name, ids in full.items():
+            labels = [IGNORE_INDEX] * start + ids[start:]
+            if len(ids) > max_length:
+                example.truncated = True
+                ids, labels = ids[:max_length], labels[:max_length]
+            example.sequences.append(TokenSequence(ids, labels, name))
+        example.dropped = start >= max_length
+        if "label" in record:
+            example.label = "desirable" if record["label"] else "undesirable"
+        out.append(example)
+    return out
