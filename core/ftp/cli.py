@@ -322,6 +322,13 @@ def new_plugin(name: str, directory: Path | None) -> None:
     click.echo(f"next: pip install -e {dest} && ftp plugins && pytest {dest}")
 
 
+# `ftp data preview|inspect` and `ftp cache ls|clear` live with the code they drive.
+from ftp.datacheck.commands import cache, data  # noqa: E402  (they use the helpers above)
+
+cli.add_command(data)
+cli.add_command(cache)
+
+
 def main() -> None:
     """Entry point of the ``ftp`` console script."""
     cli(prog_name="ftp")

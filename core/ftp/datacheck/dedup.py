@@ -1,0 +1,118 @@
+"""Exact and near-duplicate texts: normalised hashing and MinHash over character shingles.
+
+Exact duplicates are texts equal after normalisation (lower case, runs of whitespace as one
+space). Near duplicates are pairs whose character 5-gram sets have a Jaccard similarity of at
+least `THRESHOLD`: each text gets a MinHash signature of `PERMUTATIONS` values, signatures are
+split into `BANDS` bands (locality-sensitive hashing), texts sharing any band are candidates,
+and each candidate pair is confirmed on its exact shingle sets, so no pair is reported on the
+signature's estimate alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import zlib
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+SHINGLE = 5
+PERMUTATIONS = 64
+BANDS = 16  # 16 bands of 4: a pair at Jaccard 0.8 becomes a candidate with p ≈ 0.9996
+THRESHOLD = 0.8
+_PRIME = (1 << 61) - 1
+_WS = re.compile(r"\s+")
+
+
+def normalise(text: str) -> str:
+    """Lower case, whitespace runs as one space, trimmed."""
+    return _WS.sub(" ", text.lower()).strip()
+
+
+def text_hash(text: str) -> str:
+    """A hash of the normalised text (equal for exact duplicates)."""
+    return hashlib.sha1(normalise(text).encode("utf-8")).hexdigest()
+
+
+def shingles(text: str) -> set[int]:
+    """CRC32s of the normalised text's character 5-grams (the whole text if shorter)."""
+    norm = normalise(text).encode("utf-8")
+    if len(norm) <= SHINGLE:
+        return {zlib.crc32(norm)}
+    return {zlib.crc32(norm[i:i + SHINGLE]) for i in range(len(norm) - SHINGLE + 1)}
+
+
+def _parameters() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(20240531)  # fixed: signatures are comparable across runs
+    a = rng.integers(1, _PRIME, size=PERMUTATIONS, dtype=np.uint64)
+    b = rng.integers(0, _PRIME, size=PERMUTATIONS, dtype=np.uint64)
+    return a, b
+
+
+_A, _B = _parameters()
+
+
+def signature(shingle_set: set[int]) -> np.ndarray:
+    """MinHash signature: per permutation ``(a·x + b) mod p``, the minimum over the shingles."""
+    x = np.fromiter(shingle_set, dtype=np.uint64, count=len(shingle_set))
+    # x < 2^32 and a, b < 2^61: the product can wrap in uint64, which stays a fixed mixing
+    # function of x per permutation; that is all MinHash needs.
+    hashed = (x[:, None] * _A[None, :] + _B[None, :]) % np.uint64(_PRIME)
+    return hashed.min(axis=0)
+
+
+def jaccard(a: set[int], b: set[int]) -> float:
+    """|a ∩ b| / |a ∪ b|."""
+    if not a and not b:
+        return 1.0
+    return len(a & b) / len(a | b)
+
+
+@dataclass
+class NearPair:
+    """Two texts (by index) that are near duplicates, with their shingle Jaccard similarity."""
+
+    first: int
+    second: int
+    similarity: float
+
+
+def near_duplicates(texts: list[str], threshold: float = THRESHOLD,
+                    skip_exact: bool = True) -> list[NearPair]:
+    """Pairs of texts with shingle Jaccard ≥ ``threshold`` (exact duplicates left out)."""
+    sets = [shingles(t) for t in texts]
+    hashes = [text_hash(t) for t in texts]
+    rows = PERMUTATIONS // BANDS
+    buckets: dict[tuple[int, bytes], list[int]] = defaultdict(list)
+    for i, s in enumerate(sets):
+        sig = signature(s)
+        for band in range(BANDS):
+            buckets[(band, sig[band * rows:(band + 1) * rows].tobytes())].append(i)
+    candidates: set[tuple[int, int]] = set()
+    for members in buckets.values():
+        if len(members) > 1:
+            for x, i in enumerate(members):
+                for j in members[x + 1:]:
+                    candidates.add((i, j) if i < j else (j, i))
+    out = []
+    for i, j in sorted(candidates):
+        if skip_exact and hashes[i] == hashes[j]:
+            continue
+        sim = jaccard(sets[i], sets[j])
+        if sim >= threshold:
+            out.append(NearPair(i, j, round(sim, 3)))
+    return out
+
+
+def near_matches(queries: list[str], corpus: list[str], threshold: float = THRESHOLD
+                 ) -> list[NearPair]:
+    """Pairs (query index, corpus index) that are near or exact duplicates across two lists."""
+    pairs = near_duplicates(corpus + queries, threshold, skip_exact=False)
+    n = len(corpus)
+    out = []
+    for p in pairs:
+        if p.first < n <= p.second:
+            out.append(NearPair(p.second - n, p.first, p.similarity))
+    return out

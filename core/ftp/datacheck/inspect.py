@@ -1,0 +1,345 @@
+"""``ftp data inspect``: a quality report for each dataset of a pipeline.
+
+Per dataset: rows read and skipped (by reason; inspection reads with ``on_bad_rows = "skip"``
+so that one bad row does not hide the rest of the report), empty fields, exact and near
+duplicates (``ftp.datacheck.dedup``), train/held-out overlap (leakage) within the dataset and
+between a stage's training data and the data its evaluations score, token length percentiles
+and a histogram, rows truncated at the method's ``max_length``, label balance, and
+conversations that do not end with an assistant turn. Written as ``report.md``,
+``report.json`` and one ``lengths-NAME.png`` per dataset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from ftp.components import Shape
+from ftp.config import Dataset, Pipeline
+from ftp.data import Prepared, load_records, prepare
+from ftp.datacheck.common import Target, record_text, stage_datasets, tokenize_examples
+from ftp.datacheck.dedup import near_duplicates, near_matches, normalise, text_hash
+
+PERCENTILES = (50, 90, 95, 99)
+#: Role values that count as the model's own turn when a raw conversation's last turn is read.
+ASSISTANT_ROLES = frozenset({"assistant", "gpt", "model", "bot", "function_call"})
+EXAMPLES = 5  # duplicate / leakage examples kept in the report
+
+
+def _skipping(ds: Dataset) -> Dataset:
+    """The dataset read with ``on_bad_rows = "skip"``, where the installed ftp supports it."""
+    if "on_bad_rows" not in type(ds.section).model_fields:
+        return ds
+    return dataclasses.replace(ds, section=ds.section.model_copy(update={"on_bad_rows": "skip"}))
+
+
+def empty_fields(records: list[dict[str, Any]]) -> dict[str, int]:
+    """Per field, rows where it is missing-valued: None, blank text, or an empty list/dict.
+
+    Lists of dicts (conversation turns) are looked into: ``conversations[].value`` counts the
+    rows with at least one blank turn.
+    """
+    counts: Counter[str] = Counter()
+    for record in records:
+        seen: set[str] = set()
+        for key, value in record.items():
+            if _blank(value):
+                seen.add(key)
+            elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+                for turn in value:
+                    for sub, inner in turn.items():
+                        if _blank(inner):
+                            seen.add(f"{key}[].{sub}")
+        counts.update(seen)
+    return dict(sorted(counts.items()))
+
+
+def _blank(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    return isinstance(value, list | dict) and not value
+
+
+def unfinished_conversations(records: list[dict[str, Any]]) -> int:
+    """Rows holding a list of turns whose last turn is not the assistant's (raw rows)."""
+    count = 0
+    for record in records:
+        for value in record.values():
+            if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+                role = value[-1].get("role", value[-1].get("from"))
+                if isinstance(role, str):
+                    count += role.lower() not in ASSISTANT_ROLES
+                    break
+    return count
+
+
+def percentiles(values: list[int]) -> dict[str, float]:
+    """p50/p90/p95/p99, min, max and mean of token lengths."""
+    import numpy as np
+
+    if not values:
+        return {}
+    arr = np.asarray(values)
+    out = {f"p{p}": float(np.percentile(arr, p)) for p in PERCENTILES}
+    out.update(min=float(arr.min()), max=float(arr.max()), mean=round(float(arr.mean()), 1))
+    return out
+
+
+def histogram(values: list[int], path: Path, title: str, limit: int | None) -> None:
+    """Write a PNG histogram of token lengths, with the truncation limit as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display needed
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.5), dpi=100)
+    ax.hist(values, bins=min(50, max(5, len(set(values)))), color="#4477aa")
+    if limit is not None:
+        ax.axvline(limit, color="#cc3311", linestyle="--", label=f"max_length {limit}")
+        ax.legend()
+    ax.set_xlabel("tokens per example")
+    ax.set_ylabel("examples")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def label_balance(prepared: Prepared) -> dict[str, int] | None:
+    """Counts per label for labelled text, per desirability for unpaired preference."""
+    rows = prepared.train + prepared.eval
+    if prepared.shape == Shape.LABELLED_TEXT:
+        return dict(sorted(Counter(str(r["label"]) for r in rows).items()))
+    if prepared.shape == Shape.UNPAIRED_PREFERENCE:
+        c = Counter("desirable" if r["label"] else "undesirable" for r in rows)
+        return dict(sorted(c.items()))
+    return None
+
+
+def duplicates(texts: list[str], names: list[str]) -> dict[str, Any]:
+    """Exact (normalised) duplicate rows and near-duplicate pairs among ``texts``.
+
+    ``names`` says which row each text is (``train 3``, ``eval 0``), for the examples.
+    """
+    groups: dict[str, list[int]] = {}
+    for i, t in enumerate(texts):
+        groups.setdefault(text_hash(t), []).append(i)
+    dup_groups = [g for g in groups.values() if len(g) > 1]
+    near = near_duplicates(texts)
+    return {
+        "exact_rows": sum(len(g) - 1 for g in dup_groups),
+        "exact_groups": len(dup_groups),
+        "exact_examples": [{"rows": [names[i] for i in g], "text": _snippet(texts[g[0]])}
+                           for g in dup_groups[:EXAMPLES]],
+        "near_pairs": len(near),
+        "near_rows": len({p.second for p in near}),
+        "near_examples": [{"rows": [names[p.first], names[p.second]],
+                           "similarity": p.similarity,
+                           "first": _snippet(texts[p.first]), "second": _snippet(texts[p.second])}
+                          for p in near[:EXAMPLES]],
+    }
+
+
+def overlap(held_out: list[str], train: list[str]) -> dict[str, Any]:
+    """Held-out rows that also occur in training: exactly (normalised) or nearly."""
+    train_hashes = {text_hash(t) for t in train}
+    exact = [i for i, t in enumerate(held_out) if text_hash(t) in train_hashes]
+    near = {m.first for m in near_matches(held_out, train)} - set(exact)
+    return {"held_out_rows": len(held_out), "exact": len(exact), "near": len(near),
+            "examples": [_snippet(held_out[i]) for i in (exact + sorted(near))[:EXAMPLES]]}
+
+
+def _snippet(text: str, width: int = 80) -> str:
+    flat = normalise(text)
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _max_length(target: Target) -> int | None:
+    if target.stage is None:
+        return None
+    value = getattr(target.stage.method.config, "max_length", None)
+    return value if isinstance(value, int) else None
+
+
+def inspect_dataset(pipeline: Pipeline, target: Target, tokenizer: Any, out_dir: Path
+                    ) -> tuple[dict[str, Any], Prepared]:
+    """The report of one dataset (a JSON-able dict) and its prepared records."""
+    ds = _skipping(target.dataset)
+    records = load_records(ds, pipeline.base_dir, pipeline.seed)
+    prepared = prepare(ds, records, pipeline.base_dir, pipeline.seed)
+    raw = list(records) + list(getattr(records, "eval_records", None) or [])
+    loader_skipped = sum(getattr(records, "skipped", {}).values())
+    skipped = dict(getattr(prepared, "skipped", {}) or {})
+    rows = prepared.train + prepared.eval
+    texts = [record_text(r) for r in rows]
+    report: dict[str, Any] = {
+        "dataset": target.name,
+        "format": target.dataset.section.format,
+        "shape": prepared.shape,
+        "tokenized_by": ({"stage": target.stage.name, "method": target.stage.method.entry.name}
+                         if target.stage else None),
+        "rows_read": len(raw) + loader_skipped,
+        "rows_skipped": sum(skipped.values()),
+        "skipped_reasons": skipped,
+        "train_rows": len(prepared.train),
+        "eval_rows": len(prepared.eval),
+        "empty_fields": empty_fields(raw),
+        "duplicates": duplicates(texts, [f"train {i}" for i in range(len(prepared.train))]
+                                 + [f"eval {i}" for i in range(len(prepared.eval))]),
+        "unfinished_conversations": unfinished_conversations(raw),
+        "labels": label_balance(prepared),
+    }
+    if prepared.eval:
+        report["leakage"] = {"train/eval": overlap([record_text(r) for r in prepared.eval],
+                                                   [record_text(r) for r in prepared.train])}
+    report["tokens"] = _tokens(target, tokenizer, rows, out_dir)
+    return report, prepared
+
+
+def _tokens(target: Target, tokenizer: Any, rows: list[dict[str, Any]], out_dir: Path
+            ) -> dict[str, Any]:
+    examples = tokenize_examples(target, tokenizer, rows)
+    limit = _max_length(target)
+    if examples is not None:
+        lengths = [ex.length for ex in examples]
+        result: dict[str, Any] = {
+            "how": f"as stage {target.stage.name!r} tokenizes"  # type: ignore[union-attr]
+            if target.stage else "",
+            "truncated": sum(ex.truncated for ex in examples),
+            "dropped": sum(ex.dropped for ex in examples),
+            "max_length": limit,
+        }
+    else:
+        # No method to ask: the plain text's tokens (no chat template, no truncation).
+        lengths = [len(tokenizer(record_text(r), add_special_tokens=True)["input_ids"])
+                   for r in rows]
+        result = {"how": "plain text, no chat template", "truncated": None, "dropped": None,
+                  "max_length": None}
+        limit = None
+    result["lengths"] = percentiles(lengths)
+    result["total"] = int(sum(lengths))
+    if lengths:
+        png = out_dir / f"lengths-{target.name}.png"
+        histogram(lengths, png, f"data {target.name!r}: tokens per example", limit)
+        result["histogram"] = png.name
+    return result
+
+
+def cross_leakage(pipeline: Pipeline, prepared: dict[str, Prepared]) -> list[dict[str, Any]]:
+    """Rows an evaluation scores that a stage trained on, for each (stage data, eval data)."""
+    out = []
+    for ev in pipeline.evaluations:
+        name = ev.section.data
+        if name is None or name not in prepared:
+            continue
+        held = [record_text(r) for r in prepared[name].split(ev.section.split)]
+        for stage in pipeline.stages:
+            for train_name in stage_datasets(stage):
+                if train_name not in prepared or (train_name == name
+                                                  and ev.section.split == "eval"):
+                    continue  # the same dataset's own split is reported with the dataset
+                train = [record_text(r) for r in prepared[train_name].train]
+                result = overlap(held, train)
+                out.append({"evaluation": ev.name, "eval_data": name,
+                            "split": ev.section.split, "stage": stage.name,
+                            "train_data": train_name, **result})
+    return out
+
+
+def inspect(pipeline: Pipeline, targets: list[Target], tokenizer: Any, out_dir: Path
+            ) -> dict[str, Any]:
+    """Inspect ``targets`` and write report.md, report.json and the histograms to ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    datasets = []
+    prepared: dict[str, Prepared] = {}
+    for target in targets:
+        report, prepared[target.name] = inspect_dataset(pipeline, target, tokenizer, out_dir)
+        datasets.append(report)
+    result = {"pipeline": pipeline.name, "source": str(pipeline.source), "datasets": datasets,
+              "leakage": cross_leakage(pipeline, prepared)}
+    (out_dir / "report.json").write_text(json.dumps(result, indent=2, ensure_ascii=False),
+                                         encoding="utf-8")
+    (out_dir / "report.md").write_text(markdown(result), encoding="utf-8")
+    return result
+
+
+# -- text ---------------------------------------------------------------------------------------
+
+
+def summary_lines(d: dict[str, Any]) -> list[str]:
+    """A dataset's report as a few terminal lines."""
+    lines = [f"data {d['dataset']!r} ({d['format']} → {d['shape']})"]
+    skipped = d["rows_skipped"]
+    reasons = ", ".join(f"{n} {r}" for r, n in sorted(d["skipped_reasons"].items(),
+                                                      key=lambda kv: -kv[1]))
+    lines.append(f"  rows: {d['rows_read']} read, {skipped} skipped"
+                 + (f" ({reasons})" if reasons else "")
+                 + f"; {d['train_rows']} train / {d['eval_rows']} held out")
+    empty = ", ".join(f"{k} {n}" for k, n in d["empty_fields"].items()) or "none"
+    lines.append(f"  empty fields: {empty}")
+    dup = d["duplicates"]
+    lines.append(f"  duplicates: {dup['exact_rows']} exact rows ({dup['exact_groups']} groups), "
+                 f"{dup['near_pairs']} near-duplicate pairs")
+    leak = (d.get("leakage") or {}).get("train/eval")
+    if leak:
+        lines.append(f"  train/eval leakage: {leak['exact']} exact, {leak['near']} near of "
+                     f"{leak['held_out_rows']} held-out rows")
+    tok = d["tokens"]
+    pct = tok["lengths"]
+    if pct:
+        lines.append(f"  tokens ({tok['how']}): p50 {pct['p50']:.0f}, p90 {pct['p90']:.0f}, "
+                     f"p95 {pct['p95']:.0f}, p99 {pct['p99']:.0f}, max {pct['max']:.0f}; "
+                     f"{tok['total']} in all")
+    if tok["truncated"] is not None and tok["max_length"] is not None:
+        lines.append(f"  truncated at max_length {tok['max_length']}: {tok['truncated']} rows"
+                     + (f", {tok['dropped']} dropped" if tok["dropped"] else ""))
+    if d["labels"] is not None:
+        lines.append("  labels: " + ", ".join(f"{k} {n}" for k, n in d["labels"].items()))
+    if d["shape"] == Shape.CONVERSATIONAL or d["unfinished_conversations"]:
+        lines.append("  conversations not ending with an assistant turn: "
+                     f"{d['unfinished_conversations']}")
+    return lines
+
+
+def leakage_lines(items: list[dict[str, Any]]) -> list[str]:
+    """Cross-dataset leakage as terminal lines."""
+    return [f"leakage: evaluation {x['evaluation']!r} scores {x['exact']} exact and "
+            f"{x['near']} near copies of stage {x['stage']!r}'s training rows "
+            f"(data {x['eval_data']!r} {x['split']} vs {x['train_data']!r}, "
+            f"{x['held_out_rows']} rows)" for x in items]
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The whole report as Markdown."""
+    out = [f"# Data report: {result['pipeline']}", "", f"Pipeline: `{result['source']}`", ""]
+    for d in result["datasets"]:
+        out += [f"## data `{d['dataset']}`", "", "```", *summary_lines(d)[1:], "```", ""]
+        tok = d["tokens"]
+        if tok["lengths"]:
+            out += ["| tokens | " + " | ".join(tok["lengths"]) + " |",
+                    "|---|" + "---|" * len(tok["lengths"]),
+                    "| | " + " | ".join(f"{v:g}" for v in tok["lengths"].values()) + " |", ""]
+        if tok.get("histogram"):
+            out += [f"![token lengths]({tok['histogram']})", ""]
+        dup = d["duplicates"]
+        if dup["exact_examples"] or dup["near_examples"]:
+            out += ["Duplicates (rows of the split after shuffling):", ""]
+            out += [f"- exact, {', '.join(x['rows'])}: {x['text']}"
+                    for x in dup["exact_examples"]]
+            out += [f"- near ({x['similarity']}), {' / '.join(x['rows'])}: {x['first']} / "
+                    f"{x['second']}" for x in dup["near_examples"]]
+            out.append("")
+        leak = (d.get("leakage") or {}).get("train/eval")
+        if leak and leak["examples"]:
+            out += ["Held-out rows also in training:", ""]
+            out += [f"- {x}" for x in leak["examples"]] + [""]
+    if result["leakage"]:
+        out += ["## Leakage between training and evaluation data", ""]
+        out += [f"- {line.removeprefix('leakage: ')}" for line in leakage_lines(result["leakage"])]
+        out.append("")
+    return "\n".join(out)
