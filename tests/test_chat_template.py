@@ -179,8 +179,10 @@ def test_chatml_needs_its_tokens_in_the_vocabulary():
         templates.apply(tok, "chatml")
 
 
-def test_a_run_trains_evaluates_and_saves_with_the_chosen_template(tiny_model, tmp_path):
-    """The template set in [model] renders the training data and ends up in model/."""
+def test_a_run_trains_evaluates_and_saves_with_the_chosen_template(tiny_model, tmp_path,
+                                                                   monkeypatch):
+    """The template set in [model] renders the training data and ends up in model/; rows cut
+    by max_length are reported on the terminal."""
     from transformers import AutoTokenizer
 
     template = tmp_path / "chat.jinja"
@@ -204,14 +206,24 @@ def test_a_run_trains_evaluates_and_saves_with_the_chosen_template(tiny_model, t
         data = "d"
         max_steps = 1
         batch_size = 5
+        max_length = 60
         [[evaluate]]
         evaluator = "generate"
         prompts = ["hi"]
         max_new_tokens = 2
     """)
+    monkeypatch.setenv("FTP_TOKENIZED_CACHE_DIR", str(tmp_path / "cache"))
     out = tmp_path / "run"
     result = CliRunner().invoke(cli, ["run", str(pipeline), "--output-dir", str(out)])
     assert result.exit_code == 0, result.output
+    # 4 of the 5 rows render longer than 60 tokens with this template (all answers start
+    # before token 60): the cut is said on the terminal, on a cached second run too.
+    warning = ("warning: train: 4 of 5 examples are longer than max_length=60 tokens and were "
+               "cut to it (the longest has 73)")
+    assert warning in result.output and "tokenized train: 5 rows in" in result.output
+    again = CliRunner().invoke(cli, ["run", str(pipeline), "--output-dir", str(tmp_path / "2")])
+    assert again.exit_code == 0, again.output
+    assert "tokenized train: cached" in again.output and warning in again.output
     saved = AutoTokenizer.from_pretrained(out / "model")
     assert saved.chat_template == custom
     assert "### assistant" in saved.apply_chat_template(

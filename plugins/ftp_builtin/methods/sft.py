@@ -59,9 +59,10 @@ class SFT(Method):
 
         cfg = self.config
         set_seed(ctx.seed)
-        if any("messages" in r or "prompt" in r for r in ctx.train[:1]):
+        if any("messages" in r or isinstance(r.get("prompt"), list) for r in ctx.train[:1]):
             require_chat_template(ctx.tokenizer)
         train, cached = self._tokenize(ctx, "train", ctx.train)
+        self._warn(ctx, "train", train)
         if not train.rows:
             raise UserError("no training example has a token to learn from after truncation "
                             f"to max_length={cfg.max_length}")
@@ -71,6 +72,7 @@ class SFT(Method):
         evaluation = None
         if ctx.eval:
             evaluation, _ = self._tokenize(ctx, "eval", ctx.eval)
+            self._warn(ctx, "eval", evaluation)
 
         args = training_arguments(
             cfg, ctx, SFTConfig,
@@ -120,6 +122,13 @@ class SFT(Method):
                                "adapter") from exc
             raise
         return trained_model(trainer)
+
+    @staticmethod
+    def _warn(ctx: TrainContext, split: str, tokenized: Tokenized) -> None:
+        """Show truncation and template repairs on the terminal (cached runs too), and log them."""
+        for warning in tokenized.warnings(ctx.tokenizer):
+            print(f"  warning: {split}: {warning}", flush=True)
+            ctx.log({"stage": ctx.stage, "event": "warning", "split": split, "message": warning})
 
     def _tokenize(self, ctx: TrainContext, split: str, records: list[dict[str, Any]]
                   ) -> tuple[Tokenized, bool]:
