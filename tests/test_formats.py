@@ -470,6 +470,29 @@ def test_a_bad_row_in_a_pipeline_names_dataset_row_and_format(tmp_path, plugins)
     assert "d.json[1]" in str(exc.value) and "'alpaca'" in str(exc.value)
 
 
+# --- preference formats: role mapping ----------------------------------------------------------
+
+
+def test_preference_formats_map_role_names(fmt):
+    pair = fmt("sharegpt_preference", roles={"customer": "user", "agent": "assistant"}).convert(
+        {"conversations": [{"from": "customer", "value": "2+2?"}],
+         "chosen": {"from": "agent", "value": "4"}, "rejected": {"from": "agent", "value": "5"}})
+    assert pair["prompt"] == [{"role": "user", "content": "2+2?"}]
+    assert pair["chosen"] == [{"role": "assistant", "content": "4"}]
+    columns = fmt("preference", roles={"q": "user", "a": "assistant"}).convert(
+        {"prompt": [{"role": "q", "content": "2+2?"}], "chosen": [{"role": "a", "content": "4"}],
+         "rejected": "5"})
+    assert columns["prompt"] == [{"role": "user", "content": "2+2?"}]
+    kto = fmt("kto", roles={"human": "user", "bot": "assistant"}).convert(
+        {"messages": [{"role": "human", "content": "2+2?"}, {"role": "bot", "content": "4"}],
+         "label": True})
+    assert kto == {"prompt": [{"role": "user", "content": "2+2?"}],
+                   "completion": [{"role": "assistant", "content": "4"}], "label": True}
+    with pytest.raises(ValueError, match=r"message 0 has unknown role 'human'"):
+        fmt("kto").convert({"messages": [{"role": "human", "content": "2+2?"},
+                                         {"role": "assistant", "content": "4"}], "label": True})
+
+
 # --- labelled text on MiniLM's tokenizer ---------------------------------------------------------
 
 # sst2_train.csv rows 1-3 of the shared datasets (GLUE SST-2), with the CSV's text labels.

@@ -3,6 +3,9 @@
 Records take TRL's conversational preference forms, so that the chat template is applied by
 the trainer exactly as at inference:
 
+Each takes its column names, the keys inside its messages and a ``roles`` mapping for role
+names of other datasets.
+
 - paired (``preference``): ``{"prompt": [messages], "chosen": [assistant message],
   "rejected": [assistant message]}``;
 - unpaired (``unpaired_preference``): ``{"prompt": [messages], "completion": [assistant
@@ -14,14 +17,21 @@ each a valid conversation (roles known, a system message only first, a non-empty
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
 from ftp import Format, Shape, StrictConfig, hookimpl
-from ftp_builtin.formats.chat import SHAREGPT_ROLES, check_conversation
+from ftp_builtin.formats.chat import MESSAGE_ROLES, SHAREGPT_ROLES, check_conversation
 
 Message = dict[str, str]
+
+ChatRole = Literal["system", "user", "assistant", "tool"]
+
+
+def _roles_field(defaults: str) -> Any:
+    return Field(default_factory=dict, description="Role names in the data mapped to chat "
+                 f"roles (system, user, assistant, tool), on top of {defaults}.")
 
 
 def _check_pair(prompt: list[Message], answers: dict[str, list[Message]]) -> None:
@@ -70,14 +80,17 @@ class ShareGPTPreference(Format):
         system: str | None = Field("system", description="Column with a system prompt, if any.")
         role_key: str = "from"
         content_key: str = "value"
+        roles: dict[str, ChatRole] = _roles_field("human/user, gpt/assistant, system, "
+                                                  "observation/tool")
 
     def convert(self, record: dict[str, Any]) -> dict[str, Any]:
         """Map ShareGPT roles to chat roles; each answer becomes one assistant message."""
         c = self.config
+        roles = {**SHAREGPT_ROLES, **c.roles}
         raw = record.get(c.conversations)
         if not isinstance(raw, list):
             raise ValueError(f"field {c.conversations!r} should be a list of turns")
-        prompt = [_message(t, f"turn {i}", c.role_key, c.content_key, SHAREGPT_ROLES)
+        prompt = [_message(t, f"turn {i}", c.role_key, c.content_key, roles)
                   for i, t in enumerate(raw)]
         system = record.get(c.system) if c.system else None
         if system is not None and not isinstance(system, str):
@@ -89,7 +102,7 @@ class ShareGPTPreference(Format):
             if column not in record:
                 raise ValueError(f"missing field {column!r}; the row has {sorted(record)}")
             answers[column] = [_message(record[column], f"field {column!r}", c.role_key,
-                                        c.content_key, SHAREGPT_ROLES)]
+                                        c.content_key, roles)]
         _check_pair(prompt, answers)
         return {"prompt": prompt, "chosen": answers[c.chosen], "rejected": answers[c.rejected]}
 
@@ -111,10 +124,13 @@ class Preference(Format):
         rejected: str = Field("rejected", description="Column with the dispreferred answer.")
         role_key: str = "role"
         content_key: str = "content"
+        roles: dict[str, ChatRole] = _roles_field("the standard ones (developer → system, "
+                                                  "function → tool)")
         system_prompt: str | None = Field(None, description="Prepended when a prompt has none.")
 
     def _messages(self, value: Any, column: str, role: str) -> list[Message]:
         c = self.config
+        roles = {**MESSAGE_ROLES, **c.roles}
         if isinstance(value, str):
             return [{"role": role, "content": value}]
         if isinstance(value, dict):  # one message on its own
@@ -122,7 +138,7 @@ class Preference(Format):
         if not isinstance(value, list):
             raise ValueError(f"field {column!r} should be text or a list of messages, got "
                              f"{type(value).__name__}")
-        return [_message(m, f"{column!r} message {i}", c.role_key, c.content_key)
+        return [_message(m, f"{column!r} message {i}", c.role_key, c.content_key, roles)
                 for i, m in enumerate(value)]
 
     def convert(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -170,6 +186,8 @@ class KTO(Format):
         label: str = Field("label", description="Column with true (desirable) or false.")
         role_key: str = "role"
         content_key: str = "content"
+        roles: dict[str, ChatRole] = _roles_field("the standard ones (developer → system, "
+                                                  "function → tool)")
         system_prompt: str | None = Field(None, description="Prepended when a row has none.")
 
     def convert(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -181,7 +199,8 @@ class KTO(Format):
         if c.label not in record:
             raise ValueError(f"missing field {c.label!r}; the row has {sorted(record)}")
         label = parse_label(record[c.label])
-        messages = [_message(m, f"message {i}", c.role_key, c.content_key)
+        roles = {**MESSAGE_ROLES, **c.roles}
+        messages = [_message(m, f"message {i}", c.role_key, c.content_key, roles)
                     for i, m in enumerate(raw)]
         if c.system_prompt and (not messages or messages[0]["role"] != "system"):
             messages.insert(0, {"role": "system", "content": c.system_prompt})
