@@ -191,7 +191,9 @@ def inspect_dataset(pipeline: Pipeline, target: Target, tokenizer: Any, out_dir:
         "empty_fields": empty_fields(raw),
         "duplicates": duplicates(texts, [f"train {i}" for i in range(len(prepared.train))]
                                  + [f"eval {i}" for i in range(len(prepared.eval))]),
-        "unfinished_conversations": unfinished_conversations(raw),
+        # Preference rows end with the user's turn by design (the answers are apart).
+        "unfinished_conversations": unfinished_conversations(raw)
+        if prepared.shape == Shape.CONVERSATIONAL else None,
         "labels": label_balance(prepared),
     }
     if prepared.eval:
@@ -300,7 +302,7 @@ def summary_lines(d: dict[str, Any]) -> list[str]:
                      + (f", {tok['dropped']} dropped" if tok["dropped"] else ""))
     if d["labels"] is not None:
         lines.append("  labels: " + ", ".join(f"{k} {n}" for k, n in d["labels"].items()))
-    if d["shape"] == Shape.CONVERSATIONAL or d["unfinished_conversations"]:
+    if d["unfinished_conversations"] is not None:
         lines.append("  conversations not ending with an assistant turn: "
                      f"{d['unfinished_conversations']}")
     return lines
