@@ -183,3 +183,35 @@ def test_second_run_of_a_pipeline_uses_the_cache(tiny_model, tmp_path):
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     (event,) = [m for m in metrics if m.get("event") == "tokenized"]
     assert event["cached"] is True and event["examples"] == 4
+
+
+PAIRS = [
+    {"prompt": [{"role": "user", "content": "Pick a colour."}],
+     "chosen": [{"role": "assistant", "content": "Blue."}],
+     "rejected": [{"role": "assistant", "content": "I will not."}]},
+    {"prompt": [{"role": "user", "content": "Pick a fruit."}],
+     "chosen": [{"role": "assistant", "content": "A pear."}],
+     "rejected": [{"role": "assistant", "content": "No."}]},
+]
+
+
+def test_dpo_reuses_trls_tokenization_from_the_cache(tiny_model, tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    from ftp_builtin.methods.preference import DPO
+
+    tok = load_tokenizer(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    method = DPO(DPO.Config(bf16=False, max_length=64, precompute_ref_log_probs=False))
+
+    def dataset():
+        ctx = TrainContext(stage="dpo", model=model, tokenizer=tok, provider=None, train=PAIRS,
+                           eval=None, adapter=None, output_dir=tmp_path, seed=0)
+        return method.trainer(ctx).train_dataset
+
+    cold = dataset()
+    assert "tokenized train: 2 rows in" in capsys.readouterr().out
+    warm = dataset()
+    assert "tokenized train: cached (2 rows)" in capsys.readouterr().out
+    columns = ("prompt_ids", "chosen_ids", "rejected_ids")
+    assert [[r[c] for c in columns] for r in warm] == [[r[c] for c in columns] for r in cold]

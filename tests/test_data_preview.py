@@ -120,3 +120,26 @@ def test_unknown_dataset_is_one_line(tmp_path, tiny_model):
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [
         "error: --data: no dataset named 'chta' (did you mean 'chat'?); datasets: chat"]
+
+
+def test_dpo_preview_shows_the_tokens_trl_trains_on(tiny_model, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ftp import TrainContext
+    from ftp_builtin.methods.preference import DPO
+
+    pairs = [{"prompt": [{"role": "user", "content": "Pick a colour."}],
+              "chosen": [{"role": "assistant", "content": "Blue."}],
+              "rejected": [{"role": "assistant", "content": "I will not say."}]}]
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    method = DPO(DPO.Config(bf16=False, max_length=64, precompute_ref_log_probs=False))
+    (example,) = method.tokenize_examples(tok, pairs)
+    ctx = TrainContext(stage="dpo", model=AutoModelForCausalLM.from_pretrained(tiny_model),
+                       tokenizer=tok, provider=None, train=pairs, eval=None, adapter=None,
+                       output_dir=tmp_path, seed=0)
+    (row,) = method.trainer(ctx).train_dataset
+    for seq in example.sequences:
+        answer = row[f"{seq.name}_ids"]
+        assert seq.input_ids == row["prompt_ids"] + answer
+        assert [t for t in seq.labels if t != -100] == answer
+    assert [s.name for s in example.sequences] == ["chosen", "rejected"]
