@@ -228,3 +228,22 @@ def test_a_run_trains_evaluates_and_saves_with_the_chosen_template(tiny_model, t
     assert saved.chat_template == custom
     assert "### assistant" in saved.apply_chat_template(
         [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+
+
+def test_the_loss_evaluator_skips_and_counts_rows_with_nothing_to_score(tiny_model):
+    """It may run after a long training: a row cut before its answer must not end the run."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ftp import EvalContext
+    from ftp_builtin.evaluators.text import Loss
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    short = {"messages": [{"role": "user", "content": "hi"},
+                          {"role": "assistant", "content": "Hello there, how are you today?"}]}
+    long = {"messages": [{"role": "user", "content": "Who are you? " * 20},
+                         {"role": "assistant", "content": "Nova."}]}
+    result = Loss(Loss.Config(max_length=30)).evaluate(
+        EvalContext(stage="base", model=model, tokenizer=tok, data=[short, long]))
+    assert result["metrics"]["examples"] == 1 and result["metrics"]["skipped_examples"] == 1
+    assert result["metrics"]["tokens"] > 0
