@@ -406,8 +406,12 @@ def blocked_from(options: Iterable[str]) -> tuple[set[str], list[str]]:
 
 
 def allowed_from(only: str | None) -> set[str] | None:
-    """The allow-list from ``--only-plugins`` (comma-separated) or else ``FTP_ONLY_PLUGINS``."""
-    text = only if only is not None else os.environ.get(ONLY_ENV)
+    """The allow-list from ``--only-plugins`` (comma-separated) or else ``FTP_ONLY_PLUGINS``.
+
+    ``--only-plugins ""`` allows no third-party plugin; an empty ``FTP_ONLY_PLUGINS`` counts as
+    unset, as empty environment variables usually do.
+    """
+    text = only if only is not None else (os.environ.get(ONLY_ENV) or None)
     if text is None:
         return None
     return {n.strip() for n in text.split(",") if n.strip()}

@@ -351,8 +351,8 @@ class HubLoader(DataLoader):
 
         path: str = Field(description="Dataset id, e.g. 'tatsu-lab/alpaca'.")
         subset: str | None = Field(None, description="Configuration name, if any.")
-        split: str = "train"
-        revision: str | None = None
+        split: str = Field("train", description="Which split of the Hub dataset.")
+        revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
 
     def load(self, ctx: LoadContext) -> list[dict[str, Any]]:
         """Download (or read from cache) and return the split's rows."""

@@ -31,9 +31,13 @@ class HFProvider(ModelProvider):
         dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
             "auto", description="auto: bfloat16 on a GPU that supports it, else float32."
         )
-        device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+        device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+            "auto", description="auto: cuda when available, else cpu."
+        )
         attn_implementation: str | None = Field(None, description="e.g. sdpa, eager.")
-        trust_remote_code: bool = False
+        trust_remote_code: bool = Field(
+            False, description="Run model code shipped with a Hub model (trusted sources only)."
+        )
         chat_template: str | None = Field(
             None, description="The chat template for training, evaluation and the saved "
             "tokenizer: a name (" + ", ".join(templates.NAMED) + "), inline Jinja, or a path "

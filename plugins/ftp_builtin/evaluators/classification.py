@@ -64,7 +64,7 @@ class Classification(Evaluator):
     class Config(StrictConfig):
         """Batching, truncation, and how many misclassified examples to keep."""
 
-        batch_size: int = Field(32, gt=0)
+        batch_size: int = Field(32, gt=0, description="Texts per forward pass.")
         max_length: int = Field(256, gt=0, description="Longer texts are truncated (tokens).")
         errors: int = Field(
             10, ge=0, description="Misclassified examples kept in the results, first ones first."

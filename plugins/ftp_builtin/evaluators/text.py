@@ -21,8 +21,8 @@ class Loss(Evaluator):
     class Config(StrictConfig):
         """How the data is tokenized and batched."""
 
-        batch_size: int = Field(8, gt=0)
-        max_length: int = Field(1024, gt=0)
+        batch_size: int = Field(8, gt=0, description="Rows per forward pass.")
+        max_length: int = Field(1024, gt=0, description="Longer rows are truncated (tokens).")
         assistant_only_loss: bool = Field(True, description="Score assistant tokens only.")
 
     def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
@@ -76,7 +76,7 @@ class Generate(Evaluator):
         """Prompts and generation limits."""
 
         prompts: list[str] = Field(min_length=1, description="Questions to ask the model.")
-        max_new_tokens: int = Field(128, gt=0)
+        max_new_tokens: int = Field(128, gt=0, description="Longest answer generated.")
         system_prompt: str | None = Field(None, description="Sent before each prompt.")
         expect: list[str] = Field(
             default_factory=list,

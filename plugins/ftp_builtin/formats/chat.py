@@ -213,8 +213,8 @@ class Messages(Format):
         """Where the messages are, what their keys and roles are called."""
 
         messages: str = Field("messages", description="Column with the list of messages.")
-        role_key: str = "role"
-        content_key: str = "content"
+        role_key: str = Field("role", description="The key of a message's role.")
+        content_key: str = Field("content", description="The key of a message's text.")
         tool_calls_key: str = Field("tool_calls", description="Key of an assistant message's "
                                     "tool calls (OpenAI form).")
         tools: str | None = Field("tools", description="Column with tool definitions (a list "
@@ -297,8 +297,8 @@ class ShareGPT(Format):
         tools: str | None = Field(
             "tools", description="Column with tool definitions (a list or its JSON text)."
         )
-        role_key: str = "from"
-        content_key: str = "value"
+        role_key: str = Field("from", description="The key of a message's role.")
+        content_key: str = Field("value", description="The key of a message's text.")
         roles: dict[str, ShareGPTKind] = Field(
             default_factory=dict, description="Role names in the data mapped to turn kinds, on "
             "top of human/user, gpt/assistant, system, function_call, observation/tool.",

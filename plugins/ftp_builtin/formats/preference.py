@@ -78,8 +78,8 @@ class ShareGPTPreference(Format):
         chosen: str = Field("chosen", description="Column with the preferred answer turn.")
         rejected: str = Field("rejected", description="Column with the dispreferred answer turn.")
         system: str | None = Field("system", description="Column with a system prompt, if any.")
-        role_key: str = "from"
-        content_key: str = "value"
+        role_key: str = Field("from", description="The key of a message's role.")
+        content_key: str = Field("value", description="The key of a message's text.")
         roles: dict[str, ChatRole] = _roles_field("human/user, gpt/assistant, system, "
                                                   "observation/tool")
 
@@ -122,8 +122,8 @@ class Preference(Format):
         )
         chosen: str = Field("chosen", description="Column with the preferred answer.")
         rejected: str = Field("rejected", description="Column with the dispreferred answer.")
-        role_key: str = "role"
-        content_key: str = "content"
+        role_key: str = Field("role", description="The key of a message's role.")
+        content_key: str = Field("content", description="The key of a message's text.")
         roles: dict[str, ChatRole] = _roles_field("the standard ones (developer → system, "
                                                   "function → tool)")
         system_prompt: str | None = Field(None, description="Prepended when a prompt has none.")
@@ -184,8 +184,8 @@ class KTO(Format):
 
         messages: str = Field("messages", description="Column with the list of messages.")
         label: str = Field("label", description="Column with true (desirable) or false.")
-        role_key: str = "role"
-        content_key: str = "content"
+        role_key: str = Field("role", description="The key of a message's role.")
+        content_key: str = Field("content", description="The key of a message's text.")
         roles: dict[str, ChatRole] = _roles_field("the standard ones (developer → system, "
                                                   "function → tool)")
         system_prompt: str | None = Field(None, description="Prepended when a row has none.")

@@ -70,10 +70,10 @@ class Classify(Method):
     class Config(TrainingOptions):
         """Classification options: the shared training options, with defaults for a classifier."""
 
-        learning_rate: float = Field(5e-5, gt=0)
+        learning_rate: float = Field(5e-5, gt=0, description="Peak learning rate.")
         batch_size: int = Field(16, gt=0, description="Per-device batch size.")
         warmup: float = Field(0.1, ge=0, description="Warmup: a fraction of steps (< 1) or steps.")
-        weight_decay: float = Field(0.01, ge=0)
+        weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
         max_length: int = Field(256, gt=0, description="Longer texts are truncated (tokens).")
         # One fused kernel for every parameter: on a CPU the per-tensor AdamW step costs as
         # much as MiniLM's forward and backward pass together (measured: ~5x slower).

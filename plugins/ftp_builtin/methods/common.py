@@ -17,24 +17,30 @@ class TrainingOptions(StrictConfig):
 
     epochs: float = Field(3.0, gt=0, description="Passes over the data [num_train_epochs].")
     max_steps: int = Field(-1, description="Stop after this many steps; overrides epochs if > 0.")
-    learning_rate: float = Field(2e-4, gt=0)
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
     batch_size: int = Field(8, gt=0, description="Per-device batch size.")
-    gradient_accumulation: int = Field(1, gt=0)
+    gradient_accumulation: int = Field(
+        1, gt=0, description="Batches summed per optimizer step [gradient_accumulation_steps]."
+    )
     warmup: float = Field(0.0, ge=0, description="Warmup: a fraction of steps (< 1) or steps.")
-    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
-    weight_decay: float = Field(0.0, ge=0)
-    max_grad_norm: float = Field(1.0, gt=0)
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = Field(
+        "linear", description="Learning-rate schedule after warmup [lr_scheduler_type]."
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradients are clipped to this norm.")
     optimizer: str = Field("adamw_torch", description="A transformers optimizer name.")
-    logging_steps: int = Field(5, gt=0)
+    logging_steps: int = Field(5, gt=0, description="Log loss and speed every N steps.")
     save_strategy: Literal["no", "epoch", "steps"] = Field(
         "no", description="Write trainer checkpoints under stages/NAME/checkpoints."
     )
-    save_steps: int = Field(500, gt=0)
+    save_steps: int = Field(500, gt=0, description="With save_strategy = 'steps': every N.")
     bf16: bool | None = Field(
         None, description="bfloat16 mixed precision; default: on where the hardware computes "
         "bf16 natively (recent GPUs; CPUs with AVX512-BF16 or AMX)."
     )
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass: less memory, slower."
+    )
     frozen_bf16: bool = Field(
         True, description="With an adapter and bf16: hold the frozen base weights in bf16 "
         "while training (less memory, faster); the exact originals are put back afterwards."

@@ -123,7 +123,9 @@ class KTO(Method):
     class Config(PreferenceOptions):
         """KTO options: the preference options plus the loss and the class weights."""
 
-        loss_type: Literal["kto", "apo_zero_unpaired"] = "kto"
+        loss_type: Literal["kto", "apo_zero_unpaired"] = Field(
+            "kto", description="The unpaired loss (TRL's names)."
+        )
         desirable_weight: float = Field(
             1.0, gt=0, description="Weight of desirable answers' losses (balance the classes)."
         )
