@@ -102,7 +102,9 @@ def record_text(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, dict):
-        return "\n".join(record_text(v) for v in value.values() if not isinstance(v, bool))
+        # Role names ("user", "assistant") are structure, not text.
+        return "\n".join(record_text(v) for k, v in value.items()
+                         if k != "role" and not isinstance(v, bool))
     if isinstance(value, list):
         return "\n".join(record_text(v) for v in value)
     return ""
