@@ -164,8 +164,11 @@ def test_a_named_inline_or_file_template(tokenizer_folder, tmp_path):
 def test_bad_templates_are_refused_clearly(tokenizer_folder):
     from pydantic import ValidationError
 
-    with pytest.raises(UserError, match=r"'chatlm' is not a known template \(chatml\)"):
+    with pytest.raises(ValidationError, match=r"'chatlm' is not a known template \(did you "
+                                              r"mean 'chatml'\?\), inline Jinja, or an existing"):
         provider_tokenizer(tokenizer_folder, "chatlm")
+    with pytest.raises(ValidationError, match=r"'templates/missing.jinja' is not a known"):
+        provider_tokenizer(tokenizer_folder, "templates/missing.jinja")
     with pytest.raises(UserError, match="cannot render a conversation"):
         provider_tokenizer(tokenizer_folder, "{% for m in messages %}{{ m.content }")
     with pytest.raises(ValidationError, match="chat_template is empty"):

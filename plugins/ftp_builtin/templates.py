@@ -8,6 +8,7 @@ tokenizer (``chat_template.jinja``), every later inference.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +33,22 @@ def is_inline(value: str) -> bool:
 
 
 def check_option(value: str) -> str:
-    """Validate ``chat_template`` without reading files: a name, inline Jinja, or a path.
+    """Validate ``chat_template`` when the pipeline is checked: a name, inline Jinja, or a file.
+
+    A file path is resolved against the current directory, as ``ftp run`` will.
 
     Raises:
-        ValueError: for an empty value.
+        ValueError: for an empty value, or one that is none of the three.
 
     """
     if not value.strip():
         raise ValueError("chat_template is empty; leave it out to use the tokenizer's own")
-    return value
+    if value in NAMED or is_inline(value) or Path(value).expanduser().is_file():
+        return value
+    close = difflib.get_close_matches(value, list(NAMED), n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ValueError(f"{value!r} is not a known template{hint}, inline Jinja, or an existing "
+                     f"file; known templates: {', '.join(NAMED)}")
 
 
 def resolve(value: str) -> tuple[str, tuple[str, ...]]:
