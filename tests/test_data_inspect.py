@@ -79,7 +79,7 @@ def pipeline(tmp_path, tiny_model):
 def report(pipeline):
     result = CliRunner().invoke(cli, ["data", "inspect", str(pipeline)])
     assert result.exit_code == 0, result.output
-    folder = pipeline.parent / "run" / "data-inspect"  # the pipeline's run folder by default
+    folder = pipeline.parent / "run.data-inspect"  # beside the pipeline's run folder
     data = json.loads((folder / "report.json").read_text())
     return result.output, folder, {d["dataset"]: d for d in data["datasets"]}
 

@@ -87,8 +87,8 @@ def preview(state: _State, pipeline: Path, name: str | None, count: int, as_json
 @click.option("--data", "name", default=None, metavar="NAME",
               help="One dataset (default: every dataset in the pipeline).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
-              help="Where to write the report (default: the pipeline's run folder, "
-              "runs/NAME/data-inspect).")
+              help="Where to write the report (default: beside the pipeline's run folder, "
+              "runs/NAME.data-inspect).")
 @_SET
 @click.option("--debug", is_flag=True, help="Show tracebacks and library warnings.")
 @click.pass_obj
@@ -109,7 +109,10 @@ def inspect(state: _State, pipeline: Path, name: str | None, out_dir: Path | Non
     try:
         p = _load(state, pipeline, overrides)
         chosen = targets(p, name, everything=True)
-        where = out_dir or default_run_dir(p, None) / "data-inspect"
+        # Beside the run folder, not in it: `ftp run` refuses a non-empty run folder, and
+        # --overwrite would delete the report.
+        run_dir = default_run_dir(p, None)
+        where = out_dir or run_dir.with_name(run_dir.name + ".data-inspect")
         tokenizer = load_tokenizer(p)
         result = run_inspect(p, chosen, tokenizer, where)
     except FtpError as exc:
