@@ -468,3 +468,35 @@ def test_strict_plugins_makes_a_raising_lifecycle_hook_fail_the_run(project, sit
                   site=site, **only)
     assert "warning: plugin 'early' failed in ftp_pipeline_start" in relaxed.stderr
     assert "some-model" in relaxed.stderr
+
+
+def test_two_distributions_claiming_one_plugin_name_are_both_named(tmp_path):
+    site = tmp_path / "site"
+    for dist in ("ftp-one", "ftp-two"):
+        src = tmp_path / dist
+        pkg = src / dist.replace("-", "_")
+        pkg.mkdir(parents=True)
+        (pkg / "__init__.py").write_text("")
+        (src / "pyproject.toml").write_text(textwrap.dedent(f"""
+            [build-system]
+            requires = ["hatchling"]
+            build-backend = "hatchling.build"
+
+            [project]
+            name = "{dist}"
+            version = "1.0"
+
+            [project.entry-points."ftp.plugins"]
+            same = "{dist.replace("-", "_")}"
+            """))
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                        "--no-build-isolation", "--target", str(site), str(src)],
+                       check=True, capture_output=True, timeout=300)
+    infos = listed(cwd=tmp_path, site=site)
+    [kept] = [i for i in infos.values() if i["name"] == "same"]
+    [refused] = [i for i in infos.values() if i["name"].startswith("same (")]
+    assert kept["status"] == "ok" and refused["status"] == "error"
+    assert {kept["distribution"], refused["distribution"]} == {"ftp-one", "ftp-two"}
+    assert refused["name"] == f"same ({refused['distribution']})"
+    assert refused["error"] == (f"plugin name 'same' is already used by distribution "
+                                f"'{kept['distribution']}'; uninstall one of them")

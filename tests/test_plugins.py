@@ -314,3 +314,23 @@ def test_cli_command_from_a_plugin_given_with_p(project: Path) -> None:
     # Blocking the plugin removes its command too.
     blocked = ftp("-p", "cliplugin.py", "-p", "no:cliplugin", "hello", cwd=project)
     assert blocked.returncode == 2
+
+
+CLI_RAISES = '''
+from ftp import hookimpl
+
+
+@hookimpl
+def ftp_cli_commands():
+    raise RuntimeError("no commands today")
+'''
+
+
+def test_a_raising_command_hook_does_not_take_the_others_commands(project: Path) -> None:
+    (project / "cliplugin.py").write_text(CLI_PLUGIN, encoding="utf-8")
+    (project / "clibroken.py").write_text(CLI_RAISES, encoding="utf-8")
+    result = ftp("-p", "clibroken.py", "-p", "cliplugin.py", "hello", cwd=project)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "hello from a plugin command"
+    assert ("warning: plugin 'clibroken' failed in ftp_cli_commands: RuntimeError: no commands "
+            "today") in result.stderr
