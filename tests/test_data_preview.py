@@ -143,3 +143,40 @@ def test_dpo_preview_shows_the_tokens_trl_trains_on(tiny_model, tmp_path):
         assert seq.input_ids == row["prompt_ids"] + answer
         assert [t for t in seq.labels if t != -100] == answer
     assert [s.name for s in example.sequences] == ["chosen", "rejected"]
+
+
+def test_a_method_without_tokenize_examples(tmp_path, tiny_model):
+    """Third-party methods need not implement it: preview says so, inspect counts plain tokens."""
+    (tmp_path / "plain.py").write_text(
+        "from ftp import Method, Shape, hookimpl\n\n\n"
+        "class Plain(Method):\n"
+        '    """Trains somehow."""\n\n'
+        '    name = "plain"\n'
+        "    accepts = frozenset({Shape.CONVERSATIONAL})\n\n\n"
+        "@hookimpl\n"
+        "def ftp_methods():\n"
+        "    return [Plain]\n")
+    (tmp_path / "chat.json").write_text(json.dumps([{"messages": OTHER}] * 2))
+    p = write_pipeline(tmp_path / "p.toml", f"""
+        [pipeline]
+        name = "plain"
+        plugins = ["plain.py"]
+        [model]
+        path = "{tiny_model}"
+        [data.chat]
+        loader = "json"
+        path = "chat.json"
+        format = "messages"
+        [[stages]]
+        method = "plain"
+        data = "chat"
+        """)
+    result = preview(p)
+    assert result.exit_code == 2
+    assert "method 'plain' (plugin 'plain') cannot show how it tokenizes" in result.output
+    result = CliRunner().invoke(cli, ["data", "inspect", str(p), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    tokens = report["datasets"][0]["tokens"]
+    assert tokens["how"] == "plain text, no chat template" and tokens["truncated"] is None
+    assert report["datasets"][0]["duplicates"]["exact_rows"] == 1
