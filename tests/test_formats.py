@@ -255,7 +255,7 @@ def test_messages_other_bad_rows(fmt):
         f.convert({"messages": []})
     with pytest.raises(ValueError, match="message 0 needs 'role' and 'content'"):
         f.convert({"messages": [{"role": "user"}]})
-    with pytest.raises(ValueError, match="message 1 'content': content should be text"):
+    with pytest.raises(ValueError, match="message 1 'content' should be text, got NoneType"):
         f.convert({"messages": [{"role": "user", "content": "hi"},
                                 {"role": "assistant", "content": None}]})
     with pytest.raises(ValueError, match="system message may only come first"):

@@ -195,7 +195,7 @@ def _content(value: Any, where: str) -> str:
                                        and isinstance(p.get("text"), str) for p in value):
         return "".join(p["text"] for p in value)
     if not isinstance(value, str):  # str(None) would train on "None"
-        raise ValueError(f"{where}: content should be text, got {type(value).__name__}")
+        raise ValueError(f"{where} should be text, got {type(value).__name__}")
     return value
 
 
