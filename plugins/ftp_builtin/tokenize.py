@@ -197,9 +197,10 @@ def require_chat_template(tokenizer: Any) -> None:
 
 
 def check_bos(tokenizer: Any, ids: list[int]) -> None:
-    """Refuse ids that start with BOS twice (a template rendering it after the tokenizer did).
+    """Refuse ids that start with BOS twice.
 
-    Not repaired: the saved template would double it again at inference.
+    A template can render ``{{ bos_token }}`` at the start and again before the first user
+    turn (Llama-2 style). Not repaired: the saved template would double it at inference too.
     """
     bos = tokenizer.bos_token_id
     if bos is not None and len(ids) >= 2 and ids[0] == ids[1] == bos:
