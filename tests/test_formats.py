@@ -227,17 +227,14 @@ def test_messages_role_mapping(fmt):
 
 def test_messages_empty_content_and_bad_calls_name_the_message(fmt):
     f = fmt("messages")
-    with pytest.raises(ValueError, match=r"message 0 \(user\): empty content"):
+    with pytest.raises(ValueError, match=r"message 0 \(user\): empty 'content'"):
         f.convert({"messages": [{"role": "user", "content": " "},
                                 {"role": "assistant", "content": "yo"}]})
-    with pytest.raises(ValueError, match=r"message 1 \(assistant\): empty content"):
-        f.convert({"messages": [{"role": "user", "content": "hi"},
-                                {"role": "assistant", "content": ""},
-                                {"role": "user", "content": "hi?"},
-                                {"role": "assistant", "content": "yo"}]})
-    with pytest.raises(ValueError, match="the last assistant message is empty"):
-        f.convert({"messages": [{"role": "user", "content": "hi"},
-                                {"role": "assistant", "content": ""}]})
+    # Indices are the row's own, even when a system prompt is put first.
+    with pytest.raises(ValueError, match=r"message 1 \(assistant\): empty 'content'"):
+        fmt("messages", system_prompt="Be brief.").convert({"messages": [
+            {"role": "user", "content": "hi"}, {"role": "assistant", "content": ""},
+            {"role": "user", "content": "hi?"}, {"role": "assistant", "content": "yo"}]})
     with pytest.raises(ValueError, match=r"message 1 call 0: the arguments of 'f' are not "
                                          "valid JSON"):
         f.convert({"messages": [{"role": "user", "content": "hi"}, {
@@ -381,6 +378,9 @@ def test_sharegpt_must_end_with_an_assistant_turn(fmt):
 
 def test_sharegpt_bad_turns(fmt):
     f = fmt("sharegpt")
+    with pytest.raises(ValueError, match=r"turn 1 \(gpt\): empty 'value'"):
+        f.convert({"system": "Be brief.", "conversations": [
+            {"from": "human", "value": "hi"}, {"from": "gpt", "value": " "}]})
     with pytest.raises(ValueError, match="'conversations' should be a list of turns"):
         f.convert({"conversation": []})
     with pytest.raises(ValueError, match="turn 0 needs 'from' and 'value'"):

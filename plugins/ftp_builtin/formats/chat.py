@@ -251,6 +251,9 @@ class Messages(Format):
                 raise ValueError(f"{where} needs {c.role_key!r} and {c.content_key!r}")
             message: Message = {"role": role,
                                 "content": _content(content, f"{where} {c.content_key!r}")}
+            if not message["content"].strip() and not calls:
+                # Named here, by the row's own index, before a system prompt shifts them.
+                raise ValueError(f"{where} ({m[c.role_key]}): empty {c.content_key!r}")
             if calls:
                 message["tool_calls"] = [normalize_call(x, f"{where} call {j}")
                                          for j, x in enumerate(calls)]
@@ -323,6 +326,8 @@ class ShareGPT(Format):
             if not isinstance(value, str):  # str(None) would train on "None"
                 raise ValueError(f"turn {i}: {c.content_key!r} should be text, got "
                                  f"{type(value).__name__}")
+            if not value.strip():
+                raise ValueError(f"turn {i} ({turn[c.role_key]}): empty {c.content_key!r}")
             if kind == "function_call":
                 messages.append({"role": "assistant", "content": "",
                                  "tool_calls": _calls(value, f"turn {i} (function_call)")})
