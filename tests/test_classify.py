@@ -82,6 +82,9 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+OUTPUTS: dict[Path, str] = {}  # each run's terminal output, by run directory
+
+
 def run(pipeline: Path, out: Path) -> Path:
     env = dict(os.environ)
     try:
@@ -90,6 +93,7 @@ def run(pipeline: Path, out: Path) -> Path:
         os.environ.clear()
         os.environ.update(env)
     assert result.exit_code == 0, result.output
+    OUTPUTS[out] = result.output
     return out
 
 
@@ -387,6 +391,9 @@ def test_decoder_run_saves_a_classifier_that_keeps_its_label_names(decoder_run):
 
 
 def test_decoder_run_evaluates_before_and_after(decoder_run):
+    # The evaluation-only dataset is not announced as training rows.
+    assert "4 rows, for evaluation only, labelled_text" in OUTPUTS[decoder_run]
+    assert "12 train / 0 held-out rows, labelled_text" in OUTPUTS[decoder_run]
     stages = results(decoder_run)["stages"]
     for stage in ("base", "classify"):
         result = stages[stage]["classification"]

@@ -181,8 +181,11 @@ class Runner:
             for warning in self.data[name].warnings:
                 self.console.print(f"  [yellow]warning:[/] {warning}", highlight=False)
             d = self.data[name]
-            self.console.print(f"  {len(d.train)} train / {len(d.eval)} held-out rows, "
-                               f"{d.shape}", highlight=False)
+            trained = name in {n for s in p.stages for n in s.datasets}
+            # A dataset only evaluators read has no training rows to speak of.
+            counts = (f"{len(d.train)} train / {len(d.eval)} held-out rows" if trained or d.eval
+                      else f"{len(d.train)} rows, for evaluation only")
+            self.console.print(f"  {counts}, {d.shape}", highlight=False)
             self.plugins.call("ftp_dataset_ready", name=name, train=d.train, eval=d.eval or None)
         for stage in p.stages:
             if stage.data in self.data:
