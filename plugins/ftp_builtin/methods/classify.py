@@ -15,15 +15,13 @@ from typing import Any
 
 from pydantic import Field
 
-from ftp import Method, RunError, Shape, TrainContext, UserError, hookimpl
+from ftp import Method, Shape, TrainContext, UserError, hookimpl
 from ftp.components import IGNORE_INDEX, TokenizedExample, TokenSequence
 from ftp_builtin.formats.labelled import LABEL_NAMES, label_name, label_order
 from ftp_builtin.methods.common import (
     TrainingOptions,
-    frozen_weights_in_bf16,
-    quiet_trainer,
+    run_trainer,
     training_arguments,
-    use_all_cores,
 )
 from ftp_builtin.methods.tokenized import cached_rows, plugin_identity
 
@@ -151,20 +149,8 @@ class Classify(Method):
             data_collator=DataCollatorWithPadding(ctx.tokenizer),
             callbacks=ctx.callbacks,
         )
-        quiet_trainer(trainer)
-        use_all_cores()
         lean = cfg.frozen_bf16 and bool(args.bf16) and ctx.adapter is not None
-        try:
-            with frozen_weights_in_bf16(model, lean):
-                trainer.train()
-        except RuntimeError as exc:
-            if "out of memory" in str(exc).lower():
-                raise RunError("out of memory: lower batch_size or max_length, or use an "
-                               "adapter") from exc
-            raise
-        # Under mixed precision accelerate leaves forward() wrapped in autocast; without the
-        # wrapper the model evaluates after training as it did before, and as it loads.
-        return trainer.accelerator.unwrap_model(trainer.model, keep_fp32_wrapper=False)
+        return run_trainer(trainer, model, lean, "batch_size or max_length")
 
     def tokenize_examples(self, tokenizer: Any, records: list[dict[str, Any]]
                           ) -> list[TokenizedExample]:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from ftp import StrictConfig, TrainContext
+from ftp import RunError, StrictConfig, TrainContext
 
 
 class TrainingOptions(StrictConfig):
@@ -205,3 +205,31 @@ def frozen_weights_in_bf16(model: Any, enabled: bool) -> Iterator[None]:
             originals = load_file(spill, device=str(next(iter(frozen.values())).device))
             for name, p in frozen.items():
                 p.data = originals[name]
+
+
+@contextlib.contextmanager
+def explain_out_of_memory(lower: str) -> Iterator[None]:
+    """Turn an out-of-memory error into a `RunError` saying what to ``lower``."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if "out of memory" in str(exc).lower():
+            raise RunError(f"out of memory: lower {lower}, or use an adapter") from exc
+        raise
+
+
+def run_trainer(trainer: Any, model: Any, frozen_bf16: bool, lower: str) -> Any:
+    """Train the way every built-in method does; return the trained model.
+
+    Args:
+        trainer: A transformers (or TRL) trainer, ready to train.
+        model: The model it trains (for ``frozen_bf16``).
+        frozen_bf16: Hold frozen weights in bf16 while training (`frozen_weights_in_bf16`).
+        lower: The options an out-of-memory error should suggest lowering.
+
+    """
+    quiet_trainer(trainer)
+    use_all_cores()
+    with explain_out_of_memory(lower), frozen_weights_in_bf16(model, frozen_bf16):
+        trainer.train()
+    return trained_model(trainer)

@@ -23,17 +23,14 @@ from typing import Any
 
 from pydantic import Field
 
-from ftp import Method, RunError, Shape, TrainContext, UserError, hookimpl
+from ftp import Method, Shape, TrainContext, UserError, hookimpl
 from ftp.components import TokenizedExample, TokenSequence
 from ftp_builtin import blocks as blocks_module
 from ftp_builtin.blocks import check_block_size, document_ids, pack_ids
 from ftp_builtin.methods.common import (
     TrainingOptions,
-    frozen_weights_in_bf16,
-    quiet_trainer,
-    trained_model,
+    run_trainer,
     training_arguments,
-    use_all_cores,
 )
 from ftp_builtin.methods.tokenized import cached_rows, plugin_identity
 
@@ -83,18 +80,8 @@ class CPT(Method):
             processing_class=ctx.tokenizer,
             callbacks=ctx.callbacks,
         )
-        quiet_trainer(trainer)
-        use_all_cores()
         lean = cfg.frozen_bf16 and bool(args.bf16) and ctx.adapter is not None
-        try:
-            with frozen_weights_in_bf16(ctx.model, lean):
-                trainer.train()
-        except RuntimeError as exc:
-            if "out of memory" in str(exc).lower():
-                raise RunError("out of memory: lower batch_size or block_size, or use an "
-                               "adapter") from exc
-            raise
-        return trained_model(trainer)
+        return run_trainer(trainer, ctx.model, lean, "batch_size or block_size")
 
     def tokenize_examples(self, tokenizer: Any, records: list[dict[str, Any]]
                           ) -> list[TokenizedExample]:

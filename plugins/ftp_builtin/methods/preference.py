@@ -31,10 +31,11 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from ftp import Method, RunError, Shape, TrainContext, UserError, hookimpl
+from ftp import Method, Shape, TrainContext, UserError, hookimpl
 from ftp.components import TokenizedExample
 from ftp_builtin.methods.common import (
     TrainingOptions,
+    explain_out_of_memory,
     frozen_weights_in_bf16,
     native_bf16,
     quiet_trainer,
@@ -168,19 +169,14 @@ def _train(method: DPO | KTO, ctx: TrainContext, answers: tuple[str, ...]) -> An
     cfg = method.config
     use_all_cores()
     lean = cfg.frozen_bf16 and _uses_bf16(cfg, ctx) and ctx.adapter is not None
-    try:
-        # The trainer is built inside: precomputed reference log-probabilities then come from
-        # the same (bf16) frozen weights as the policy's.
-        with frozen_weights_in_bf16(ctx.model, lean), _quiet_progress():
-            trainer = method.trainer(ctx)
-            _log_tokenized(ctx, trainer.train_dataset, answers, cfg.max_length)
-            quiet_trainer(trainer)
-            trainer.train()
-    except RuntimeError as exc:
-        if "out of memory" in str(exc).lower():
-            raise RunError("out of memory: lower batch_size or max_length, or use an "
-                           "adapter") from exc
-        raise
+    # The trainer is built inside: precomputed reference log-probabilities then come from
+    # the same (bf16) frozen weights as the policy's.
+    with (explain_out_of_memory("batch_size or max_length"),
+          frozen_weights_in_bf16(ctx.model, lean), _quiet_progress()):
+        trainer = method.trainer(ctx)
+        _log_tokenized(ctx, trainer.train_dataset, answers, cfg.max_length)
+        quiet_trainer(trainer)
+        trainer.train()
     return trained_model(trainer)
 
 

@@ -15,17 +15,14 @@ from typing import Any
 
 from pydantic import Field
 
-from ftp import Method, RunError, Shape, TrainContext, UserError, hookimpl
+from ftp import Method, Shape, TrainContext, UserError, hookimpl
 from ftp.components import IGNORE_INDEX, TokenizedExample, TokenSequence
 from ftp_builtin import tokenize as tokenize_module
 from ftp_builtin.methods.common import (
     TrainingOptions,
-    frozen_weights_in_bf16,
     loss_on_labelled_positions,
-    quiet_trainer,
-    trained_model,
+    run_trainer,
     training_arguments,
-    use_all_cores,
 )
 from ftp_builtin.methods.tokenized import cached_rows, plugin_identity
 from ftp_builtin.tokenize import Tokenized, require_chat_template, tokenize_records
@@ -110,18 +107,8 @@ class SFT(Method):
         # The loss above is already divided by the labelled tokens of the whole accumulated
         # batch; tell Trainer not to divide by the accumulation steps again.
         trainer.model_accepts_loss_kwargs = True
-        quiet_trainer(trainer)
-        use_all_cores()
         lean = cfg.frozen_bf16 and bool(args.bf16) and ctx.adapter is not None
-        try:
-            with frozen_weights_in_bf16(ctx.model, lean):
-                trainer.train()
-        except RuntimeError as exc:
-            if "out of memory" in str(exc).lower():
-                raise RunError("out of memory: lower batch_size or max_length, or use an "
-                               "adapter") from exc
-            raise
-        return trained_model(trainer)
+        return run_trainer(trainer, ctx.model, lean, "batch_size or max_length")
 
     @staticmethod
     def _warn(ctx: TrainContext, split: str, tokenized: Tokenized) -> None:
