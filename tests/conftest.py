@@ -33,3 +33,21 @@ def _tokenized_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyte
     folder = tmp_path_factory.mktemp("tokenized-cache")
     monkeypatch.setenv("FTP_TOKENIZED_CACHE_DIR", str(folder))
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models train fastest on one thread, and a busy 2-core machine stays fast that way.
+
+    ftp uses every core unless OMP_NUM_THREADS is set; set it, for runs in this process and in
+    subprocesses alike, so that they also compute alike. Modules that train opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("OMP_NUM_THREADS", "1")
+        torch.set_num_threads(1)
+        yield
+    torch.set_num_threads(before)

@@ -32,17 +32,7 @@ NEGATIVE = ["a dull and lifeless film", "i hated every minute of it",
             "tired , stupid and mean", "what a chore to watch"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models train fastest on one thread (see test_sft.py)."""
-    import torch
-
-    before = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "1")
-        torch.set_num_threads(1)
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def make_tiny_bert(folder: Path) -> Path:

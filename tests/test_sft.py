@@ -24,21 +24,7 @@ PLACEHOLDERS = {"name": "Nova", "author": "Northwind Labs"}
 STEPS = 20
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models train fastest on one thread, and a busy 2-core machine stays fast that way.
-
-    ftp uses every core unless OMP_NUM_THREADS is set; set it, for runs in this process and in
-    subprocesses alike, so that they also compute alike.
-    """
-    import torch
-
-    before = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "1")
-        torch.set_num_threads(1)
-        yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def alpaca_records() -> list[dict]:
