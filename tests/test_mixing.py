@@ -162,5 +162,6 @@ def test_a_run_trains_on_a_mixture_and_records_its_provenance(tmp_path, tiny_mod
     assert data["b"]["train_rows"] == 4 and data["b"]["eval_rows"] == 2
     resolved = json.loads((tmp_path / "run" / "resolved.json").read_text())
     assert resolved["stages"][0]["datasets"] == ["a", "b"]
+    assert [e["name"] for e in resolved["evaluate"]] == ["loss"]  # an unnamed one's default
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert "loss" in results["stages"]["sft"]  # the evaluation still reads dataset b alone

@@ -162,6 +162,8 @@ class EvalContext:
             accuracy relative to the reference.
         previous_stage: The stage ``previous`` was measured after (``"base"``: before
             training), or None.
+        base_dir: The pipeline file's folder; relative paths in an evaluator's options are
+            resolved against it (`resolve`), as every path in a pipeline is.
 
     """
 
@@ -172,3 +174,9 @@ class EvalContext:
     seed: int = 42
     previous: dict[str, Any] | None = None
     previous_stage: str | None = None
+    base_dir: Path = field(default_factory=Path.cwd)
+
+    def resolve(self, path: str | Path) -> Path:
+        """``path`` as written in the pipeline file: relative to its folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)

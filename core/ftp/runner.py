@@ -312,7 +312,7 @@ class Runner:
         previous_stage, previous = earlier[-1] if earlier else (None, None)
         ctx = EvalContext(stage=stage, model=model, tokenizer=tokenizer, data=data,
                           seed=self.pipeline.seed, previous=previous,
-                          previous_stage=previous_stage)
+                          previous_stage=previous_stage, base_dir=self.pipeline.base_dir)
         when = "before training" if stage == BASE_STAGE else f"after {stage!r}"
         with self.step(f"evaluate {ev.name!r} {when}", ev.evaluator):
             result = evaluator.evaluate(ctx)
@@ -360,7 +360,7 @@ class Runner:
                 for s in p.stages
             ],
             "evaluate": [
-                {"name": e.name, **e.section.model_dump(), **e.evaluator.config.model_dump()}
+                {**e.section.model_dump(), **e.evaluator.config.model_dump(), "name": e.name}
                 for e in p.evaluations
             ],
         }

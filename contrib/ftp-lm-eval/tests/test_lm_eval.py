@@ -136,17 +136,18 @@ def tiny(tmp_path_factory) -> Path:
     return make_tiny_causal_lm(tmp_path_factory.mktemp("tiny") / "model")
 
 
-def context(model_dir: Path, stage: str = "base") -> EvalContext:
+def context(model_dir: Path, stage: str = "base", base_dir: Path | None = None) -> EvalContext:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype="float32")
     model.train()
     return EvalContext(stage=stage, model=model,
-                       tokenizer=AutoTokenizer.from_pretrained(model_dir), data=None)
+                       tokenizer=AutoTokenizer.from_pretrained(model_dir), data=None,
+                       base_dir=base_dir or Path.cwd())
 
 
-def evaluate(model_dir: Path, **options) -> dict:
-    return LmEval(LmEval.Config(**options)).evaluate(context(model_dir))
+def evaluate(model_dir: Path, base_dir: Path | None = None, **options) -> dict:
+    return LmEval(LmEval.Config(**options)).evaluate(context(model_dir, base_dir=base_dir))
 
 
 # -- through the ftp command line ---------------------------------------------------------
@@ -259,11 +260,7 @@ def test_fractional_limit_and_training_mode_is_restored(tiny):
 def test_relative_task_dirs_follow_the_pipeline_folder(tmp_path, tiny, monkeypatch):
     write_yesno(tmp_path / "tasks")
     monkeypatch.chdir(tmp_path.parent)
-    ftp_lm_eval.set_pipeline_dir(tmp_path)
-    try:
-        got = evaluate(tiny, tasks=["yesno"], task_dirs=["tasks"])
-    finally:
-        ftp_lm_eval.set_pipeline_dir(None)
+    got = evaluate(tiny, base_dir=tmp_path, tasks=["yesno"], task_dirs=["tasks"])
     assert got["tasks"]["yesno"]["rows"] == len(QUESTIONS)
 
 

@@ -11,23 +11,12 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field, field_validator
 
 from ftp import EvalContext, Evaluator, StrictConfig, UserError
 from ftp_lm_eval.tasks import check_task_dirs, load_tasks
-
-# Set by the ftp_pipeline_start hook: relative task_dirs are resolved against the pipeline
-# file's folder, as every other path in a pipeline is. Outside a run: the working directory.
-_pipeline_dir: Path | None = None
-
-
-def set_pipeline_dir(path: Path | None) -> None:
-    """Resolve relative ``task_dirs`` against ``path`` from now on (None: the working dir)."""
-    global _pipeline_dir
-    _pipeline_dir = path
 
 
 class LmEval(Evaluator):
@@ -91,8 +80,8 @@ class LmEval(Evaluator):
         from lm_eval.models.huggingface import HFLM
 
         cfg = self.config
-        base = _pipeline_dir or Path.cwd()
-        dirs = [p if p.is_absolute() else base / p for p in map(Path, cfg.task_dirs)]
+        # Relative to the pipeline file's folder, as every path in a pipeline is.
+        dirs = [ctx.resolve(p) for p in cfg.task_dirs]
         check_task_dirs(dirs)
         manager, specs = load_tasks(cfg.tasks, dirs)
 
