@@ -22,9 +22,10 @@ ftp_mlflow = pytest.importorskip(
     "ftp_mlflow", reason="ftp-mlflow is not installed: pip install ./contrib/ftp-mlflow",
     exc_type=ModuleNotFoundError,
 )
+from mlflow import MlflowClient  # noqa: E402  (only once the plugin is known to be installed)
+
 from ftp_mlflow.names import config_params, numeric_metrics  # noqa: E402
 from ftp_mlflow.settings import read_settings, tracking_enabled  # noqa: E402
-from mlflow import MlflowClient  # noqa: E402  (only once the plugin is known to be installed)
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
