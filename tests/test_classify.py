@@ -6,19 +6,16 @@ tiny random BERT (an encoder, scored on its first token), built in-process.
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from click.testing import CliRunner
 
 from ftp import EvalContext, TrainContext, UserError
-from ftp.cli import cli
 from ftp.config import AdapterSection
-from ftp.testing import write_pipeline
+from ftp.testing import run_cli, write_pipeline
 from ftp_builtin.evaluators.classification import Classification as ClassificationEval
 from ftp_builtin.evaluators.classification import classification_metrics
 from ftp_builtin.formats.labelled import Classification
@@ -76,12 +73,7 @@ OUTPUTS: dict[Path, str] = {}  # each run's terminal output, by run directory
 
 
 def run(pipeline: Path, out: Path) -> Path:
-    env = dict(os.environ)
-    try:
-        result = CliRunner().invoke(cli, ["run", str(pipeline), "--output-dir", str(out)])
-    finally:  # `ftp run` quiets libraries through the environment; keep that to the run
-        os.environ.clear()
-        os.environ.update(env)
+    result = run_cli("run", str(pipeline), "--output-dir", str(out))
     assert result.exit_code == 0, result.output
     OUTPUTS[out] = result.output
     return out
@@ -413,7 +405,7 @@ def test_encoder_lora_run_with_a_fixed_label_list(tiny_bert, tmp_path):
 
 def test_a_row_outside_the_fixed_labels_fails_the_run_naming_it(tiny_bert, tmp_path):
     pipeline = classify_pipeline(tmp_path, tiny_bert, "", ', labels = ["positive", "meh"]')
-    result = CliRunner().invoke(cli, ["run", str(pipeline), "-o", str(tmp_path / "run")])
+    result = run_cli("run", str(pipeline), "-o", str(tmp_path / "run"))
     assert result.exit_code != 0
     assert "label 'negative' is not one of the labels: 'positive', 'meh'" in result.output
 

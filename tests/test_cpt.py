@@ -10,12 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from ftp import EvalContext, TrainContext, UserError
-from ftp.cli import cli
 from ftp.contexts import LoadContext
-from ftp.testing import make_tiny_tokenizer, write_pipeline
+from ftp.testing import make_tiny_tokenizer, run_cli, write_pipeline
 from ftp_builtin.blocks import pack
 from ftp_builtin.data import TextLoader
 from ftp_builtin.evaluators.perplexity import Perplexity
@@ -297,12 +295,7 @@ def make_pipeline(folder: Path, model: Path, adapter: str = "", data_extra: str 
 
 
 def run_in_process(pipeline: Path, out: Path) -> Path:
-    env = dict(os.environ)
-    try:
-        result = CliRunner().invoke(cli, ["run", str(pipeline), "--output-dir", str(out)])
-    finally:  # `ftp run` quiets libraries through the environment; keep that to the run
-        os.environ.clear()
-        os.environ.update(env)
+    result = run_cli("run", str(pipeline), "--output-dir", str(out))
     assert result.exit_code == 0, result.output
     return out
 

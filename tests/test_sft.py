@@ -9,12 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from ftp import TrainContext
-from ftp.cli import cli
 from ftp.data import fill_placeholders
-from ftp.testing import write_pipeline
+from ftp.testing import run_cli, write_pipeline
 from ftp_builtin.formats.chat import Alpaca
 from ftp_builtin.methods.sft import SFT
 from ftp_builtin.tokenize import IGNORE, tokenize_records
@@ -157,12 +155,7 @@ def make_pipeline(folder: Path, model: Path, stage_extra: str = "") -> Path:
 
 
 def run_in_process(pipeline: Path, out: Path) -> Path:
-    env = dict(os.environ)
-    try:
-        result = CliRunner().invoke(cli, ["run", str(pipeline), "--output-dir", str(out)])
-    finally:  # `ftp run` quiets libraries through the environment; keep that to the run
-        os.environ.clear()
-        os.environ.update(env)
+    result = run_cli("run", str(pipeline), "--output-dir", str(out))
     assert result.exit_code == 0, result.output
     return out
 

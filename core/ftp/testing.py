@@ -207,10 +207,18 @@ def run_cli(*args: str) -> Any:
     """Run the ``ftp`` command line in-process; return click's ``Result``.
 
     ``result.exit_code``, ``result.stdout`` and ``result.stderr`` hold what a user would see.
-    Plugins registered with `plugin` are loaded, as are installed ones.
+    Plugins registered with `plugin` are loaded, as are installed ones. ``ftp run`` quiets
+    libraries through environment variables; the caller's environment is put back afterwards.
     """
+    import os
+
     from click.testing import CliRunner
 
     from ftp.cli import cli
 
-    return CliRunner().invoke(cli, list(args), prog_name="ftp")
+    env = dict(os.environ)
+    try:
+        return CliRunner().invoke(cli, list(args), prog_name="ftp")
+    finally:
+        os.environ.clear()
+        os.environ.update(env)
