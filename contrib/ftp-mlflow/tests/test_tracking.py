@@ -177,6 +177,9 @@ def test_a_run_is_tracked_in_the_default_store_beside_the_pipeline(tmp_path, tin
     client = MlflowClient("sqlite:///" + db.as_posix())
     run = the_run(client, "tracked")
     assert run.info.status == "FINISHED"
+    # The terminal says where the run was tracked.
+    assert (f"mlflow: tracking experiment 'tracked', run {run.info.run_id}, in sqlite:///"
+            in result.output)
     assert run.info.run_name == "first"
     assert run.data.tags["ftp.run_dir"] == str(run_dir.resolve())
     assert run.data.tags["mlflow.note.content"] == "tracked by ftp-mlflow"

@@ -19,6 +19,7 @@ cheap to import: MLflow and transformers are imported when a run starts.
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -83,6 +84,9 @@ def ftp_pipeline_start(pipeline: Any, run_dir: Path) -> None:
     if tracker is None:
         return
     _state.tracker = tracker
+    # Say where the run goes: tracking that nobody can find is no use.
+    print(f"mlflow: tracking experiment {settings.experiment!r}, run {tracker.run_id}, "
+          f"in {settings.tracking_uri}", file=sys.stderr, flush=True)
     try:
         resolved = json.loads((Path(run_dir) / "resolved.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
