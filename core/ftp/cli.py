@@ -212,6 +212,8 @@ def plugins(state: _State, as_json: bool) -> None:
             click.echo(f"    {info.error}")
         for kind, name in info.components:
             click.echo(f"    {KIND_LABELS[kind]:<15} {name}")
+        if info.settings:
+            click.echo(f"    {'settings':<15} [plugins.{info.name}] {', '.join(info.settings)}")
 
 
 @cli.command()
@@ -293,7 +295,8 @@ def schema(state: _State) -> None:
     from ftp.schema import pipeline_schema
 
     try:
-        click.echo(json.dumps(pipeline_schema(state.plugins().registry), indent=2))
+        ps = state.plugins()
+        click.echo(json.dumps(pipeline_schema(ps.registry, ps.settings), indent=2))
     except FtpError as exc:
         _fail(exc, False)
 

@@ -1,8 +1,9 @@
 """The pipeline file: parsed, validated in two passes, cross-checked, every problem at once.
 
 Pass 1 checks the file's shape (``[pipeline]``, ``[model]``, ``[data.NAME]``, ``[[stages]]``,
-``[[evaluate]]``) against the models below. Pass 2 checks each section's remaining keys
-against the ``Config`` of the component it names. Cross-checks then follow the references
+``[[evaluate]]``, ``[plugins.NAME]``) against the models below. Pass 2 checks each section's
+remaining keys against the ``Config`` of the component it names, and each ``[plugins.NAME]``
+table against the settings that plugin declares. Cross-checks then follow the references
 between sections. Problems from all three are collected and raised together as a
 `ConfigError`, each with its TOML path.
 """
@@ -36,7 +37,11 @@ class _Open(BaseModel):
 
 
 class PipelineSection(_Shape):
-    """``[pipeline]``: the run's name, seed and where it writes."""
+    """``[pipeline]``: the run's name, seed and where it writes.
+
+    ``plugins`` lists local plugin modules to load; their settings, like any plugin's, go in
+    the top-level ``[plugins.NAME]`` tables instead.
+    """
 
     name: str = Field(pattern=NAME_PATTERN)
     seed: int = 42
@@ -129,6 +134,8 @@ class PipelineFile(_Shape):
     data: dict[str, DataSection] = Field(default_factory=dict)
     stages: list[StageSection] = Field(min_length=1)
     evaluate: list[EvaluateSection] = Field(default_factory=list)
+    # Plugin name → its settings table; checked in pass 2, against what the plugin declares.
+    plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 # --- Resolved pipeline -----------------------------------------------------------------------
@@ -204,6 +211,9 @@ class Pipeline:
     stages: list[Stage]
     evaluations: list[Evaluation]
     plugins: PluginSet = field(repr=False)
+    #: Plugin name → its validated settings (``[plugins.NAME]``, else the defaults), for every
+    #: loaded plugin that declares settings.
+    plugin_settings: dict[str, StrictConfig] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -422,7 +432,13 @@ def _pass1(raw: dict[str, Any], problems: list[Problem]) -> PipelineFile:
 
             hint = did_you_mean(key, PipelineFile.model_fields)
             problems.append(Problem(key, "unknown section" + hint))
-    pipeline, found = _validate(PipelineSection, raw.get("pipeline"), "pipeline")
+    raw_pipeline = raw.get("pipeline")
+    if isinstance(raw_pipeline, dict) and isinstance(raw_pipeline.get("plugins"), dict):
+        # [pipeline.plugins.NAME]: settings written where the list of modules to load goes.
+        problems.append(Problem("pipeline.plugins", "is the list of local plugin modules to "
+                                "load; plugin settings go in a top-level [plugins.NAME] table"))
+        raw_pipeline = {k: v for k, v in raw_pipeline.items() if k != "plugins"}
+    pipeline, found = _validate(PipelineSection, raw_pipeline, "pipeline")
     if "pipeline" not in raw:
         found = [Problem("pipeline", "required section is missing: add [pipeline] with a name")]
     problems.extend(found)
@@ -470,6 +486,8 @@ def _pass1(raw: dict[str, Any], problems: list[Problem]) -> PipelineFile:
         problems.extend(found)
         evaluate.append(parsed or _salvage(EvaluateSection, section, f"evaluate[{i}]", found))
 
+    settings = _plugin_tables(raw.get("plugins", {}), problems)
+
     if pipeline is None:
         # Keep checking the other sections against their components; the problems found in
         # [pipeline] are already recorded. Its plugins are still loaded if they can be read.
@@ -478,8 +496,62 @@ def _pass1(raw: dict[str, Any], problems: list[Problem]) -> PipelineFile:
         ok = isinstance(listed, list) and all(isinstance(x, str) for x in listed)
         pipeline = PipelineSection.model_construct(name="?", plugins=listed if ok else [])
     return PipelineFile.model_construct(
-        pipeline=pipeline, model=model, data=data, stages=stages, evaluate=evaluate
+        pipeline=pipeline, model=model, data=data, stages=stages, evaluate=evaluate,
+        plugins=settings,
     )
+
+
+def _plugin_tables(raw_plugins: Any, problems: list[Problem]) -> dict[str, dict[str, Any]]:
+    """The ``[plugins.NAME]`` tables that are tables; their keys are checked in pass 2."""
+    if not isinstance(raw_plugins, dict):
+        problems.append(Problem("plugins", "expected tables [plugins.NAME] of plugin settings "
+                                "(local plugin modules to load are listed in [pipeline] "
+                                "plugins)", raw_plugins, True))
+        return {}
+    tables = {}
+    for name, table in raw_plugins.items():
+        if isinstance(table, dict):
+            tables[name] = table
+        else:
+            problems.append(Problem(f"plugins.{name}", f"expected a table [plugins.{name}] of "
+                                    "the plugin's settings", table, True))
+    return tables
+
+
+def _settings_of(plugins: PluginSet, tables: dict[str, dict[str, Any]],
+                 problems: list[Problem]) -> dict[str, StrictConfig]:
+    """Validate each ``[plugins.NAME]`` table against the settings its plugin declares.
+
+    A plugin that declares settings but has no table gets its defaults.
+    """
+    from ftp._suggest import did_you_mean
+
+    declared = sorted(plugins.settings)
+    for name in tables:
+        if name in plugins.settings:
+            continue
+        where = f"plugins.{name}"
+        info = plugins.infos.get(name)
+        if info is not None and info.status == "blocked":
+            msg = f"plugin {name!r} is {info.error}, so its settings cannot be used; remove " \
+                  "the table or unblock the plugin"
+        elif info is not None and info.status == "error":
+            msg = f"plugin {name!r} failed ({info.error}): fix or reinstall it, then check " \
+                  "`ftp plugins`"
+        elif info is not None:
+            msg = f"plugin {name!r} declares no settings; remove the table"
+        else:
+            listed = ", ".join(declared) if declared else "none loaded"
+            msg = (f"no plugin named {name!r}{did_you_mean(name, declared)}; plugins that take "
+                   f"settings: {listed}")
+        problems.append(Problem(where, msg))
+    settings: dict[str, StrictConfig] = {}
+    for name in declared:
+        cfg, found = _validate(plugins.settings[name], tables.get(name, {}), f"plugins.{name}")
+        problems.extend(found)
+        if cfg is not None:
+            settings[name] = cfg
+    return settings
 
 
 def load_pipeline(
@@ -509,6 +581,8 @@ def load_pipeline(
             plugins.load_module(spec, base_dir=path.parent)
         except UserError as exc:
             problems.append(Problem("pipeline.plugins", str(exc)))
+    # After [pipeline] plugins: a local plugin module may declare settings too.
+    plugin_settings = _settings_of(plugins, file.plugins, problems)
 
     model = None
     if file.model is not None:
@@ -587,7 +661,8 @@ def load_pipeline(
 
     if problems or model is None:
         raise ConfigError(problems, str(path))
-    return Pipeline(path, raw, file, model, datasets, stages, evaluations, plugins)
+    return Pipeline(path, raw, file, model, datasets, stages, evaluations, plugins,
+                    plugin_settings)
 
 
 def data_label(data: str | list[str] | dict[str, float]) -> str:

@@ -68,6 +68,21 @@ def ftp_evaluators() -> list[type]:
     """
 
 
+# --- Registration: settings ------------------------------------------------------------------
+
+
+@hookspec
+def ftp_plugin_settings() -> type:
+    """Return an `ftp.StrictConfig` subclass: the plugin's settings (``[plugins.NAME]``).
+
+    NAME is the plugin's name as ``ftp plugins`` shows it. Every field needs a default: a
+    pipeline without the table gets the defaults. The validated settings reach lifecycle hooks
+    as ``pipeline.plugin_settings[NAME]``. Return None to declare none.
+
+    Called once per plugin as it is registered, at the start of every ``ftp`` command.
+    """
+
+
 # --- Registration: command line --------------------------------------------------------------
 
 

@@ -30,10 +30,13 @@ from typing import Any
 import pluggy
 
 from ftp import hookspecs
+from ftp.components import StrictConfig
 from ftp.errors import RunError, UserError
 from ftp.registry import HOOKS, Entry, Registry
 
 ENTRY_POINT_GROUP = "ftp.plugins"
+#: The registration hook through which a plugin declares its settings (``[plugins.NAME]``).
+SETTINGS_HOOK = "ftp_plugin_settings"
 DISABLE_ENV = "FTP_DISABLE_PLUGINS"
 EXTRA_ENV = "FTP_PLUGINS"
 ONLY_ENV = "FTP_ONLY_PLUGINS"
@@ -58,6 +61,7 @@ class PluginInfo:
         status: ``ok``, ``error`` (it failed and provides nothing) or ``blocked``.
         error: Why it failed (status ``error``) or why it is blocked (status ``blocked``).
         components: (kind, name) of each component it provides.
+        settings: The names of the settings it declares (``[plugins.NAME]``), if any.
 
     """
 
@@ -68,6 +72,7 @@ class PluginInfo:
     status: str = "ok"  # ok | error | blocked
     error: str = ""
     components: list[tuple[str, str]] = field(default_factory=list)
+    settings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -79,6 +84,7 @@ class PluginInfo:
             "status": self.status,
             "error": self.error,
             "components": [{"kind": k, "name": n} for k, n in self.components],
+            "settings": list(self.settings),
         }
 
 
@@ -92,6 +98,18 @@ class HookFailure:
 
     def __str__(self) -> str:
         return f"plugin {self.plugin!r} failed in {self.hook}: {self.error}"
+
+
+def _settings_problem(cls: Any) -> str:
+    """Why ``cls`` cannot be a plugin's settings class, or '' when it can."""
+    if not (isinstance(cls, type) and issubclass(cls, StrictConfig)):
+        return f"returned {cls!r}, not an ftp.StrictConfig subclass"
+    # A pipeline without the plugin's table gets the defaults, so every setting needs one.
+    required = [name for name, f in cls.model_fields.items() if f.is_required()]
+    if required:
+        return (f"returned {cls.__name__}, whose setting {required[0]!r} has no default; "
+                "give every setting a default")
+    return ""
 
 
 def _builtins_first(ep: Any) -> tuple[bool, str]:
@@ -138,6 +156,8 @@ class PluginSet:
         self.report = report
         self.infos: dict[str, PluginInfo] = {}
         self.registry = Registry()
+        #: Plugin name → the `StrictConfig` subclass of its settings (``ftp_plugin_settings``).
+        self.settings: dict[str, type[StrictConfig]] = {}
         #: Lifecycle hook failures seen so far (each was reported as a warning).
         self.hook_failures: list[HookFailure] = []
 
@@ -317,12 +337,35 @@ class PluginSet:
                     else:
                         added.append(entry)
                         info.components.append((kind, entry.name))
+        if info.status != "error":
+            self._register_settings(info)
         if info.status == "error":
             # Half a plugin is worse than none: take back what it did register.
             for entry in added:
                 self.registry.entries[entry.kind].pop(entry.name, None)
             info.components.clear()
+            info.settings.clear()
+            self.settings.pop(info.name, None)
             self.pm.unregister(name=info.name)
+
+    def _register_settings(self, info: PluginInfo) -> None:
+        """Record the settings class ``ftp_plugin_settings`` returns; a bad one fails the plugin."""
+        for impl in getattr(self.pm.hook, SETTINGS_HOOK).get_hookimpls():
+            if impl.plugin_name != info.name:
+                continue
+            try:
+                cls = self._invoke(info.name, SETTINGS_HOOK, impl.function)
+            except Exception as exc:
+                self._fail(info, f"{SETTINGS_HOOK}() failed: {_one_line(exc)}")
+                return
+            if cls is None:
+                return
+            problem = _settings_problem(cls)
+            if problem:
+                self._fail(info, f"{SETTINGS_HOOK}() {problem}")
+                return
+            self.settings[info.name] = cls
+            info.settings = list(cls.model_fields)
 
     # -- use ------------------------------------------------------------------------------
 

@@ -363,6 +363,8 @@ class Runner:
                 {**e.section.model_dump(), **e.evaluator.config.model_dump(), "name": e.name}
                 for e in p.evaluations
             ],
+            # Every loaded plugin's settings, defaults filled in ([plugins.NAME]).
+            "plugins": {n: cfg.model_dump(mode="json") for n, cfg in p.plugin_settings.items()},
         }
         self.run_dir.write_json("resolved.json", resolved)
         self.run_dir.write_json("environment.json", {

@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from ftp.components import StrictConfig
 from ftp.config import (
     AdapterSection,
     DataSection,
@@ -49,9 +50,19 @@ def _variants(
     return {"anyOf": variants} if variants else base
 
 
-def pipeline_schema(registry: Registry) -> dict[str, Any]:
-    """Return a JSON schema (draft 2020-12) for pipeline.toml with the installed components."""
+def pipeline_schema(
+    registry: Registry, settings: dict[str, type[StrictConfig]] | None = None
+) -> dict[str, Any]:
+    """Return a JSON schema (draft 2020-12) for pipeline.toml with the installed components.
+
+    Args:
+        registry: The installed components.
+        settings: Plugin name → its settings class, for the ``[plugins.NAME]`` tables.
+
+    """
     defs: dict[str, Any] = {}
+    plugins = {name: {**_schema(cls, defs), "type": "object"}
+               for name, cls in sorted((settings or {}).items())}
     model = _variants(ModelSection, "provider", registry.entries["model_provider"], defs)
     data = _variants(DataSection, "loader", registry.entries["data_loader"], defs)
     stages = _variants(StageSection, "method", registry.entries["method"], defs)
@@ -71,6 +82,8 @@ def pipeline_schema(registry: Registry) -> dict[str, Any]:
                      "description": f"Datasets by name. Formats: {', '.join(formats)}"},
             "stages": {"type": "array", "minItems": 1, "items": stages},
             "evaluate": {"type": "array", "items": evaluate},
+            "plugins": {"type": "object", "properties": plugins, "additionalProperties": False,
+                        "description": "Settings of plugins, by plugin name ([plugins.NAME])"},
         },
         "$defs": defs,
     }
