@@ -25,7 +25,7 @@ ftp_mlflow = pytest.importorskip(
 from mlflow import MlflowClient  # noqa: E402  (only once the plugin is known to be installed)
 
 from ftp_mlflow.names import config_params, numeric_metrics  # noqa: E402
-from ftp_mlflow.settings import read_settings, tracking_enabled  # noqa: E402
+from ftp_mlflow.settings import MlflowSettings, read_settings, tracking_enabled  # noqa: E402
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 
@@ -94,8 +94,11 @@ def store(tmp_path_factory) -> str:
 
 
 def project(tmp_path: Path, model: Path, name: str, *, steps: int = 3, evaluate: str = "",
-            extra_plugins: tuple[str, ...] = ()) -> Path:
-    """A pipeline file with its data in ``tmp_path/project``; return the file."""
+            extra_plugins: tuple[str, ...] = (), table: str = "") -> Path:
+    """A pipeline file with its data in ``tmp_path/project``; return the file.
+
+    ``table`` is the body of a ``[plugins.mlflow]`` table, added when given.
+    """
     folder = tmp_path / "project"
     folder.mkdir()
     (folder / "qa.json").write_text(json.dumps(ROWS), encoding="utf-8")
@@ -127,7 +130,7 @@ def project(tmp_path: Path, model: Path, name: str, *, steps: int = 3, evaluate:
         logging_steps = 1
         learning_rate = 0.001
         {evaluate}
-    """)
+    """ + (f"\n[plugins.mlflow]\n{table}" if table else ""))
 
 
 def ftp_run(pipeline: Path, run_dir: Path, *extra: str):
@@ -252,6 +255,45 @@ def test_options_choose_the_store_experiment_run_name_and_model_upload(tmp_path,
     assert any(p.endswith(".safetensors") for p in model_files)
 
 
+def test_the_plugins_table_alone_turns_tracking_on_and_sets_the_options(tmp_path, tiny_model,
+                                                                        store):
+    pipeline = project(tmp_path, tiny_model, "tabled", steps=1, table=f"""
+enabled = true
+tracking_uri = "{store}"
+experiment = "from the table"
+run_name = "table-run"
+log_model = true
+""")
+
+    result = ftp_run(pipeline, tmp_path / "run")
+
+    assert result.exit_code == 0, result.output
+    assert not (pipeline.parent / "mlruns").exists()
+    client = MlflowClient(store)
+    assert client.get_experiment_by_name("tabled") is None
+    run = the_run(client, "from the table")
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "table-run"
+    assert "model" in artifact_paths(client, run.info.run_id)
+    resolved = json.loads((tmp_path / "run" / "resolved.json").read_text())
+    assert resolved["plugins"]["mlflow"]["experiment"] == "from the table"
+
+
+def test_a_bad_setting_in_the_table_is_one_validation_line(tmp_path, tiny_model):
+    pipeline = project(tmp_path, tiny_model, "bad-setting", table='log_model = "sure"\n')
+
+    result = CliRunner().invoke(cli, ["validate", str(pipeline)])
+
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    header, *problems = result.stderr.strip().splitlines()
+    assert header.endswith("1 problem in the pipeline")
+    assert len(problems) == 1
+    assert problems[0].startswith("  - plugins.mlflow.log_model: Input should be a valid boolean")
+    assert problems[0].endswith("(got 'sure')")
+    assert not (pipeline.parent / "mlruns").exists()
+
+
 def test_without_opting_in_nothing_is_tracked(tmp_path, tiny_model):
     pipeline = project(tmp_path, tiny_model, "untracked", steps=1)
 
@@ -326,6 +368,26 @@ def test_tracking_is_on_with_ftp_mlflow_or_a_tracking_uri_and_off_with_ftp_mlflo
     assert not tracking_enabled({"MLFLOW_TRACKING_URI": "http://h:5000", "FTP_MLFLOW": "off"})
     with pytest.raises(UserError, match="FTP_MLFLOW='sure'"):
         tracking_enabled({"FTP_MLFLOW": "sure"})
+
+
+def test_environment_variables_win_over_the_table_which_wins_over_defaults(tmp_path):
+    table = MlflowSettings(tracking_uri="http://table:5000", experiment="table-exp",
+                           run_name="table-run", log_model=True)
+    from_table = read_settings("p", tmp_path, tmp_path / "run", env={}, table=table)
+    assert (from_table.tracking_uri, from_table.experiment, from_table.run_name,
+            from_table.log_model) == ("http://table:5000", "table-exp", "table-run", True)
+    env = {"MLFLOW_TRACKING_URI": "http://env:5000", "MLFLOW_EXPERIMENT_NAME": "env-exp",
+           "FTP_MLFLOW_RUN_NAME": "env-run", "FTP_MLFLOW_LOG_MODEL": "0"}
+    from_env = read_settings("p", tmp_path, tmp_path / "run", env=env, table=table)
+    assert (from_env.tracking_uri, from_env.experiment, from_env.run_name,
+            from_env.log_model) == ("http://env:5000", "env-exp", "env-run", False)
+    # enabled: FTP_MLFLOW, then the table, then whether a tracking URI is given anywhere
+    assert tracking_enabled({}, MlflowSettings(enabled=True))
+    assert not tracking_enabled({"FTP_MLFLOW": "0"}, MlflowSettings(enabled=True))
+    assert tracking_enabled({"FTP_MLFLOW": "1"}, MlflowSettings(enabled=False))
+    assert not tracking_enabled({"MLFLOW_TRACKING_URI": "http://h:5000"},
+                                MlflowSettings(enabled=False))
+    assert tracking_enabled({}, MlflowSettings(tracking_uri="http://h:5000"))
 
 
 def test_a_wrong_log_model_value_names_the_variable(tmp_path):

@@ -11,8 +11,9 @@ One ftp run becomes one MLflow run, in the experiment named after the pipeline:
   other records of the run directory, and optionally the final model;
 - status FINISHED, or FAILED (KILLED when interrupted) with the failed step as a tag.
 
-Tracking is opt-in (``FTP_MLFLOW=1``, or MLflow's ``MLFLOW_TRACKING_URI``); the options are
-environment variables, see ``ftp_mlflow.settings`` and the README. The module is
+Tracking is opt-in (``[plugins.mlflow] enabled = true`` in the pipeline file, ``FTP_MLFLOW=1``,
+or a tracking URI); the options come from the ``[plugins.mlflow]`` table and environment
+variables, which win: see ``ftp_mlflow.settings`` and the README. The module is
 cheap to import: MLflow and transformers are imported when a run starts.
 """
 
@@ -35,6 +36,7 @@ __all__ = [
     "ftp_pipeline_error",
     "ftp_pipeline_finish",
     "ftp_pipeline_start",
+    "ftp_plugin_settings",
     "ftp_trainer_callbacks",
 ]
 
@@ -56,18 +58,30 @@ _state = _State()
 
 
 @hookimpl
+def ftp_plugin_settings() -> type:
+    """Declare the ``[plugins.mlflow]`` table: ftp validates it with the pipeline file."""
+    from ftp_mlflow.settings import MlflowSettings
+
+    return MlflowSettings
+
+
+@hookimpl
 def ftp_pipeline_start(pipeline: Any, run_dir: Path) -> None:
     """Start the MLflow run and log the resolved config as params."""
     from ftp_mlflow.names import config_params
-    from ftp_mlflow.settings import read_settings, tracking_enabled
+    from ftp_mlflow.settings import MlflowSettings, read_settings, tracking_enabled
     from ftp_mlflow.tracker import Tracker, warn
 
     _state.tracker = None
-    if not tracking_enabled():
+    # Found by type, not by name: the plugin is "mlflow" when installed, but a copy loaded
+    # with -p takes its file's name.
+    table = next((s for s in getattr(pipeline, "plugin_settings", {}).values()
+                  if isinstance(s, MlflowSettings)), None)
+    if not tracking_enabled(table=table):
         return
     # Options are checked first: a wrong value is the user's to fix, and it fails here, loudly,
     # before any training (unless ftp's hook fault handling lets the run go on untracked).
-    settings = read_settings(pipeline.name, Path(pipeline.base_dir), Path(run_dir))
+    settings = read_settings(pipeline.name, Path(pipeline.base_dir), Path(run_dir), table=table)
     _state.stage_steps = {BASE_STAGE: 0, **{s.name: i + 1 for i, s in enumerate(pipeline.stages)}}
     tags = {
         "mlflow.source.name": str(pipeline.source),
