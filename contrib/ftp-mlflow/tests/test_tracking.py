@@ -390,6 +390,18 @@ def test_environment_variables_win_over_the_table_which_wins_over_defaults(tmp_p
     assert tracking_enabled({}, MlflowSettings(tracking_uri="http://h:5000"))
 
 
+def test_a_relative_sqlite_path_in_the_table_is_relative_to_the_pipeline_file(tmp_path):
+    table = MlflowSettings(tracking_uri="sqlite:///store/runs.db")
+    s = read_settings("p", tmp_path, tmp_path / "run", env={}, table=table)
+    assert s.tracking_uri == "sqlite:///" + (tmp_path / "store" / "runs.db").as_posix()
+    absolute = MlflowSettings(tracking_uri="sqlite:////srv/mlflow.db")
+    assert read_settings("p", tmp_path, tmp_path, env={}, table=absolute).tracking_uri == (
+        "sqlite:////srv/mlflow.db")
+    # In the environment it is MLflow's own: relative to the working directory, untouched.
+    env = {"MLFLOW_TRACKING_URI": "sqlite:///store/runs.db"}
+    assert read_settings("p", tmp_path, tmp_path, env=env).tracking_uri == "sqlite:///store/runs.db"
+
+
 def test_a_wrong_log_model_value_names_the_variable(tmp_path):
     with pytest.raises(UserError, match="FTP_MLFLOW_LOG_MODEL='maybe'"):
         read_settings("p", tmp_path, tmp_path / "run", env={"FTP_MLFLOW_LOG_MODEL": "maybe"})

@@ -118,7 +118,11 @@ def read_settings(pipeline_name: str, pipeline_dir: Path, run_dir: Path,
     """
     env = os.environ if env is None else env
     table = table or MlflowSettings()
-    uri = env.get(TRACKING_URI, "").strip() or table.tracking_uri.strip()
+    uri = env.get(TRACKING_URI, "").strip()
+    if not uri:
+        # Written in the pipeline file, a relative path means relative to that file, as every
+        # path in a pipeline does (MLflow itself would read it from the working directory).
+        uri = _beside(table.tracking_uri.strip(), pipeline_dir)
     if not uri:
         db = (pipeline_dir / DEFAULT_STORE_DIR / DEFAULT_DB_NAME).resolve()
         uri = "sqlite:///" + db.as_posix()
@@ -134,6 +138,14 @@ def read_settings(pipeline_name: str, pipeline_dir: Path, run_dir: Path,
         log_model=log_model,
         artifact_location=local_artifact_location(uri),
     )
+
+
+def _beside(uri: str, pipeline_dir: Path) -> str:
+    """A ``sqlite:///relative/path`` URI made absolute against ``pipeline_dir``."""
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        return prefix + (pipeline_dir / uri[len(prefix):]).resolve().as_posix()
+    return uri
 
 
 def local_artifact_location(uri: str) -> str | None:
