@@ -261,7 +261,7 @@ def _conversation(tokenizer: Any, messages: list[dict[str, Any]], assistant_only
         prompt = render(tokenizer, msgs[:i], generation_prompt=True, tools=tools)
         # The prompt's last token may merge with the answer's first ("assistant: " + "The" is
         # "assistant:" + " The"): the answer then starts at that merged token, not after it.
-        start = _common_prefix(ids, prompt)
+        start = common_prefix(ids, prompt)
         upto = render(tokenizer, msgs[: i + 1], tools=tools)
         previous_end = spans[-1][1] if spans else 0
         if (ids[: len(upto)] != upto or start > len(upto) or start < len(prompt) - 1
@@ -295,7 +295,8 @@ def _conversation(tokenizer: Any, messages: list[dict[str, Any]], assistant_only
     return {"input_ids": out_ids, "labels": labels}, added
 
 
-def _common_prefix(a: list[int], b: list[int]) -> int:
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading ids ``a`` and ``b`` share."""
     n = 0
     for x, y in zip(a, b, strict=False):
         if x != y:

@@ -22,7 +22,13 @@ from typing import Any
 from pydantic import Field
 
 from ftp import EvalContext, Evaluator, Shape, StrictConfig, UserError, hookimpl
-from ftp_builtin.tokenize import IGNORE, conversation, render, require_chat_template
+from ftp_builtin.tokenize import (
+    IGNORE,
+    common_prefix,
+    conversation,
+    render,
+    require_chat_template,
+)
 
 
 def answer_tokens(tokenizer: Any, prompt: list[dict[str, str]],
@@ -32,12 +38,7 @@ def answer_tokens(tokenizer: Any, prompt: list[dict[str, str]],
     Earlier assistant turns of a multi-turn prompt are context, not scored.
     """
     row = conversation(tokenizer, prompt + answer)
-    head = render(tokenizer, prompt, generation_prompt=True)
-    start = 0
-    for a, b in zip(row["input_ids"], head, strict=False):
-        if a != b:
-            break
-        start += 1
+    start = common_prefix(row["input_ids"], render(tokenizer, prompt, generation_prompt=True))
     labels = [IGNORE] * start + row["labels"][start:]
     return {"input_ids": row["input_ids"], "labels": labels}
 

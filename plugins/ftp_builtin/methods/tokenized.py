@@ -23,6 +23,7 @@ from typing import Any
 from ftp import TrainContext
 from ftp.cache import cached, load_rows, make_key, save_rows
 from ftp.components import IGNORE_INDEX, TokenizedExample, TokenSequence
+from ftp_builtin.tokenize import common_prefix, render
 
 PLUGIN = "ftp_builtin"
 
@@ -117,24 +118,6 @@ def _description(ctx: TrainContext, split: str, options: dict[str, Any],
 # -- preference records as TRL tokenizes them ---------------------------------------------------
 
 
-def _render(tokenizer: Any, messages: list[dict[str, Any]], generation_prompt: bool = False
-            ) -> list[int]:
-    out = tokenizer.apply_chat_template(messages, tokenize=True,
-                                        add_generation_prompt=generation_prompt)
-    if isinstance(out, dict) or hasattr(out, "keys"):
-        out = out["input_ids"]
-    return list(out)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def preference_examples(tokenizer: Any, records: list[dict[str, Any]], answers: tuple[str, ...],
                         max_length: int) -> list[TokenizedExample]:
     """Preference records tokenized as TRL's DPO and KTO trainers do (conversational data).
@@ -146,9 +129,9 @@ def preference_examples(tokenizer: Any, records: list[dict[str, Any]], answers: 
     """
     out = []
     for record in records:
-        prompt = _render(tokenizer, record["prompt"], generation_prompt=True)
-        full = {name: _render(tokenizer, record["prompt"] + record[name]) for name in answers}
-        start = min(_common_prefix(prompt, ids) for ids in full.values())
+        prompt = render(tokenizer, record["prompt"], generation_prompt=True)
+        full = {name: render(tokenizer, record["prompt"] + record[name]) for name in answers}
+        start = min(common_prefix(prompt, ids) for ids in full.values())
         example = TokenizedExample(length=max(len(ids) for ids in full.values()))
         for name, ids in full.items():
             labels = [IGNORE_INDEX] * start + ids[start:]
