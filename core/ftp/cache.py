@@ -30,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from ftp.hashing import digest, file_digest
+
 T = TypeVar("T")
 
 #: Tokenizer files that decide how text becomes ids (weights and configs are left out).
@@ -48,21 +50,6 @@ def cache_root() -> Path:
         return Path(explicit).expanduser()
     base = os.environ.get("FTP_CACHE_DIR", str(Path.home() / ".cache" / "ftp"))
     return Path(base).expanduser() / "tokenized"
-
-
-def digest(obj: Any) -> str:
-    """SHA-256 of a JSON-serialisable value (keys sorted, so dict order does not matter)."""
-    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
-    return hashlib.sha256(blob).hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import re
 from dataclasses import dataclass, field
@@ -14,6 +12,7 @@ from ftp.components import DataLoader, Format
 from ftp.config import Dataset
 from ftp.contexts import LoadContext
 from ftp.errors import UserError
+from ftp.hashing import digest, file_digest
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
@@ -68,19 +67,6 @@ def fill_placeholders(value: Any, values: dict[str, str], where: str) -> Any:
     if isinstance(value, dict):
         return {k: fill_placeholders(v, values, where) for k, v in value.items()}
     return value
-
-
-def _digest(obj: Any) -> str:
-    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
-    return hashlib.sha256(blob).hexdigest()
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Records(list):  # type: ignore[type-arg]
@@ -222,8 +208,8 @@ def prepare(ds: Dataset, records: list[dict[str, Any]], base_dir: Path, seed: in
         "rows": len(records),
         "train_rows": len(train_rows),
         "eval_rows": len(eval_rows),
-        "records_sha256": _digest(formatted),
-        "split_sha256": _digest([order[:n_eval]]),
+        "records_sha256": digest(formatted),
+        "split_sha256": digest([order[:n_eval]]),
         "on_bad_rows": section.on_bad_rows,
         "skipped": dict(sorted(skipped.items())),
     }
@@ -234,16 +220,16 @@ def prepare(ds: Dataset, records: list[dict[str, Any]], base_dir: Path, seed: in
             else None
         files = [path] if path is not None and path.is_file() else []
     if files:
-        fingerprint["sources"] = [{"path": str(f.resolve()), "sha256": _file_digest(f)}
+        fingerprint["sources"] = [{"path": str(f.resolve()), "sha256": file_digest(f)}
                                   for f in files]
         if len(files) == 1:
             fingerprint["source"] = fingerprint["sources"][0]["path"]
             fingerprint["source_sha256"] = fingerprint["sources"][0]["sha256"]
     if eval_records is not None:
         fingerprint["eval_rows_read"] = len(eval_records)
-        fingerprint["eval_sources"] = [{"path": str(f.resolve()), "sha256": _file_digest(f)}
+        fingerprint["eval_sources"] = [{"path": str(f.resolve()), "sha256": file_digest(f)}
                                        for f in eval_records.files]
-        fingerprint["eval_records_sha256"] = _digest(eval_rows)
+        fingerprint["eval_records_sha256"] = digest(eval_rows)
     warnings = []
     if formatter.unfilled:
         warnings.append(
@@ -316,7 +302,7 @@ def combine(label: str, parts: list[Prepared], weights: dict[str, float] | None,
         "train_rows_from": counts,
         "train_rows": len(train),
         "eval_rows": len(eval_rows),
-        "records_sha256": _digest(train),
+        "records_sha256": digest(train),
     }
     return Prepared(label, parts[0].shape, train, eval_rows, fingerprint, [], skipped)
 
