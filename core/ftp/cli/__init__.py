@@ -326,7 +326,7 @@ def new_plugin(name: str, directory: Path | None) -> None:
 
 
 # `ftp data preview|inspect` and `ftp cache ls|clear` live with the code they drive.
-from ftp.datacheck.commands import cache, data  # noqa: E402  (they use the helpers above)
+from ftp.cli.data import cache, data  # noqa: E402  (they use the helpers above)
 
 cli.add_command(data)
 cli.add_command(cache)
