@@ -325,7 +325,7 @@ def _problems_from(
             if len(loc) == 1:
                 allowed += [k for k in also if k not in allowed]
             if allowed:
-                from ftp._suggest import did_you_mean
+                from ftp.suggest import did_you_mean
 
                 msg += did_you_mean(str(loc[-1]), allowed)
         elif kind == "missing":
@@ -428,7 +428,7 @@ def _pass1(raw: dict[str, Any], problems: list[Problem]) -> PipelineFile:
     """
     for key in raw:
         if key not in PipelineFile.model_fields:
-            from ftp._suggest import did_you_mean
+            from ftp.suggest import did_you_mean
 
             hint = did_you_mean(key, PipelineFile.model_fields)
             problems.append(Problem(key, "unknown section" + hint))
@@ -524,7 +524,7 @@ def _settings_of(plugins: PluginSet, tables: dict[str, dict[str, Any]],
 
     A plugin that declares settings but has no table gets its defaults.
     """
-    from ftp._suggest import did_you_mean
+    from ftp.suggest import did_you_mean
 
     declared = sorted(plugins.settings)
     for name in tables:
@@ -748,7 +748,7 @@ def _after_stages(
         return stage_names[-1:]
     if section.after == "none":
         return []
-    from ftp._suggest import did_you_mean
+    from ftp.suggest import did_you_mean
 
     for j, s in enumerate(section.after):
         if s not in stage_names:
@@ -799,7 +799,7 @@ def _list(shapes: frozenset[str]) -> str:
 
 
 def _undefined_data(name: str, raw_data: dict[str, Any]) -> str:
-    from ftp._suggest import did_you_mean
+    from ftp.suggest import did_you_mean
 
     names = list(raw_data)
     listed = ", ".join(names) if names else "none defined"

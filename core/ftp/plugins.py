@@ -483,7 +483,7 @@ def load_plugins(options: Iterable[str] = (), strict: bool = False,
     for spec in extra:
         plugins.load_extra(spec)
     if allowed:
-        from ftp._suggest import did_you_mean
+        from ftp.suggest import did_you_mean
 
         known = sorted(plugins.infos)
         for name in sorted(allowed - set(known)):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ftp._suggest import unknown_name
 from ftp.components import KINDS, Component
 from ftp.errors import UserError
+from ftp.suggest import unknown_name
 
 #: Registration hook → component kind.
 HOOKS: dict[str, str] = {

@@ -60,7 +60,7 @@ class Runner:
 
     def _resume_point(self, from_stage: str) -> int:
         """Check that an earlier run can be resumed at ``from_stage``; keep its results."""
-        from ftp._suggest import did_you_mean
+        from ftp.suggest import did_you_mean
 
         names = [s.name for s in self.pipeline.stages]
         if from_stage not in names:

@@ -1,27 +1,30 @@
-"""The ``ftp data`` and ``ftp cache`` command groups (registered by ``ftp.cli``)."""
+"""``ftp data preview`` and ``ftp data inspect``: a pipeline's data as training will see it.
+
+The work is done by the `ftp.datacheck` library; this module only parses and prints.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
-import time
 from pathlib import Path
-from typing import Any
 
 import click
 
-from ftp.cli import _fail, _load, _quiet_libraries, _State
-from ftp.errors import FtpError
+from ftp.cli.common import (
+    State,
+    debug_option,
+    pass_state,
+    quiet_libraries,
+    reports_errors,
+    set_option,
+)
 
 
 @click.group()
 def data() -> None:
     """Look at a pipeline's data as training will: preview, inspect."""
-
-
-_SET = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                    help="Override a value, e.g. --set data.x.limit=50 (repeatable).")
 
 
 @data.command("preview")
@@ -35,10 +38,11 @@ _SET = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
 @click.option("--color/--no-color", default=None,
               help="Colour trained tokens (default: when stdout is a terminal and NO_COLOR "
               "is unset); without colour they are marked «like this».")
-@_SET
-@click.option("--debug", is_flag=True, help="Show tracebacks and library warnings.")
-@click.pass_obj
-def preview(state: _State, pipeline: Path, name: str | None, count: int, as_json: bool,
+@set_option
+@debug_option
+@pass_state
+@reports_errors
+def preview(state: State, pipeline: Path, name: str | None, count: int, as_json: bool,
             color: bool | None, overrides: tuple[str, ...], debug: bool) -> None:
     """Show the first examples of PIPELINE's data as the model will see them.
 
@@ -50,14 +54,11 @@ def preview(state: _State, pipeline: Path, name: str | None, count: int, as_json
     from ftp.datacheck.preview import as_json as preview_json
     from ftp.datacheck.preview import counts, header, plain, preview, segments, styled
 
-    _quiet_libraries(debug)
-    try:
-        p = _load(state, pipeline, overrides)
-        chosen = targets(p, name, everything=False)
-        tokenizer = load_tokenizer(p)
-        previews = [preview(p, t, tokenizer, count) for t in chosen]
-    except FtpError as exc:
-        _fail(exc, debug)
+    quiet_libraries(debug)
+    p = state.pipeline(pipeline, overrides)
+    chosen = targets(p, name, everything=False)
+    tokenizer = load_tokenizer(p)
+    previews = [preview(p, t, tokenizer, count) for t in chosen]
     if as_json:
         click.echo(json.dumps({"pipeline": p.name,
                                "datasets": [preview_json(pv, tokenizer) for pv in previews]},
@@ -89,10 +90,11 @@ def preview(state: _State, pipeline: Path, name: str | None, count: int, as_json
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Where to write the report (default: beside the pipeline's run folder, "
               "runs/NAME.data-inspect).")
-@_SET
-@click.option("--debug", is_flag=True, help="Show tracebacks and library warnings.")
-@click.pass_obj
-def inspect(state: _State, pipeline: Path, name: str | None, out_dir: Path | None,
+@set_option
+@debug_option
+@pass_state
+@reports_errors
+def inspect(state: State, pipeline: Path, name: str | None, out_dir: Path | None,
             overrides: tuple[str, ...], debug: bool) -> None:
     """Write a quality report of PIPELINE's data: report.md, report.json, histograms.
 
@@ -105,18 +107,15 @@ def inspect(state: _State, pipeline: Path, name: str | None, out_dir: Path | Non
     from ftp.datacheck.inspect import leakage_lines, summary_lines
     from ftp.runner import default_run_dir
 
-    _quiet_libraries(debug)
-    try:
-        p = _load(state, pipeline, overrides)
-        chosen = targets(p, name, everything=True)
-        # Beside the run folder, not in it: `ftp run` refuses a non-empty run folder, and
-        # --overwrite would delete the report.
-        run_dir = default_run_dir(p, None)
-        where = out_dir or run_dir.with_name(run_dir.name + ".data-inspect")
-        tokenizer = load_tokenizer(p)
-        result = run_inspect(p, chosen, tokenizer, where)
-    except FtpError as exc:
-        _fail(exc, debug)
+    quiet_libraries(debug)
+    p = state.pipeline(pipeline, overrides)
+    chosen = targets(p, name, everything=True)
+    # Beside the run folder, not in it: `ftp run` refuses a non-empty run folder, and
+    # --overwrite would delete the report.
+    run_dir = default_run_dir(p, None)
+    where = out_dir or run_dir.with_name(run_dir.name + ".data-inspect")
+    tokenizer = load_tokenizer(p)
+    result = run_inspect(p, chosen, tokenizer, where)
     for d in result["datasets"]:
         for line in summary_lines(d):
             click.echo(line)
@@ -125,50 +124,4 @@ def inspect(state: _State, pipeline: Path, name: str | None, out_dir: Path | Non
     click.echo(f"report: {where / 'report.md'} (and report.json, lengths-*.png)")
 
 
-@click.group()
-def cache() -> None:
-    """The tokenized-data cache ($FTP_TOKENIZED_CACHE_DIR, default ~/.cache/ftp/tokenized)."""
-
-
-@cache.command("ls")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def cache_ls(as_json: bool) -> None:
-    """List cached tokenized datasets: key, size, when created, what was tokenized."""
-    from ftp.cache import cache_root, entries
-
-    found = entries()
-    if as_json:
-        click.echo(json.dumps([{"key": e.key, "path": str(e.path), "size": e.size,
-                                "created": e.created, "description": e.description,
-                                "rows": e.meta.get("rows")} for e in found], indent=1))
-        return
-    if not found:
-        click.echo(f"{cache_root()}: empty")
-        return
-    for e in found:
-        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.created))
-        click.echo(f"{e.key[:12]}  {_size(e.size):>9}  {created}  {e.description}")
-    total = sum(e.size for e in found)
-    click.echo(f"{len(found)} entries, {_size(total)} in {cache_root()}")
-
-
-@cache.command("clear")
-@click.option("--yes", is_flag=True, help="Do not ask.")
-def cache_clear(yes: bool) -> None:
-    """Delete every cached tokenized dataset (they are rebuilt when next needed)."""
-    from ftp.cache import cache_root, clear, entries
-
-    found = entries()
-    if not yes and found:
-        click.confirm(f"delete {len(found)} cached entries in {cache_root()}?", abort=True)
-    n, size = clear()
-    click.echo(f"removed {n} entries ({_size(size)}) from {cache_root()}")
-
-
-def _size(n: int) -> str:
-    value: Any = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
+COMMANDS = [data]

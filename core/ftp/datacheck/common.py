@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ftp._suggest import did_you_mean
 from ftp.components import Method, TokenizedExample
 from ftp.config import Dataset, Pipeline, Stage
 from ftp.errors import UserError
+from ftp.suggest import did_you_mean
 
 
 @dataclass
