@@ -16,13 +16,27 @@ def module_name(path: Path, root: Path) -> str:
     return ".".join(parts)
 
 
+def runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node, except inside ``if TYPE_CHECKING:`` (imports there never run)."""
+    nodes: list[ast.AST] = []
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        nodes.append(node)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            todo += node.orelse
+            continue
+        todo += ast.iter_child_nodes(node)
+    return nodes
+
+
 def imports(path: Path, known: set[str]) -> list[tuple[str, str | None]]:
-    """(module, name) of each ftp import in ``path``, at any depth; name None for ``import x``.
+    """(module, name) of each ftp import run in ``path``, at any depth; None for ``import x``.
 
     ``from ftp.cli import run`` where ``ftp.cli.run`` is a module counts as importing it.
     """
     found: list[tuple[str, str | None]] = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in runtime_nodes(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             for alias in node.names:
                 full = f"{node.module}.{alias.name}"

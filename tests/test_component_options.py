@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ftp.registry import KIND_LABELS
+from ftp.kinds import label
 from ftp.testing import plugin_set, run_cli
 
 KINDS = {"loader": "data_loader", "format": "format", "provider": "model_provider",
@@ -38,7 +38,7 @@ def test_text_listing_shows_one_line_per_option(kind):
     result = run_cli("--only-plugins", "", "components", kind, "--options")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0] == f"{KIND_LABELS[KINDS[kind]]}s:"
+    assert lines[0] == f"{label(KINDS[kind])}s:"
     for comp in components(kind):
         for opt in comp["options"]:
             default = "" if opt["required"] else f" = {opt['default']!r}"

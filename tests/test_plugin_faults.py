@@ -347,6 +347,29 @@ def ftp_pipeline_finish(run_dir):
     raise OSError("disk full in the observer")
 '''
 
+# A wrapper around a lifecycle hook, recording what it sees before and after the others ran.
+WRAPPER = '''
+import json
+import os
+
+from ftp import hookimpl
+
+LOG = os.environ["RECORDER_LOG"]
+
+
+def record(*event):
+    with open(LOG, "a") as f:
+        f.write(json.dumps(["wrapper", *event]) + "\\n")
+
+
+@hookimpl(wrapper=True)
+def ftp_pipeline_finish(run_dir):
+    record("before", (run_dir / "observer-was-here").exists())
+    result = yield
+    record("after", (run_dir / "observer-was-here").exists())
+    return result
+'''
+
 EARLY_RAISES = '''
 from ftp import hookimpl
 
@@ -392,16 +415,20 @@ def observed(tmp_path_factory: pytest.TempPathFactory, site: Path) -> dict:
     (root / "data.json").write_text(json.dumps(rows))
     (root / "recorder.py").write_text(RECORDER)
     (root / "raiser.py").write_text(OBSERVER_RAISES)
+    (root / "wrapper.py").write_text(WRAPPER)
     model = make_tiny_causal_lm(root / "model")
     write_pipeline(root / "pipeline.toml", RUN_PIPELINE.format(model=model))
     log = root / "events.jsonl"
-    result = ftp("-p", "recorder.py", "-p", "raiser.py", "run", "pipeline.toml", "-o", "run",
+    result = ftp("-p", "recorder.py", "-p", "raiser.py", "-p", "wrapper.py", "run",
+                 "pipeline.toml", "-o", "run",
                  cwd=root, site=site, RECORDER_LOG=str(log), FTP_TRACE_HOOKS="1",
                  # Only ftp-faulty's plugins of the installed ones: other installed plugins
                  # (trackers) must not change what this run does.
                  FTP_ONLY_PLUGINS=",".join(ENTRY_POINTS))
     events = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-    return {"result": result, "events": events, "run": root / "run"}
+    wrapped = [e[1:] for e in events if e[0] == "wrapper"]
+    events = [e for e in events if e[0] != "wrapper"]
+    return {"result": result, "events": events, "wrapped": wrapped, "run": root / "run"}
 
 
 def test_lifecycle_hooks_are_called_in_the_documented_order(observed):
@@ -416,6 +443,13 @@ def test_lifecycle_hooks_are_called_in_the_documented_order(observed):
         ["ftp_evaluation_done", "train", "loss"],
         ["ftp_pipeline_finish", ["base", "train"], True],
     ]
+
+
+def test_a_wrapper_around_a_lifecycle_hook_runs_before_and_after_the_others(observed):
+    assert observed["result"].returncode == 0, observed["result"].stderr
+    # The raiser's ftp_pipeline_finish leaves a file, then raises: the wrapper sees the
+    # file only after it yielded, and the raise did not stop its second half.
+    assert observed["wrapped"] == [["before", False], ["after", True]]
 
 
 def test_a_raising_observer_is_reported_and_the_run_is_intact(observed):
@@ -447,7 +481,7 @@ def test_trace_covers_lifecycle_hooks_of_a_run(observed):
              if ln.startswith("ftp trace: ")]
     assert ["ftp_pipeline_start", "plugin=recorder"] in [t[2:4] for t in trace]
     finish = [t for t in trace if t[2] == "ftp_pipeline_finish"]
-    assert {t[3] for t in finish} == {"plugin=recorder", "plugin=raiser"}
+    assert {t[3] for t in finish} == {"plugin=recorder", "plugin=raiser", "plugin=wrapper"}
     assert next(t for t in finish if t[3] == "plugin=raiser")[5:] == ["raised", "OSError"]
 
 

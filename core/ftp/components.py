@@ -1,4 +1,4 @@
-"""Base classes for the five kinds of component a plugin can provide.
+"""Base classes for the kinds of component a plugin can provide (the table is `ftp.kinds`).
 
 A component is a class with a ``name``, a one-line docstring, and a nested pydantic ``Config``
 that rejects unknown keys. ftp builds the ``Config`` from the user's pipeline file and hands
@@ -223,11 +223,3 @@ class Evaluator(Component):
         """Return results, e.g. ``{"metrics": {...}, "samples": [...]}``."""
         raise NotImplementedError
 
-
-KINDS: dict[str, type[Component]] = {
-    "data_loader": DataLoader,
-    "format": Format,
-    "model_provider": ModelProvider,
-    "method": Method,
-    "evaluator": Evaluator,
-}

@@ -4,21 +4,35 @@ A plugin is a module (or object) with functions decorated by ``ftp.hookimpl`` an
 the specs below. Built-in plugins use exactly these hooks. Hook names are the plugin author's
 API: they change only with a deprecation.
 
-Registration hooks return component classes; ftp calls each plugin's implementation on its
-own, so that a failing plugin is reported alone and every name knows who provided it.
+Registration hooks return component classes (the kinds are listed in `ftp.kinds`); pluggy
+calls each plugin's implementation on its own, so that a failing plugin is reported alone and
+every name knows who provided it.
 
-Lifecycle hooks are called, in every plugin that implements them, as a pipeline runs, in the
-order docs/hooks.md gives. Their return values are ignored except where said. An exception in
-one is reported (plugin and hook named) and the run goes on; ``--strict-plugins`` makes it
-fatal. docs/hooks.md has an entry, with an example, for every hook here (a test checks).
+Lifecycle hooks are called by pluggy, in every plugin that implements them, as a pipeline
+runs, in the order docs/hooks.md gives. Their return values are ignored except where said. An
+exception in one is reported (plugin and hook named) and the run goes on; ``--strict-plugins``
+makes it fatal. Wrappers (``@hookimpl(wrapper=True)``, or the older ``hookwrapper=True``) work
+as pluggy documents them: the code before ``yield`` runs before every other implementation,
+the code after it once they all returned. docs/hooks.md has an entry, with an example, for
+every hook here (a test checks).
+
+The annotations are for readers and type checkers; the types are imported only while type
+checking, so that this module stays light.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+if TYPE_CHECKING:
+    import click
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
+
+    from ftp.components import DataLoader, Evaluator, Format, Method, ModelProvider, StrictConfig
+    from ftp.config import Pipeline
 
 PROJECT = "ftp"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -29,7 +43,7 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 
 @hookspec
-def ftp_data_loaders() -> list[type]:
+def ftp_data_loaders() -> list[type[DataLoader]]:
     """Return `ftp.DataLoader` subclasses: readers of records (``loader =`` in ``[data.*]``).
 
     Called once per plugin as it is registered, at the start of every ``ftp`` command.
@@ -37,7 +51,7 @@ def ftp_data_loaders() -> list[type]:
 
 
 @hookspec
-def ftp_formats() -> list[type]:
+def ftp_formats() -> list[type[Format]]:
     """Return `ftp.Format` subclasses: record → shape converters (``format =`` in ``[data.*]``).
 
     Called once per plugin as it is registered, at the start of every ``ftp`` command.
@@ -45,7 +59,7 @@ def ftp_formats() -> list[type]:
 
 
 @hookspec
-def ftp_model_providers() -> list[type]:
+def ftp_model_providers() -> list[type[ModelProvider]]:
     """Return `ftp.ModelProvider` subclasses (``provider =`` in ``[model]``).
 
     Called once per plugin as it is registered, at the start of every ``ftp`` command.
@@ -53,7 +67,7 @@ def ftp_model_providers() -> list[type]:
 
 
 @hookspec
-def ftp_methods() -> list[type]:
+def ftp_methods() -> list[type[Method]]:
     """Return `ftp.Method` subclasses: training methods (``method =`` in ``[[stages]]``).
 
     Called once per plugin as it is registered, at the start of every ``ftp`` command.
@@ -61,7 +75,7 @@ def ftp_methods() -> list[type]:
 
 
 @hookspec
-def ftp_evaluators() -> list[type]:
+def ftp_evaluators() -> list[type[Evaluator]]:
     """Return `ftp.Evaluator` subclasses (``evaluator =`` in ``[[evaluate]]``).
 
     Called once per plugin as it is registered, at the start of every ``ftp`` command.
@@ -72,7 +86,7 @@ def ftp_evaluators() -> list[type]:
 
 
 @hookspec
-def ftp_plugin_settings() -> type:
+def ftp_plugin_settings() -> type[StrictConfig] | None:
     """Return an `ftp.StrictConfig` subclass: the plugin's settings (``[plugins.NAME]``).
 
     NAME is the plugin's name as ``ftp plugins`` shows it. Every field needs a default: a
@@ -87,7 +101,7 @@ def ftp_plugin_settings() -> type:
 
 
 @hookspec
-def ftp_cli_commands() -> list[Any]:
+def ftp_cli_commands() -> list[click.Command]:
     """Return ``click.Command`` objects to add to the ``ftp`` command line.
 
     Called when ``ftp`` looks up a command it does not know itself, or lists commands for
@@ -99,7 +113,7 @@ def ftp_cli_commands() -> list[Any]:
 
 
 @hookspec
-def ftp_pipeline_start(pipeline: Any, run_dir: Path) -> None:
+def ftp_pipeline_start(pipeline: Pipeline, run_dir: Path) -> None:
     """Called once the pipeline is validated and its run directory exists.
 
     Args:
@@ -110,7 +124,8 @@ def ftp_pipeline_start(pipeline: Any, run_dir: Path) -> None:
 
 
 @hookspec
-def ftp_dataset_ready(name: str, train: list[dict], eval: list[dict] | None) -> None:
+def ftp_dataset_ready(name: str, train: list[dict[str, Any]],
+                      eval: list[dict[str, Any]] | None) -> None:
     """Called for each dataset a stage or evaluation uses, once loaded, formatted and split.
 
     Args:
@@ -124,7 +139,8 @@ def ftp_dataset_ready(name: str, train: list[dict], eval: list[dict] | None) -> 
 
 
 @hookspec
-def ftp_model_loaded(model: Any, tokenizer: Any, stage: str) -> None:
+def ftp_model_loaded(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                     stage: str) -> None:
     """Called after the model is loaded, and again after each stage trained it.
 
     Args:
@@ -136,7 +152,7 @@ def ftp_model_loaded(model: Any, tokenizer: Any, stage: str) -> None:
 
 
 @hookspec
-def ftp_trainer_callbacks(stage: str) -> list[Any]:
+def ftp_trainer_callbacks(stage: str) -> list[TrainerCallback]:
     """Return ``transformers.TrainerCallback`` objects to add to a stage's trainer.
 
     Called before each stage trains, after its adapter is added; the callbacks reach the
@@ -149,7 +165,7 @@ def ftp_trainer_callbacks(stage: str) -> list[Any]:
 
 
 @hookspec
-def ftp_evaluation_done(stage: str, evaluator: str, results: dict) -> None:
+def ftp_evaluation_done(stage: str, evaluator: str, results: dict[str, Any]) -> None:
     """Called after each evaluation, once its results are written to results.json.
 
     Args:
@@ -161,7 +177,7 @@ def ftp_evaluation_done(stage: str, evaluator: str, results: dict) -> None:
 
 
 @hookspec
-def ftp_pipeline_finish(run_dir: Path, results: dict) -> None:
+def ftp_pipeline_finish(run_dir: Path, results: dict[str, Any]) -> None:
     """Called when the pipeline finished: model/, results.json and summary.md are written.
 
     Args:

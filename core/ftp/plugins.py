@@ -19,7 +19,6 @@ import importlib
 import importlib.util
 import os
 import sys
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -32,11 +31,15 @@ import pluggy
 from ftp import hookspecs
 from ftp.components import StrictConfig
 from ftp.errors import RunError, UserError
-from ftp.registry import HOOKS, Entry, Registry
+from ftp.hookcalls import Guarded, HookFailure, Tracer, one_line
+from ftp.kinds import KINDS
+from ftp.registry import Entry, Registry
 
 ENTRY_POINT_GROUP = "ftp.plugins"
 #: The registration hook through which a plugin declares its settings (``[plugins.NAME]``).
 SETTINGS_HOOK = "ftp_plugin_settings"
+#: Hooks whose failure fails the plugin (not isolated like lifecycle hooks).
+REGISTRATION_HOOKS = {kind.hook for kind in KINDS} | {SETTINGS_HOOK}
 DISABLE_ENV = "FTP_DISABLE_PLUGINS"
 EXTRA_ENV = "FTP_PLUGINS"
 ONLY_ENV = "FTP_ONLY_PLUGINS"
@@ -88,18 +91,6 @@ class PluginInfo:
         }
 
 
-@dataclass(frozen=True)
-class HookFailure:
-    """A lifecycle hook implementation that raised; the run went on without it."""
-
-    plugin: str
-    hook: str
-    error: str
-
-    def __str__(self) -> str:
-        return f"plugin {self.plugin!r} failed in {self.hook}: {self.error}"
-
-
 def _settings_problem(cls: Any) -> str:
     """Why ``cls`` cannot be a plugin's settings class, or '' when it can."""
     if not (isinstance(cls, type) and issubclass(cls, StrictConfig)):
@@ -115,11 +106,6 @@ def _settings_problem(cls: Any) -> str:
 def _builtins_first(ep: Any) -> tuple[bool, str]:
     dist = ep.dist.name if ep.dist else ""
     return (dist != BUILTIN_DISTRIBUTION, ep.name)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def _stderr(line: str) -> None:
@@ -160,6 +146,10 @@ class PluginSet:
         self.settings: dict[str, type[StrictConfig]] = {}
         #: Lifecycle hook failures seen so far (each was reported as a warning).
         self.hook_failures: list[HookFailure] = []
+        self.tracer: Tracer | None = None
+        if self.trace:
+            self.tracer = Tracer(report)
+            self.tracer.install(self.pm)
 
     # -- loading --------------------------------------------------------------------------
 
@@ -202,7 +192,7 @@ class PluginSet:
             try:
                 module = ep.load()
             except Exception as exc:  # a broken plugin must not break the others
-                self._fail(info, f"import failed: {_one_line(exc)}")
+                self._fail(info, f"import failed: {one_line(exc)}")
                 continue
             self._register(module, info)
 
@@ -250,7 +240,7 @@ class PluginSet:
                 module = importlib.import_module(spec)
             except Exception as exc:
                 raise UserError(
-                    f"plugin module {spec!r} could not be imported: {_one_line(exc)}"
+                    f"plugin module {spec!r} could not be imported: {one_line(exc)}"
                 ) from exc
         self._register(module, info)
 
@@ -265,7 +255,7 @@ class PluginSet:
             spec.loader.exec_module(module)
         except Exception as exc:
             sys.modules.pop(mod_name, None)  # no half-imported module left behind
-            raise UserError(f"plugin file {path} failed to import: {_one_line(exc)}") from exc
+            raise UserError(f"plugin file {path} failed to import: {one_line(exc)}") from exc
         return module
 
     def load_extra(self, spec: str) -> None:
@@ -295,48 +285,32 @@ class PluginSet:
         info.error = message
         self.infos[info.name] = info
 
-    def _invoke(self, plugin: str, hook_name: str, function: Callable[..., Any],
-                **kwargs: Any) -> Any:
-        """Call one hook implementation, traced when ``FTP_TRACE_HOOKS`` is set."""
-        if not self.trace:
-            return function(**kwargs)
-        start = time.perf_counter()
-        outcome = "ok"
+    def _register(self, plugin: Any, info: PluginInfo) -> None:
+        guarded = Guarded(plugin, info.name, self.pm, REGISTRATION_HOOKS, self._hook_failed,
+                          self.tracer.timings if self.tracer else None)
         try:
-            return function(**kwargs)
-        except BaseException as exc:
-            outcome = f"raised {type(exc).__name__}"
-            raise
-        finally:
-            ms = (time.perf_counter() - start) * 1000
-            self.report(f"ftp trace: {hook_name} plugin={plugin} {ms:.2f}ms {outcome}")
-
-    def _register(self, module: Any, info: PluginInfo) -> None:
-        try:
-            self.pm.register(module, name=info.name)
+            self.pm.register(guarded, name=info.name)
         except Exception as exc:
-            self._fail(info, f"registration failed: {_one_line(exc)}")
+            self._fail(info, f"registration failed: {one_line(exc)}")
             return
         self.infos[info.name] = info
         added: list[Entry] = []
-        for hook_name, kind in HOOKS.items():
-            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
-                if impl.plugin_name != info.name:
-                    continue
-                try:
-                    classes = self._invoke(info.name, hook_name, impl.function) or []
-                    classes = list(classes)
-                except Exception as exc:
-                    self._fail(info, f"{hook_name}() failed: {_one_line(exc)}")
-                    break
-                for cls in classes:
-                    entry = Entry(kind, getattr(cls, "name", ""), cls, info.name, info.distribution)
-                    problem = self.registry.add(entry)
-                    if problem:
-                        self._fail(info, problem)
-                    else:
-                        added.append(entry)
-                        info.components.append((kind, entry.name))
+        for kind in KINDS:
+            try:
+                classes = [cls for found in self._call_one(kind.hook, info.name)
+                           for cls in found or []]
+            except Exception as exc:
+                self._fail(info, f"{kind.hook}() failed: {one_line(exc)}")
+                break
+            for cls in classes:
+                entry = Entry(kind.name, getattr(cls, "name", ""), cls, info.name,
+                              info.distribution)
+                problem = self.registry.add(entry)
+                if problem:
+                    self._fail(info, problem)
+                else:
+                    added.append(entry)
+                    info.components.append((kind.name, entry.name))
         if info.status != "error":
             self._register_settings(info)
         if info.status == "error":
@@ -348,24 +322,40 @@ class PluginSet:
             self.settings.pop(info.name, None)
             self.pm.unregister(name=info.name)
 
+    def _call_one(self, hook_name: str, plugin_name: str) -> list[Any]:
+        """Call one plugin's implementation of a registration hook, through pluggy.
+
+        One plugin at a time, so that a failure is that plugin's alone and every component
+        knows who provided it.
+        """
+        others = [p for name, p in self.pm.list_name_plugin() if name != plugin_name]
+        return self.pm.subset_hook_caller(hook_name, remove_plugins=others)()
+
     def _register_settings(self, info: PluginInfo) -> None:
         """Record the settings class ``ftp_plugin_settings`` returns; a bad one fails the plugin."""
-        for impl in getattr(self.pm.hook, SETTINGS_HOOK).get_hookimpls():
-            if impl.plugin_name != info.name:
-                continue
-            try:
-                cls = self._invoke(info.name, SETTINGS_HOOK, impl.function)
-            except Exception as exc:
-                self._fail(info, f"{SETTINGS_HOOK}() failed: {_one_line(exc)}")
-                return
-            if cls is None:
-                return
-            problem = _settings_problem(cls)
-            if problem:
-                self._fail(info, f"{SETTINGS_HOOK}() {problem}")
-                return
-            self.settings[info.name] = cls
-            info.settings = list(cls.model_fields)
+        try:
+            found = self._call_one(SETTINGS_HOOK, info.name)
+        except Exception as exc:
+            self._fail(info, f"{SETTINGS_HOOK}() failed: {one_line(exc)}")
+            return
+        if not found:
+            return
+        cls = found[0]
+        problem = _settings_problem(cls)
+        if problem:
+            self._fail(info, f"{SETTINGS_HOOK}() {problem}")
+            return
+        self.settings[info.name] = cls
+        info.settings = list(cls.model_fields)
+
+    def _hook_failed(self, plugin: str, hook: str, exc: Exception) -> None:
+        """Report a lifecycle hook implementation that raised; with ``strict``, fail the run."""
+        failure = HookFailure(plugin, hook, one_line(exc))
+        if self.strict:
+            raise RunError(f"{failure} (--strict-plugins)") from exc
+        self.hook_failures.append(failure)
+        self.report(f"warning: {failure}; ignored, the run goes on "
+                    "(--strict-plugins makes this fatal)")
 
     # -- use ------------------------------------------------------------------------------
 
@@ -391,28 +381,26 @@ class PluginSet:
         return f" (note: {'; '.join(notes)})" if notes else ""
 
     def call(self, hook_name: str, **kwargs: Any) -> list[Any]:
-        """Call a lifecycle hook in every plugin that implements it; return the non-None results.
+        """Call a lifecycle hook through pluggy; return the non-None results.
 
-        An implementation that raises is reported as one warning line naming the plugin and
-        the hook, recorded in `hook_failures`, and skipped: an observer must not break the
-        run it observes. With ``strict`` it raises `RunError` instead.
+        Implementations run in pluggy's order (the plugin registered last first;
+        ``tryfirst``/``trylast`` and wrappers as pluggy documents them); the results come back
+        in the order the plugins were registered. An implementation that raises is reported
+        as one warning line naming the plugin and the hook, recorded in `hook_failures`, and
+        skipped: an observer must not break the run it observes. With ``strict`` it raises
+        `RunError` instead. A wrapper that raises fails the whole call, reported the same way.
         """
-        results = []
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
-            args = {name: kwargs[name] for name in impl.argnames}
-            try:
-                out = self._invoke(impl.plugin_name, hook_name, impl.function, **args)
-            except Exception as exc:
-                failure = HookFailure(impl.plugin_name, hook_name, _one_line(exc))
-                if self.strict:
-                    raise RunError(f"{failure} (--strict-plugins)") from exc
-                self.hook_failures.append(failure)
-                self.report(f"warning: {failure}; ignored, the run goes on "
-                            "(--strict-plugins makes this fatal)")
-                continue
-            if out is not None:
-                results.append(out)
-        return results
+        caller = getattr(self.pm.hook, hook_name)
+        try:
+            results = caller(**kwargs)
+        except RunError:
+            raise
+        except Exception as exc:
+            wrappers = [i.plugin_name for i in caller.get_hookimpls()
+                        if i.wrapper or i.hookwrapper]
+            self._hook_failed(",".join(wrappers) or "?", hook_name, exc)
+            return []
+        return list(reversed(results))
 
 
 @contextlib.contextmanager

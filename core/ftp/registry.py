@@ -4,26 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ftp.components import KINDS, Component
+from ftp.components import Component
 from ftp.errors import UserError
+from ftp.kinds import BY_NAME, KINDS, label
 from ftp.suggest import unknown_name
-
-#: Registration hook → component kind.
-HOOKS: dict[str, str] = {
-    "ftp_data_loaders": "data_loader",
-    "ftp_formats": "format",
-    "ftp_model_providers": "model_provider",
-    "ftp_methods": "method",
-    "ftp_evaluators": "evaluator",
-}
-
-KIND_LABELS: dict[str, str] = {
-    "data_loader": "data loader",
-    "format": "format",
-    "model_provider": "model provider",
-    "method": "method",
-    "evaluator": "evaluator",
-}
 
 
 @dataclass(frozen=True)
@@ -42,7 +26,7 @@ class Registry:
     """All components by kind and name, with the problems found while building it."""
 
     entries: dict[str, dict[str, Entry]] = field(
-        default_factory=lambda: {kind: {} for kind in KINDS}
+        default_factory=lambda: {kind.name: {} for kind in KINDS}
     )
     conflicts: list[str] = field(default_factory=list)
     #: (kind, name) → the conflict message, for names that more than one plugin provides.
@@ -50,7 +34,7 @@ class Registry:
 
     def add(self, entry: Entry) -> str | None:
         """Register ``entry``; return an error message if its name is taken or it is malformed."""
-        base = KINDS[entry.kind]
+        base = BY_NAME[entry.kind].base
         if not (isinstance(entry.cls, type) and issubclass(entry.cls, base)):
             return (f"{entry.cls!r} returned by a {entry.kind} hook is not a "
                     f"{base.__name__} subclass")
@@ -59,7 +43,7 @@ class Registry:
         taken = self.entries[entry.kind].get(entry.name)
         if taken is not None:
             msg = (
-                f"{KIND_LABELS[entry.kind]} {entry.name!r} is provided twice: by plugin "
+                f"{label(entry.kind)} {entry.name!r} is provided twice: by plugin "
                 f"{taken.plugin!r} ({taken.distribution}) and by plugin {entry.plugin!r} "
                 f"({entry.distribution})"
             )
@@ -93,4 +77,4 @@ class Registry:
 
     def unknown(self, kind: str, name: str) -> str:
         """The message for an unknown name of ``kind``."""
-        return unknown_name(KIND_LABELS[kind], name, self.entries[kind])
+        return unknown_name(label(kind), name, self.entries[kind])

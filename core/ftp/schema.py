@@ -15,6 +15,7 @@ from ftp.config import (
     PipelineSection,
     StageSection,
 )
+from ftp.kinds import BY_NAME
 from ftp.registry import Registry
 
 REF = "#/$defs/{model}"
@@ -26,21 +27,16 @@ def _schema(model: type[BaseModel], defs: dict[str, Any]) -> dict[str, Any]:
     return s
 
 
-def _variants(
-    core: type[BaseModel], key: str, entries: dict[str, Any], defs: dict[str, Any],
-    nested: str | None = None,
-) -> dict[str, Any]:
-    """One schema per component: the section's own keys plus the component's options."""
+def _variants(core: type[BaseModel], kind: str, registry: Registry,
+              defs: dict[str, Any]) -> dict[str, Any]:
+    """One schema per component of ``kind``: the section's own keys plus its options."""
+    key = BY_NAME[kind].key
     base = _schema(core, defs)
     variants = []
-    for name, entry in sorted(entries.items()):
-        opts = _schema(entry.cls.Config, defs)
+    for name, entry in sorted(registry.entries[kind].items()):
         props = dict(base.get("properties", {}))
         props[key] = {"const": name, "description": entry.cls.summary()}
-        if nested:
-            props[nested] = {**opts, "type": "object"}
-        else:
-            props.update(opts.get("properties", {}))
+        props.update(_schema(entry.cls.Config, defs).get("properties", {}))
         variants.append({
             "type": "object",
             "title": f"{key} = {name!r}",
@@ -63,10 +59,10 @@ def pipeline_schema(
     defs: dict[str, Any] = {}
     plugins = {name: {**_schema(cls, defs), "type": "object"}
                for name, cls in sorted((settings or {}).items())}
-    model = _variants(ModelSection, "provider", registry.entries["model_provider"], defs)
-    data = _variants(DataSection, "loader", registry.entries["data_loader"], defs)
-    stages = _variants(StageSection, "method", registry.entries["method"], defs)
-    evaluate = _variants(EvaluateSection, "evaluator", registry.entries["evaluator"], defs)
+    model = _variants(ModelSection, "model_provider", registry, defs)
+    data = _variants(DataSection, "data_loader", registry, defs)
+    stages = _variants(StageSection, "method", registry, defs)
+    evaluate = _variants(EvaluateSection, "evaluator", registry, defs)
     defs["AdapterSection"] = _schema(AdapterSection, defs)
     formats = sorted(registry.entries["format"])
     return {

@@ -12,15 +12,7 @@ import click
 
 from ftp.cli.common import State, pass_state, reports_errors
 from ftp.errors import UserError
-from ftp.registry import KIND_LABELS
-
-KIND_ALIASES = {
-    "loader": "data_loader", "loaders": "data_loader", "data_loader": "data_loader",
-    "data-loader": "data_loader", "format": "format", "formats": "format",
-    "provider": "model_provider", "providers": "model_provider",
-    "model_provider": "model_provider", "model-provider": "model_provider",
-    "method": "method", "methods": "method", "evaluator": "evaluator", "evaluators": "evaluator",
-}
+from ftp.kinds import KINDS, kind_named, label
 
 
 @click.command()
@@ -39,26 +31,29 @@ def plugins(state: State, as_json: bool) -> None:
         if info.error:
             click.echo(f"    {info.error}")
         for kind, name in info.components:
-            click.echo(f"    {KIND_LABELS[kind]:<15} {name}")
+            click.echo(f"    {label(kind):<15} {name}")
         if info.settings:
             click.echo(f"    {'settings':<15} [plugins.{info.name}] {', '.join(info.settings)}")
 
 
-@click.command()
+@click.command(help="List components, optionally of one KIND ("
+               + ", ".join(k.key for k in KINDS) + ").")
 @click.argument("kind", required=False)
 @click.option("--options", is_flag=True, help="Show each component's options.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_state
 @reports_errors
 def components(state: State, kind: str | None, options: bool, as_json: bool) -> None:
-    """List components, optionally of one KIND (loader, format, provider, method, evaluator)."""
+    """List components, optionally of one KIND (the kinds are `ftp.kinds.KINDS`)."""
     from ftp.suggest import did_you_mean
 
-    if kind is not None and kind not in KIND_ALIASES:
-        raise UserError(f"unknown kind {kind!r}{did_you_mean(kind, KIND_ALIASES)}; kinds: "
-                        "loader, format, provider, method, evaluator")
+    chosen = kind_named(kind) if kind is not None else None
+    if kind is not None and chosen is None:
+        spellings = {s for k in KINDS for s in k.spellings()}
+        raise UserError(f"unknown kind {kind!r}{did_you_mean(kind, spellings)}; kinds: "
+                        + ", ".join(k.key for k in KINDS))
     reg = state.plugins().registry
-    kinds = [KIND_ALIASES[kind]] if kind else list(KIND_LABELS)
+    kinds = [chosen.name] if chosen else [k.name for k in KINDS]
     out: list[dict[str, Any]] = []
     for k in kinds:
         for name in reg.names(k):
@@ -72,7 +67,7 @@ def components(state: State, kind: str | None, options: bool, as_json: bool) -> 
     for item in out:
         if item["kind"] != current:
             current = item["kind"]
-            click.echo(f"{KIND_LABELS[current]}s:")
+            click.echo(f"{label(current)}s:")
         click.echo(f"  {item['name']:<16} {item['summary']}  [{item['plugin']}]")
         if options:
             for opt in item["options"]:
