@@ -7,7 +7,9 @@ the tokens between "everything before this assistant turn, plus the generation p
 "everything up to and including this turn" are the turn's answer, ending with the
 template's end-of-turn token (the EOS that teaches the model to stop). Text after that token
 (a newline, say) carries no loss. Every assistant turn is trained, nothing else unless
-``assistant_only`` is false.
+``assistant_only`` is false — except a turn marked ``"train": false`` (`ftp.turns`, OpenAI's
+``weight: 0``), which is context only whatever ``assistant_only`` says: it is rendered exactly
+as the template renders it, with no loss and no EOS added.
 
 Tool use. Formats give assistant turns OpenAI-style ``tool_calls`` and a record-level
 ``tools`` list. A template that knows tools (it reads both ``tools`` and ``tool_calls``) gets
@@ -29,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ftp import UserError
+from ftp.turns import TRAIN, is_trained, untrained_turns
 
 IGNORE = -100
 
@@ -226,9 +229,10 @@ def conversation(
 
     Args:
         tokenizer: A tokenizer with a chat template.
-        messages: The conversation; assistant turns may carry ``tool_calls``.
+        messages: The conversation; assistant turns may carry ``tool_calls``, and
+            ``"train": false`` to be context only (no loss in either mode).
         assistant_only: Loss on assistant turns (with their end-of-turn token) only;
-            otherwise on every token.
+            otherwise on every token but those of untrained turns.
         tools: Tool definitions for the conversation, if any.
         train_from: Index of the first message whose assistant turns carry loss (a
             prompt/completion pair trains on its completion only).
@@ -246,12 +250,18 @@ def _conversation(tokenizer: Any, messages: list[dict[str, Any]], assistant_only
                   ) -> tuple[dict[str, list[int]], int]:
     """The row, and how many EOS tokens were added after assistant turns."""
     require_chat_template(tokenizer)
-    msgs, tools = for_template(tokenizer, messages, tools)
-    train_from += len(msgs) - len(messages)  # a system message for the tools came first
+    trained = [is_trained(m) for m in messages]
+    # The flag is ftp's, not the template's: templates get the messages without it.
+    clean = [{k: v for k, v in m.items() if k != TRAIN} for m in messages]
+    msgs, tools = for_template(tokenizer, clean, tools)
+    shift = len(msgs) - len(messages)  # a system message for the tools came first
+    train_from += shift
     ids = render(tokenizer, msgs, tools=tools)
     check_bos(tokenizer, ids)
     eos = tokenizer.eos_token_id
-    spans: list[tuple[int, int, bool]] = []  # (start, end, ends with EOS) per trained turn
+    # (start, end, ends with EOS, trained) per assistant turn after train_from; untrained
+    # turns are located too, so that assistant_only=False can still leave them out.
+    spans: list[tuple[int, int, bool, bool]] = []
     for i, message in enumerate(msgs):
         if message["role"] != "assistant" or i < train_from:
             continue
@@ -273,25 +283,27 @@ def _conversation(tokenizer: Any, messages: list[dict[str, Any]], assistant_only
         closed = eos is not None and eos in span
         if closed:
             end = start + len(span) - span[::-1].index(eos)  # through the last EOS of the turn
-        spans.append((start, end, closed))
+        spans.append((start, end, closed, trained[i - shift]))
 
+    everything = not assistant_only
     out_ids: list[int] = []
     labels: list[int] = []
     added = 0
     pos = 0
-    for start, end, closed in spans:
-        out_ids += ids[pos:end]
-        labels += [IGNORE] * (start - pos) + ids[start:end]
+    for start, end, closed, train in spans:
+        head, body = ids[pos:start], ids[start:end]
+        out_ids += head + body
+        labels += head if everything else [IGNORE] * len(head)
+        labels += body if train else [IGNORE] * len(body)
         pos = end
-        if not closed and eos is not None:
+        if train and not closed and eos is not None:
             # The template does not close the turn with EOS: add it, or the model never stops.
             out_ids.append(eos)
             labels.append(eos)
             added += 1
-    out_ids += ids[pos:]
-    labels += [IGNORE] * (len(ids) - pos)
-    if not assistant_only:
-        labels = list(out_ids)
+    tail = ids[pos:]
+    out_ids += tail
+    labels += tail if everything else [IGNORE] * len(tail)
     return {"input_ids": out_ids, "labels": labels}, added
 
 
@@ -415,6 +427,8 @@ def tokenize_records(
             if first is not None:
                 why = (f"cut to max_length={max_length} before its first trained token "
                        f"(position {first} of {n})")
+            elif untrained_turns(record):
+                why = "no token carries loss (every assistant turn is marked untrained)"
             else:
                 why = "no token carries loss"
             empty.append((index, f"{why}: {_snippet(record)!r}"))
