@@ -94,6 +94,15 @@ class Format(Component):
         """Convert one record. Raise ``ValueError`` with a short reason for a bad one."""
         raise NotImplementedError
 
+    def notes(self) -> list[str]:
+        """Lines to show once every row of a dataset is converted; none by default.
+
+        For what a format noticed across rows without refusing them, e.g. keys it ignored,
+        with counts. ftp shows each as a warning naming the dataset. One instance converts a
+        dataset's rows (and its ``eval_path`` rows), so counts kept on ``self`` add up.
+        """
+        return []
+
 
 class ModelProvider(Component):
     """Turns a model name into a model and tokenizer; applies adapters; saves."""

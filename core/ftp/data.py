@@ -238,6 +238,7 @@ def prepare(ds: Dataset, records: list[dict[str, Any]], base_dir: Path, seed: in
         )
     if skipped:
         warnings.append(f"{where}: skipped {skipped_summary(skipped)} (on_bad_rows = \"skip\")")
+    warnings += [f"{where}: {note}" for note in fmt.notes()]
     return Prepared(ds.name, fmt.produces, train_rows, eval_rows, fingerprint, warnings,
                     dict(sorted(skipped.items())))
 

@@ -3,9 +3,13 @@
 Each turns a loader's record into one of ftp's shapes. Chat formats produce
 ``{"messages": [{"role", "content"}, ...]}``, plus ``"tools"`` (OpenAI-style function
 definitions) when the row has any; an assistant turn that calls tools carries
-``"tool_calls": [{"type": "function", "function": {"name", "arguments"}}]``. The chat
-template is applied later, when tokenizing, so training and inference render conversations
-the same way (see ``ftp_builtin.tokenize`` for templates without tool support).
+``"tool_calls": [{"type": "function", "function": {"name", "arguments"}}]``, and one the
+model must not learn (OpenAI's ``"weight": 0``) carries ``"train": false`` (`ftp.turns`). The
+chat template is applied later, when tokenizing, so training and inference render
+conversations the same way (see ``ftp_builtin.tokenize`` for templates without tool support).
+
+A message key that the ``messages`` or ``sharegpt`` format does not read is counted and
+reported once per dataset (`Format.notes`), or refused with ``unknown_keys = "error"``.
 
 A row that cannot be used raises ValueError with a short reason naming the field; the
 pipeline reports it with the row's place, or skips it (``on_bad_rows``).
@@ -14,11 +18,13 @@ pipeline reports it with the row's place, or skips it (``on_bad_rows``).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from ftp import Format, Shape, StrictConfig, hookimpl
+from ftp.turns import TRAIN, is_trained
 
 ROLES = ("system", "user", "assistant", "tool")
 
@@ -64,7 +70,68 @@ def check_conversation(messages: list[Message]) -> list[Message]:
     if messages[-1]["role"] != "assistant":
         raise ValueError("the conversation does not end with an assistant message, so there "
                          "is nothing to learn from its last turn")
+    if not any(is_trained(m) for m in messages if m["role"] == "assistant"):
+        raise ValueError("every assistant message has weight 0, so there is nothing to learn "
+                         "from the row")
     return messages
+
+
+def read_weight(message: dict[str, Any], key: str, role: str, where: str) -> bool | None:
+    """Whether a message's OpenAI-style ``weight`` (0 or 1) trains it; None when it has none.
+
+    Raises:
+        ValueError: for another value, or a weight on a message that is not the assistant's
+            (only the model's own turns are trained or not).
+
+    """
+    value = message.get(key)
+    if value is None:  # absent, or null where other rows of a table have one
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value not in (0, 1):
+        raise ValueError(f"{key!r} must be 0 or 1; {where} has {value!r}")
+    if role != "assistant":
+        raise ValueError(f"{key!r} on a message that is not the assistant's; {where} is a "
+                         f"{role} message, and only assistant turns are trained or not")
+    return value == 1
+
+
+def set_weight(message: Message, trained: bool | None) -> Message:
+    """Mark ``message`` untrained (``"train": false``) when its weight says so."""
+    if trained is False:
+        message[TRAIN] = False
+    return message
+
+
+class UnknownKeys:
+    """Counts message keys a format does not read, or refuses them (``unknown_keys``)."""
+
+    def __init__(self, policy: str, what: str) -> None:
+        self.policy = policy
+        self.what = what
+        self.counts: Counter[str] = Counter()
+
+    def check(self, message: dict[str, Any], known: set[str], where: str) -> None:
+        """Count (or refuse) the keys of ``message`` outside ``known`` that hold a value."""
+        unknown = sorted(k for k, v in message.items() if k not in known and v is not None)
+        if not unknown:
+            return
+        if self.policy == "error":
+            raise ValueError(f"unknown {self.what} key {unknown[0]!r}; {where} has "
+                             f"{unknown}, the format reads {sorted(known)}")
+        self.counts.update(unknown)
+
+    def notes(self) -> list[str]:
+        """One line naming each ignored key with how many messages had it."""
+        if not self.counts:
+            return []
+        listed = ", ".join(f"{k!r} ({n})" for k, n in
+                           sorted(self.counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        return [f"{self.what} keys the format does not read were ignored: {listed}; map them "
+                "in format_options, or set format_options.unknown_keys = \"error\" to refuse "
+                "such rows"]
+
+
+UnknownKeysPolicy = Literal["warn", "error"]
 
 
 def normalize_tool(tool: Any, where: str) -> dict[str, Any]:
@@ -147,7 +214,11 @@ class Alpaca(Format):
         system: str | None = Field(None, description="Column with a per-row system prompt.")
         history: str | None = Field(
             "history", description="Column with earlier turns, [[instruction, answer], ...], "
-            "rendered before this one (each answer trained too).",
+            "rendered before this one (each answer trained too, unless train_history = false).",
+        )
+        train_history: bool = Field(
+            True, description="false: the answers in history are context only (no loss); "
+            "only the row's own output is trained.",
         )
         system_prompt: str | None = Field(None, description="A system prompt for every row.")
 
@@ -184,8 +255,9 @@ class Alpaca(Format):
                     or not all(isinstance(x, str) and x.strip() for x in pair)):
                 raise ValueError(f"field {column!r} item {i} should be a pair of non-empty "
                                  "texts [instruction, answer]")
+            answer: Message = {"role": "assistant", "content": pair[1]}
             turns += [{"role": "user", "content": pair[0]},
-                      {"role": "assistant", "content": pair[1]}]
+                      set_weight(answer, self.config.train_history)]
         return turns
 
 
@@ -224,11 +296,26 @@ class Messages(Format):
             "on top of the standard ones (developer → system, function → tool).",
         )
         system_prompt: str | None = Field(None, description="Prepended when a row has none.")
+        weight_key: str = Field("weight", description="Key of an assistant message's weight "
+                                "(OpenAI's): 0 = context only, no loss; 1 or absent = trained.")
+        unknown_keys: UnknownKeysPolicy = Field(
+            "warn", description="A message key the format does not read: \"warn\" (counted, "
+            "shown once) or \"error\" (a bad row).",
+        )
+
+    def __init__(self, config: StrictConfig | None = None) -> None:
+        super().__init__(config)
+        self.unknown = UnknownKeys(self.config.unknown_keys, "message")
+
+    def notes(self) -> list[str]:
+        """The message keys that were ignored, with counts."""
+        return self.unknown.notes()
 
     def convert(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Copy the messages with mapped roles, checking roles, order and content."""
+        """Copy the messages with mapped roles, checking roles, order, content and weights."""
         c = self.config
         roles = {**MESSAGE_ROLES, **c.roles}
+        common = {c.role_key, c.content_key, c.weight_key}
         raw = record.get(c.messages)
         if not isinstance(raw, list):
             raise ValueError(f"field {c.messages!r} should be a list of messages")
@@ -261,7 +348,10 @@ class Messages(Format):
                 for key in ("name", "tool_call_id"):
                     if isinstance(m.get(key), str):
                         message[key] = m[key]
-            messages.append(message)
+            known = common | ({c.tool_calls_key} if role == "assistant" else set()) | (
+                {"name", "tool_call_id"} if role == "tool" else set())
+            self.unknown.check(m, known, where)
+            messages.append(set_weight(message, read_weight(m, c.weight_key, role, where)))
         if c.system_prompt and (not messages or messages[0]["role"] != "system"):
             messages.insert(0, {"role": "system", "content": c.system_prompt})
         tools = parse_tools(record.get(c.tools), c.tools) if c.tools else []
@@ -306,6 +396,20 @@ class ShareGPT(Format):
             default_factory=dict, description="Role names in the data mapped to turn kinds, on "
             "top of human/user, gpt/assistant, system, function_call, observation/tool.",
         )
+        weight_key: str = Field("weight", description="Key of an assistant turn's weight: "
+                                "0 = context only, no loss; 1 or absent = trained.")
+        unknown_keys: UnknownKeysPolicy = Field(
+            "warn", description="A turn key the format does not read: \"warn\" (counted, "
+            "shown once) or \"error\" (a bad row).",
+        )
+
+    def __init__(self, config: StrictConfig | None = None) -> None:
+        super().__init__(config)
+        self.unknown = UnknownKeys(self.config.unknown_keys, "turn")
+
+    def notes(self) -> list[str]:
+        """The turn keys that were ignored, with counts."""
+        return self.unknown.notes()
 
     def convert(self, record: dict[str, Any]) -> dict[str, Any]:
         """Map roles; a function_call turn is an assistant tool call, an observation a tool turn."""
@@ -315,9 +419,11 @@ class ShareGPT(Format):
         if not isinstance(raw, list):
             raise ValueError(f"field {c.conversations!r} should be a list of turns")
         messages: list[Message] = []
+        known = {c.role_key, c.content_key, c.weight_key}
         for i, turn in enumerate(raw):
             if not isinstance(turn, dict) or c.role_key not in turn or c.content_key not in turn:
                 raise ValueError(f"turn {i} needs {c.role_key!r} and {c.content_key!r}")
+            self.unknown.check(turn, known, f"turn {i}")
             kind = kinds.get(turn[c.role_key])
             if kind is None:
                 raise ValueError(f"turn {i} has unknown role {turn[c.role_key]!r}; expected one "
@@ -329,12 +435,14 @@ class ShareGPT(Format):
             if not value.strip():
                 raise ValueError(f"turn {i} ({turn[c.role_key]}): empty {c.content_key!r}")
             if kind == "function_call":
-                messages.append({"role": "assistant", "content": "",
-                                 "tool_calls": _calls(value, f"turn {i} (function_call)")})
+                message: Message = {"role": "assistant", "content": "",
+                                    "tool_calls": _calls(value, f"turn {i} (function_call)")}
             elif kind == "observation":
-                messages.append({"role": "tool", "content": value})
+                message = {"role": "tool", "content": value}
             else:
-                messages.append({"role": kind, "content": value})
+                message = {"role": kind, "content": value}
+            weight = read_weight(turn, c.weight_key, message["role"], f"turn {i}")
+            messages.append(set_weight(message, weight))
         system = _text(record, c.system, required=False) if c.system else ""
         if system.strip() and not (messages and messages[0]["role"] == "system"):
             messages.insert(0, {"role": "system", "content": system})
