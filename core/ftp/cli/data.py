@@ -59,6 +59,9 @@ def preview(state: State, pipeline: Path, name: str | None, count: int, as_json:
     chosen = targets(p, name, everything=False)
     tokenizer = load_tokenizer(p)
     previews = [preview(p, t, tokenizer, count) for t in chosen]
+    for pv in previews:  # on stderr, so that --json output stays one document
+        for warning in pv.warnings:
+            click.echo(f"warning: {warning}", err=True)
     if as_json:
         click.echo(json.dumps({"pipeline": p.name,
                                "datasets": [preview_json(pv, tokenizer) for pv in previews]},
@@ -100,7 +103,8 @@ def inspect(state: State, pipeline: Path, name: str | None, out_dir: Path | None
 
     Per dataset: rows read and skipped (with reasons), empty fields, exact and near
     duplicates, train/held-out leakage, token length percentiles, rows truncated at
-    max_length, label balance, and conversations that do not end with an assistant turn.
+    max_length, label balance, conversations that do not end with an assistant turn, and
+    assistant turns marked untrained (weight 0).
     """
     from ftp.datacheck.common import load_tokenizer, targets
     from ftp.datacheck.inspect import inspect as run_inspect

@@ -4,8 +4,9 @@ Per dataset: rows read and skipped (by reason; inspection reads with ``on_bad_ro
 so that one bad row does not hide the rest of the report), empty fields, exact and near
 duplicates (``ftp.datacheck.dedup``), train/held-out overlap (leakage) within the dataset and
 between a stage's training data and the data its evaluations score, token length percentiles
-and a histogram, rows truncated at the method's ``max_length``, label balance, and
-conversations that do not end with an assistant turn. Written as ``report.md``,
+and a histogram, rows truncated at the method's ``max_length``, label balance,
+conversations that do not end with an assistant turn, and assistant turns marked untrained
+(``weight: 0``). Written as ``report.md``,
 ``report.json`` and one ``lengths-NAME.png`` per dataset.
 """
 
@@ -22,6 +23,7 @@ from ftp.config import Dataset, Pipeline
 from ftp.data import Prepared, load_records, prepare
 from ftp.datacheck.common import Target, record_text, stage_datasets, tokenize_examples
 from ftp.datacheck.dedup import near_duplicates, near_matches, normalise, text_hash
+from ftp.turns import untrained_turns
 
 PERCENTILES = (50, 90, 95, 99)
 #: Role values that count as the model's own turn when a raw conversation's last turn is read.
@@ -76,6 +78,12 @@ def unfinished_conversations(records: list[dict[str, Any]]) -> int:
                     count += role.lower() not in ASSISTANT_ROLES
                     break
     return count
+
+
+def untrained_summary(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Assistant turns marked untrained (``weight: 0``) in formatted rows, and rows with any."""
+    per_row = [untrained_turns(r) for r in rows]
+    return {"turns": sum(per_row), "rows": sum(1 for n in per_row if n)}
 
 
 def percentiles(values: list[int]) -> dict[str, float]:
@@ -195,6 +203,8 @@ def inspect_dataset(pipeline: Pipeline, target: Target, tokenizer: Any, out_dir:
         "unfinished_conversations": unfinished_conversations(raw)
         if prepared.shape == Shape.CONVERSATIONAL else None,
         "labels": label_balance(prepared),
+        "untrained_turns": untrained_summary(rows),
+        "warnings": list(prepared.warnings),
     }
     if prepared.eval:
         report["leakage"] = {"train/eval": overlap([record_text(r) for r in prepared.eval],
@@ -305,6 +315,11 @@ def summary_lines(d: dict[str, Any]) -> list[str]:
     if d["unfinished_conversations"] is not None:
         lines.append("  conversations not ending with an assistant turn: "
                      f"{d['unfinished_conversations']}")
+    lines += [f"  warning: {w}" for w in d.get("warnings") or []]
+    untrained = d.get("untrained_turns") or {}
+    if untrained.get("turns"):
+        lines.append(f"  assistant turns untrained (weight 0): {untrained['turns']} in "
+                     f"{untrained['rows']} rows")
     return lines
 
 

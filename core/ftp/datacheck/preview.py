@@ -3,7 +3,8 @@
 Each example is shown as decoded text after formatting and tokenization by the stage's method
 (`Method.tokenize_examples`), special tokens included as their literal text (``<|im_start|>``).
 Tokens that carry loss are marked: on a terminal in green (the rest dimmed); otherwise
-between ``«`` and ``»``. Every sequence gets its token counts, total and trained.
+between ``«`` and ``»``. Every sequence gets its token counts, total and trained, and every
+example the number of its assistant turns marked untrained (``weight: 0``; `ftp.turns`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from ftp.config import Pipeline
 from ftp.data import load_records, prepare
 from ftp.datacheck.common import Target, tokenize_examples
 from ftp.errors import UserError
+from ftp.turns import untrained_turns
 
 #: Plain-text markers around tokens that carry loss.
 OPEN, CLOSE = "«", "»"
@@ -90,6 +92,8 @@ class Preview:
     rows: list[tuple[str, int]]  # (split, row index) per example
     examples: list[TokenizedExample]
     available: int  # rows in the dataset's training split (or held-out split if none)
+    untrained: list[int]  # assistant turns marked untrained, per example
+    warnings: list[str]  # what preparing the data noticed (ignored keys, skipped rows)
 
 
 def preview(pipeline: Pipeline, target: Target, tokenizer: Any, n: int) -> Preview:
@@ -111,19 +115,20 @@ def preview(pipeline: Pipeline, target: Target, tokenizer: Any, n: int) -> Previ
         raise UserError(f"method {target.stage.method.entry.name!r} (plugin "
                         f"{target.stage.method.entry.plugin!r}) cannot show how it tokenizes "
                         "(it does not implement Method.tokenize_examples)")
-    return Preview(target, [(split, i) for i in range(len(chosen))], examples, len(rows))
+    return Preview(target, [(split, i) for i in range(len(chosen))], examples, len(rows),
+                   [untrained_turns(r) for r in chosen], prepared.warnings)
 
 
 def as_json(pv: Preview, tokenizer: Any) -> dict[str, Any]:
     """A preview for machines: ids, labels (-100: no loss) and token strings per sequence."""
     examples = []
-    for (split, row), ex in zip(pv.rows, pv.examples, strict=True):
+    for (split, row), ex, untrained in zip(pv.rows, pv.examples, pv.untrained, strict=True):
         seqs = [{"name": s.name, "input_ids": s.input_ids, "labels": s.labels,
                  "tokens": tokenizer.convert_ids_to_tokens(s.input_ids),
                  "total": len(s.input_ids), "trained": s.trained} for s in ex.sequences]
         examples.append({"split": split, "row": row, "length": ex.length,
                          "truncated": ex.truncated, "dropped": ex.dropped, "label": ex.label,
-                         "sequences": seqs})
+                         "untrained_turns": untrained, "sequences": seqs})
     stage = pv.target.stage
     return {"dataset": pv.target.name, "format": pv.target.dataset.section.format,
             "shape": pv.target.shape, "stage": stage.name if stage else None,
@@ -139,6 +144,9 @@ def header(pv: Preview, index: int) -> str:
         notes.append(f"label {ex.label!r}")
     if ex.truncated:
         notes.append(f"truncated (whole: {ex.length} tokens)")
+    if pv.untrained[index]:
+        n = pv.untrained[index]
+        notes.append(f"{n} assistant turn{'s' if n != 1 else ''} untrained (weight 0)")
     if ex.dropped:
         notes.append("dropped from training: no token carries loss")
     extra = "".join(f" · {n}" for n in notes)

@@ -17,6 +17,7 @@ from pydantic import Field
 
 from ftp import Method, Shape, TrainContext, UserError, hookimpl
 from ftp.components import IGNORE_INDEX, TokenizedExample, TokenSequence
+from ftp.turns import untrained_turns
 from ftp_builtin import tokenize as tokenize_module
 from ftp_builtin.methods.common import (
     TrainingOptions,
@@ -65,11 +66,10 @@ class SFT(Method):
                             f"to max_length={cfg.max_length}")
         ctx.log({"stage": ctx.stage, "event": "tokenized", "examples": len(train.rows),
                  "tokens": train.tokens, "loss_tokens": train.loss_tokens,
-                 "truncated": train.truncated, "dropped": train.dropped, "cached": cached})
-        evaluation = None
-        if ctx.eval:
-            evaluation, _ = self._tokenize(ctx, "eval", ctx.eval)
-            self._warn(ctx, "eval", evaluation)
+                 "truncated": train.truncated, "dropped": train.dropped, "cached": cached,
+                 "untrained_turns": sum(untrained_turns(r) for r in ctx.train)})
+        # Held-out rows are not tokenized: sft never evaluates during training (the `loss`
+        # evaluator scores them after), and tokens nobody reads would only cost time.
 
         args = training_arguments(
             cfg, ctx, SFTConfig,
@@ -98,8 +98,6 @@ class SFT(Method):
             model=ctx.model,
             args=args,
             train_dataset=Dataset.from_list(train.rows),
-            eval_dataset=Dataset.from_list(evaluation.rows) if evaluation and evaluation.rows
-            else None,
             processing_class=ctx.tokenizer,
             data_collator=collator,
             callbacks=ctx.callbacks,
