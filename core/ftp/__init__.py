@@ -5,6 +5,7 @@ component base classes, the contexts they receive, and the errors they may raise
 """
 
 from ftp.components import (
+    IGNORE_INDEX,
     Component,
     DataLoader,
     Evaluator,
@@ -13,6 +14,8 @@ from ftp.components import (
     ModelProvider,
     Shape,
     StrictConfig,
+    TokenizedExample,
+    TokenSequence,
 )
 from ftp.contexts import EvalContext, LoadContext, TrainContext
 from ftp.errors import ConfigError, FtpError, RunError, UserError
@@ -21,6 +24,7 @@ from ftp.hookspecs import hookimpl
 __version__ = "0.1.0"
 
 __all__ = [
+    "IGNORE_INDEX",
     "Component",
     "ConfigError",
     "DataLoader",
@@ -34,6 +38,8 @@ __all__ = [
     "RunError",
     "Shape",
     "StrictConfig",
+    "TokenSequence",
+    "TokenizedExample",
     "TrainContext",
     "UserError",
     "hookimpl",
