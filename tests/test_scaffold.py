@@ -70,6 +70,9 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     assert made.returncode == 0, made.stderr
     assert made.stdout.startswith("created ftp-acme-qa: distribution ftp-acme-qa, package "
                                   "ftp_acme_qa, plugin 'acme-qa'")
+    # The test extra, so that the pytest it suggests is there.
+    assert made.stdout.splitlines()[1] == ('next: pip install -e "ftp-acme-qa[test]" && '
+                                           "ftp plugins && pytest ftp-acme-qa")
     site = work / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
                     "--no-build-isolation", "--target", str(site), str(work / "ftp-acme-qa")],

@@ -135,7 +135,8 @@ def new_plugin(name: str, directory: Path | None) -> None:
     names = Names.from_name(name)
     click.echo(f"created {dest}: distribution {names.distribution}, package {names.package}, "
                f"plugin {names.plugin!r}")
-    click.echo(f"next: pip install -e {dest} && ftp plugins && pytest {dest}")
+    # The test extra brings pytest, which the suggested next command runs.
+    click.echo(f'next: pip install -e "{dest}[test]" && ftp plugins && pytest {dest}')
 
 
 COMMANDS = [plugins, components, schema, new]
