@@ -85,7 +85,9 @@ def problems(text: str, where: Path) -> list[str]:
                     out.append(f"`{name}` hook: no such hook")
             else:
                 component(KINDS[kind], name, f"the `{name}` {kind}")
-    for name in set(HOOK.findall(text)) - packages:
+    # A page may define a hook as an example of adding one (components.md: a new kind).
+    defined = set(re.findall(r"^def (ftp_[a-z_]+)\(", text, re.M))
+    for name in set(HOOK.findall(text)) - packages - defined:
         if name not in hooks:
             out.append(f"{name}: neither a hook nor a plugin package")
     for name in set(CONTRIB.findall(text)):
