@@ -3,7 +3,7 @@
 import pytest
 
 from ftp import RunError
-from ftp_builtin.methods.common import explain_out_of_memory
+from ftp.training import explain_out_of_memory
 
 TOO_BIG = RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 

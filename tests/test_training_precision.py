@@ -4,7 +4,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM
 
-from ftp_builtin.methods.common import frozen_weights_in_bf16
+from ftp.training import frozen_weights_in_bf16
 
 
 def _lora_model(tiny_model):

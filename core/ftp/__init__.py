@@ -1,7 +1,8 @@
 """ftp: finetune language models from one pipeline.toml, with plugins for every part.
 
 The public API for plugin authors is what this module exports: the ``hookimpl`` marker, the
-component base classes, the contexts they receive, and the errors they may raise.
+component base classes, the contexts they receive, the errors they may raise, and the builder
+of trainer-backed methods (`TrainerMethod`, `TrainingOptions`: ``ftp.training``).
 """
 
 from ftp.components import (
@@ -20,6 +21,7 @@ from ftp.components import (
 from ftp.contexts import EvalContext, LoadContext, TrainContext
 from ftp.errors import ConfigError, FtpError, RunError, UserError
 from ftp.hookspecs import hookimpl
+from ftp.training import TrainerMethod, TrainingOptions
 
 __version__ = "0.1.0"
 
@@ -41,6 +43,8 @@ __all__ = [
     "TokenSequence",
     "TokenizedExample",
     "TrainContext",
+    "TrainerMethod",
+    "TrainingOptions",
     "UserError",
     "hookimpl",
 ]

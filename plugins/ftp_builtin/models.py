@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 
 from ftp import ModelProvider, RunError, StrictConfig, UserError, hookimpl
+from ftp.training import use_all_cores
 from ftp_builtin import templates
 from ftp_builtin.catalog import CATALOG, cache_dir, fetch
 
@@ -127,7 +128,7 @@ class HFProvider(ModelProvider):
 
         if task not in TASKS:
             raise RunError(f"provider 'hf' cannot load models for task {task!r}")
-        _use_all_cores()
+        use_all_cores()
         cls = getattr(transformers, TASKS[task])
         source = init_from or self.source()
         kwargs: dict[str, Any] = {"dtype": self.torch_dtype(),
@@ -184,14 +185,6 @@ class HFProvider(ModelProvider):
 
 def _is_classifier(model: Any) -> bool:
     return type(model).__name__.endswith("ForSequenceClassification")
-
-
-def _use_all_cores() -> None:
-    """Use every core on CPU: some launchers set one thread per process, which halves speed."""
-    import torch
-
-    if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(os.cpu_count() or 1)
 
 
 def _hub_call(fn: Any, source: Any) -> Any:

@@ -15,14 +15,9 @@ from typing import Any
 
 from pydantic import Field
 
-from ftp import Method, Shape, TrainContext, UserError, hookimpl
+from ftp import Shape, TrainContext, TrainerMethod, TrainingOptions, UserError, hookimpl
 from ftp.components import IGNORE_INDEX, TokenizedExample, TokenSequence
 from ftp_builtin.formats.labelled import LABEL_NAMES, label_name, label_order
-from ftp_builtin.methods.common import (
-    TrainingOptions,
-    run_trainer,
-    training_arguments,
-)
 from ftp_builtin.methods.tokenized import cached_rows, plugin_identity
 
 
@@ -58,12 +53,13 @@ def classifier_heads(model: Any, num_labels: int) -> dict[str, bool]:
     return heads
 
 
-class Classify(Method):
+class Classify(TrainerMethod):
     """Text classification (sentiment, intent, topic) on labelled text (transformers Trainer)."""
 
     name = "classify"
     accepts = frozenset({Shape.LABELLED_TEXT})
     task = "sequence-classification"
+    out_of_memory_hint = "batch_size or max_length"
 
     class Config(TrainingOptions):
         """Classification options: the shared training options, with defaults for a classifier."""
@@ -101,10 +97,10 @@ class Classify(Method):
             "problem_type": "single_label_classification",
         }
 
-    def train(self, ctx: TrainContext) -> Any:
-        """Tokenize, check labels against the model's, train with Trainer; return the model."""
+    def trainer(self, ctx: TrainContext) -> Any:
+        """Check labels against the model's, tokenize, and build a transformers Trainer."""
         from datasets import Dataset
-        from transformers import DataCollatorWithPadding, Trainer, TrainingArguments, set_seed
+        from transformers import DataCollatorWithPadding, Trainer, set_seed
 
         cfg = self.config
         set_seed(ctx.seed)
@@ -139,18 +135,14 @@ class Classify(Method):
 
         # Short texts of mixed length: random batches of SST-2 phrases are ~40% padding.
         sampling = "group_by_length" if cfg.group_by_length else "random"
-        args = training_arguments(cfg, ctx, TrainingArguments, eval_strategy="no",
-                                  train_sampling_strategy=sampling)
-        trainer = Trainer(
+        return Trainer(
             model=model,
-            args=args,
+            args=self.arguments(ctx, eval_strategy="no", train_sampling_strategy=sampling),
             train_dataset=Dataset.from_list(rows),
             processing_class=ctx.tokenizer,
             data_collator=DataCollatorWithPadding(ctx.tokenizer),
             callbacks=ctx.callbacks,
         )
-        lean = cfg.frozen_bf16 and bool(args.bf16) and ctx.adapter is not None
-        return run_trainer(trainer, model, lean, "batch_size or max_length")
 
     def tokenize_examples(self, tokenizer: Any, records: list[dict[str, Any]]
                           ) -> list[TokenizedExample]:

@@ -23,24 +23,20 @@ from typing import Any
 
 from pydantic import Field
 
-from ftp import Method, Shape, TrainContext, UserError, hookimpl
+from ftp import Shape, TrainContext, TrainerMethod, TrainingOptions, UserError, hookimpl
 from ftp.components import TokenizedExample, TokenSequence
 from ftp_builtin import blocks as blocks_module
 from ftp_builtin.blocks import check_block_size, document_ids, pack_ids
-from ftp_builtin.methods.common import (
-    TrainingOptions,
-    run_trainer,
-    training_arguments,
-)
 from ftp_builtin.methods.tokenized import cached_rows, plugin_identity
 
 
-class CPT(Method):
+class CPT(TrainerMethod):
     """Continued pretraining on raw text: EOS-joined documents in fixed-length blocks."""
 
     name = "cpt"
     accepts = frozenset({Shape.LANGUAGE_MODELING})
     task = "causal-lm"
+    out_of_memory_hint = "batch_size or block_size"
 
     class Config(TrainingOptions):
         """CPT options: the shared training options plus the block length."""
@@ -50,9 +46,9 @@ class CPT(Method):
             "stream cut into blocks of this length, the last partial block dropped."
         )
 
-    def train(self, ctx: TrainContext) -> Any:
-        """Pack the text into blocks, train with Trainer, and return the model."""
-        from transformers import Trainer, TrainingArguments, set_seed
+    def trainer(self, ctx: TrainContext) -> Any:
+        """Pack the text into blocks, and build a transformers Trainer on them."""
+        from transformers import Trainer, set_seed
 
         cfg = self.config
         set_seed(ctx.seed)
@@ -71,17 +67,14 @@ class CPT(Method):
             raise UserError(f"the training text is {packed.tokens} tokens, less than one block "
                             f"of block_size = {cfg.block_size}; lower block_size or add text")
 
-        args = training_arguments(cfg, ctx, TrainingArguments, eval_strategy="no")
-        trainer = Trainer(
+        return Trainer(
             model=ctx.model,
-            args=args,
+            args=self.arguments(ctx, eval_strategy="no"),
             train_dataset=packed.blocks,
             data_collator=collate_blocks,
             processing_class=ctx.tokenizer,
             callbacks=ctx.callbacks,
         )
-        lean = cfg.frozen_bf16 and bool(args.bf16) and ctx.adapter is not None
-        return run_trainer(trainer, ctx.model, lean, "batch_size or block_size")
 
     def tokenize_examples(self, tokenizer: Any, records: list[dict[str, Any]]
                           ) -> list[TokenizedExample]:

@@ -1,4 +1,9 @@
-"""Preference tuning: ``dpo`` (TRL DPOTrainer) and ``kto`` (TRL KTOTrainer).
+"""Preference tuning: ``dpo`` (TRL DPOTrainer), ``kto`` (TRL KTOTrainer), and their base.
+
+`PreferenceMethod` is what a preference method on a TRL trainer shares: tokenizing through
+the tokenized-data cache, the reference model (optional: a reference-free method such as ORPO
+sets ``uses_reference = False``), the leaner LM head, and the tokenized counts in
+metrics.jsonl. A method on it names its TRL config and trainer classes and their options.
 
 Records arrive in TRL's conversational forms (``ftp_builtin.formats.preference``), so TRL
 renders them through the tokenizer's own chat template: the prompt with the generation prompt,
@@ -27,22 +32,12 @@ import copy
 import os
 import sys
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from ftp import Method, Shape, TrainContext, UserError, hookimpl
+from ftp import Shape, TrainContext, TrainerMethod, TrainingOptions, UserError, hookimpl
 from ftp.components import TokenizedExample
-from ftp_builtin.methods.common import (
-    TrainingOptions,
-    explain_out_of_memory,
-    frozen_weights_in_bf16,
-    native_bf16,
-    quiet_trainer,
-    trained_model,
-    training_arguments,
-    use_all_cores,
-)
 from ftp_builtin.methods.lm_head import use_lean_lm_head
 from ftp_builtin.methods.tokenized import cached_dataset, plugin_identity, preference_examples
 from ftp_builtin.tokenize import require_chat_template
@@ -53,7 +48,7 @@ DPOLoss = Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "
 
 
 class PreferenceOptions(TrainingOptions):
-    """What DPO and KTO share: the training options plus the reference and sequence handling."""
+    """What preference methods share: the training options plus beta and sequence handling."""
 
     learning_rate: float = Field(
         5e-6, gt=0, description="DPO/KTO move far with little: 5e-6 suits full finetuning; "
@@ -63,20 +58,98 @@ class PreferenceOptions(TrainingOptions):
                         "higher keeps it closer.")
     max_length: int = Field(1024, gt=0, description="prompt + answer longer than this is cut at "
                             "the end; a pair whose prompt alone fills it is dropped.")
+
+
+class ReferenceOptions(PreferenceOptions):
+    """Options of a preference method that compares against a reference model."""
+
     precompute_ref_log_probs: bool | None = Field(
         None, description="Compute the reference log-probabilities once before training. "
         "Default: on without an adapter (no copy of the model in memory), off with one."
     )
 
 
-class DPO(Method):
+class PreferenceMethod(TrainerMethod):
+    """Base of a preference method on a TRL trainer (DPO, KTO; reference-free ones too).
+
+    A subclass sets ``name``, ``accepts``, a ``Config`` (`PreferenceOptions`, or
+    `ReferenceOptions` when it uses a reference model), ``answers`` and ``uses_reference``,
+    and implements `trl_trainer` (and `trl_options` for its own options).
+    """
+
+    Config = PreferenceOptions
+    config: PreferenceOptions
+    task = "causal-lm"
+    out_of_memory_hint = "batch_size or max_length"
+    # Built inside the training set-up: precomputed reference log-probabilities then come
+    # from the same (bf16) frozen weights as the policy's.
+    build_while_training = True
+    #: Whether the trainer compares against a reference model (the stage's starting model).
+    uses_reference: ClassVar[bool] = True
+    #: The answer columns of a training row, as TRL tokenizes them.
+    answers: ClassVar[tuple[str, ...]] = ("chosen", "rejected")
+
+    def trl_trainer(self) -> tuple[Any, Any]:
+        """The TRL (config class, trainer class), e.g. ``(DPOConfig, DPOTrainer)``."""
+        raise NotImplementedError
+
+    def trl_options(self) -> dict[str, Any]:
+        """Options of the TRL config beyond ftp's training and preference options."""
+        return {}
+
+    def trainer(self, ctx: TrainContext) -> Any:
+        """The TRL trainer this method trains with (TRL tokenizes ``ctx.train`` here)."""
+        from datasets import Dataset
+        from transformers import set_seed
+
+        set_seed(ctx.seed)
+        require_chat_template(ctx.tokenizer)
+        cfg = self.config
+        config_cls, trainer_cls = self.trl_trainer()
+        extra: dict[str, Any] = {"beta": cfg.beta, "max_length": cfg.max_length,
+                                 "eval_strategy": "no"}
+        reference: dict[str, Any] = {}
+        if self.uses_reference:
+            precompute = _precompute(cfg, ctx)
+            extra["precompute_ref_log_probs"] = precompute
+            reference["ref_model"] = _reference_copy(ctx, precompute)
+        args = self.arguments(ctx, config_cls, **extra, **self.trl_options())
+        trainer = _with_cached_tokens(trainer_cls, ctx)(
+            model=ctx.model,
+            args=args,
+            train_dataset=Dataset.from_list(ctx.train),
+            processing_class=ctx.tokenizer,
+            callbacks=ctx.callbacks,
+            **reference,
+        )
+        _drop_reference_adapter(trainer.model)
+        for model in (trainer.model, getattr(trainer, "ref_model", None)):
+            if model is not None:
+                use_lean_lm_head(model)
+        return trainer
+
+    def prepared(self, ctx: TrainContext, trainer: Any) -> None:
+        """Record what TRL tokenized; refuse a run with nothing left to learn from."""
+        _log_tokenized(ctx, trainer.train_dataset, self.answers, self.config.max_length)
+
+    def while_training(self, ctx: TrainContext) -> contextlib.AbstractContextManager[Any]:
+        """TRL's reference precompute draws its own progress bar; ftp shows its own."""
+        return _quiet_progress()
+
+    def tokenize_examples(self, tokenizer: Any, records: list[dict[str, Any]]
+                          ) -> list[TokenizedExample]:
+        """Each record as the TRL trainer tokenizes it: the prompt, then each answer."""
+        require_chat_template(tokenizer)
+        return preference_examples(tokenizer, records, self.answers, self.config.max_length)
+
+
+class DPO(PreferenceMethod):
     """Direct preference optimisation on chosen/rejected pairs (TRL DPOTrainer)."""
 
     name = "dpo"
     accepts = frozenset({Shape.PREFERENCE})
-    task = "causal-lm"
 
-    class Config(PreferenceOptions):
+    class Config(ReferenceOptions):
         """DPO options: the preference options plus the loss."""
 
         loss_type: DPOLoss = Field("sigmoid", description="The DPO loss variant (TRL's names).")
@@ -92,36 +165,28 @@ class DPO(Method):
                 raise ValueError("loss_type 'robust' needs label_smoothing < 0.5")
             return self
 
-    def trainer(self, ctx: TrainContext) -> Any:
-        """The TRL DPOTrainer this method trains with (TRL tokenizes ``ctx.train`` here)."""
+    def trl_trainer(self) -> tuple[Any, Any]:
+        """TRL's DPOConfig and DPOTrainer."""
         from trl import DPOConfig, DPOTrainer
 
+        return DPOConfig, DPOTrainer
+
+    def trl_options(self) -> dict[str, Any]:
+        """The loss, its label smoothing, and keeping the start of an over-long answer."""
         cfg = self.config
-        extra = {"loss_type": [cfg.loss_type], "label_smoothing": cfg.label_smoothing,
-                 "truncation_mode": "keep_start"}
-        return _trainer(ctx, cfg, DPOConfig, DPOTrainer, extra)
-
-    def train(self, ctx: TrainContext) -> Any:
-        """Build a DPOTrainer on the conversational pairs, train, and return the model."""
-        return _train(self, ctx, ("chosen", "rejected"))
-
-    def tokenize_examples(self, tokenizer: Any, records: list[dict[str, Any]]
-                          ) -> list[TokenizedExample]:
-        """Each pair as DPOTrainer tokenizes it: the prompt, then each answer (with loss)."""
-        require_chat_template(tokenizer)
-        return preference_examples(tokenizer, records, ("chosen", "rejected"),
-                                   self.config.max_length)
+        return {"loss_type": [cfg.loss_type], "label_smoothing": cfg.label_smoothing,
+                "truncation_mode": "keep_start"}
 
 
-class KTO(Method):
+class KTO(PreferenceMethod):
     """Kahneman-Tversky optimisation on answers labelled desirable or not (TRL KTOTrainer)."""
 
     name = "kto"
     #: Pairs are split by TRL into a desirable and an undesirable answer each.
     accepts = frozenset({Shape.UNPAIRED_PREFERENCE, Shape.PREFERENCE})
-    task = "causal-lm"
+    answers = ("completion",)
 
-    class Config(PreferenceOptions):
+    class Config(ReferenceOptions):
         """KTO options: the preference options plus the loss and the class weights."""
 
         loss_type: Literal["kto", "apo_zero_unpaired"] = Field(
@@ -141,18 +206,17 @@ class KTO(Method):
                                  "of a batch: batch_size must be at least 2")
             return self
 
-    def trainer(self, ctx: TrainContext) -> Any:
-        """The TRL KTOTrainer this method trains with (TRL tokenizes ``ctx.train`` here)."""
+    def trl_trainer(self) -> tuple[Any, Any]:
+        """TRL's KTOConfig and KTOTrainer."""
         from trl import KTOConfig, KTOTrainer
 
-        cfg = self.config
-        extra = {"loss_type": cfg.loss_type, "desirable_weight": cfg.desirable_weight,
-                 "undesirable_weight": cfg.undesirable_weight}
-        return _trainer(ctx, cfg, KTOConfig, KTOTrainer, extra)
+        return KTOConfig, KTOTrainer
 
-    def train(self, ctx: TrainContext) -> Any:
-        """Build a KTOTrainer on the labelled answers, train, and return the model."""
-        return _train(self, ctx, ("completion",))
+    def trl_options(self) -> dict[str, Any]:
+        """The loss and the weights of desirable and undesirable answers."""
+        cfg = self.config
+        return {"loss_type": cfg.loss_type, "desirable_weight": cfg.desirable_weight,
+                "undesirable_weight": cfg.undesirable_weight}
 
     def tokenize_examples(self, tokenizer: Any, records: list[dict[str, Any]]
                           ) -> list[TokenizedExample]:
@@ -164,65 +228,28 @@ class KTO(Method):
                                    self.config.max_length)
 
 
-def _train(method: DPO | KTO, ctx: TrainContext, answers: tuple[str, ...]) -> Any:
-    """Train with the method's TRL trainer; return the (possibly adapter-wrapped) model."""
-    cfg = method.config
-    use_all_cores()
-    lean = cfg.frozen_bf16 and _uses_bf16(cfg, ctx) and ctx.adapter is not None
-    # The trainer is built inside: precomputed reference log-probabilities then come from
-    # the same (bf16) frozen weights as the policy's.
-    with (explain_out_of_memory("batch_size or max_length"),
-          frozen_weights_in_bf16(ctx.model, lean), _quiet_progress()):
-        trainer = method.trainer(ctx)
-        _log_tokenized(ctx, trainer.train_dataset, answers, cfg.max_length)
-        quiet_trainer(trainer)
-        trainer.train()
-    return trained_model(trainer)
+def _precompute(cfg: PreferenceOptions, ctx: TrainContext) -> bool:
+    """Precompute the reference log-probabilities: as asked, else without an adapter."""
+    asked = cfg.precompute_ref_log_probs if isinstance(cfg, ReferenceOptions) else None
+    return (ctx.adapter is None) if asked is None else asked
 
 
-def _trainer(ctx: TrainContext, cfg: PreferenceOptions, config_cls: Any, trainer_cls: Any,
-             extra: dict[str, Any]) -> Any:
-    """A TRL preference trainer on ``ctx.train``, with ftp's reference-model handling."""
-    from datasets import Dataset
-    from transformers import set_seed
+def _reference_copy(ctx: TrainContext, precompute: bool) -> Any:
+    """The reference model to hand TRL: None where TRL needs none of its own.
 
-    set_seed(ctx.seed)
-    require_chat_template(ctx.tokenizer)
-    with_adapter = ctx.adapter is not None
-    precompute = cfg.precompute_ref_log_probs
-    if precompute is None:
-        precompute = not with_adapter
-    args = training_arguments(
-        cfg, ctx, config_cls,
-        beta=cfg.beta,
-        max_length=cfg.max_length,
-        precompute_ref_log_probs=precompute,
-        eval_strategy="no",
-        **extra,
-    )
-    # Without an adapter and without precomputing, the reference is a frozen copy of the model
-    # this stage starts from (TRL would reload the config's weights, the wrong ones in a chain).
-    ref_model = None
-    if not with_adapter and not precompute:
-        ref_model = copy.deepcopy(ctx.model).eval()
-        ref_model.requires_grad_(False)
-        # An earlier preference stage left its LM-head patch on the model (an instance
-        # attribute); the copy's would call the original model, so give it its class's forward.
-        if "forward" in ref_model.__dict__:
-            del ref_model.forward
-    trainer = _with_cached_tokens(trainer_cls, ctx)(
-        model=ctx.model,
-        ref_model=ref_model,
-        args=args,
-        train_dataset=Dataset.from_list(ctx.train),
-        processing_class=ctx.tokenizer,
-        callbacks=ctx.callbacks,
-    )
-    _drop_reference_adapter(trainer.model)
-    for model in (trainer.model, trainer.ref_model):
-        if model is not None:
-            use_lean_lm_head(model)
-    return trainer
+    With an adapter TRL disables it for the reference; precomputed log-probabilities come from
+    the model as it is. Otherwise the reference is a frozen copy of the model this stage starts
+    from (TRL would reload the config's weights, the wrong ones in a chain).
+    """
+    if ctx.adapter is not None or precompute:
+        return None
+    ref_model = copy.deepcopy(ctx.model).eval()
+    ref_model.requires_grad_(False)
+    # An earlier preference stage left its LM-head patch on the model (an instance
+    # attribute); the copy's would call the original model, so give it its class's forward.
+    if "forward" in ref_model.__dict__:
+        del ref_model.forward
+    return ref_model
 
 
 def _with_cached_tokens(trainer_cls: Any, ctx: TrainContext) -> Any:
@@ -243,15 +270,6 @@ def _with_cached_tokens(trainer_cls: Any, ctx: TrainContext) -> Any:
 
     _Cached.__name__ = _Cached.__qualname__ = trainer_cls.__name__
     return _Cached
-
-
-def _uses_bf16(cfg: PreferenceOptions, ctx: TrainContext) -> bool:
-    """Whether training runs under bf16 autocast (as ``training_arguments`` decides)."""
-    import torch
-
-    if cfg.bf16 is not None:
-        return cfg.bf16
-    return native_bf16(torch.cuda.is_available() and next(ctx.model.parameters()).is_cuda)
 
 
 def _drop_reference_adapter(model: Any) -> None:

@@ -15,26 +15,22 @@ from typing import Any
 
 from pydantic import Field
 
-from ftp import Method, Shape, TrainContext, UserError, hookimpl
+from ftp import Shape, TrainContext, TrainerMethod, TrainingOptions, UserError, hookimpl
 from ftp.components import IGNORE_INDEX, TokenizedExample, TokenSequence
 from ftp.turns import untrained_turns
 from ftp_builtin import tokenize as tokenize_module
-from ftp_builtin.methods.common import (
-    TrainingOptions,
-    loss_on_labelled_positions,
-    run_trainer,
-    training_arguments,
-)
+from ftp_builtin.methods.common import loss_on_labelled_positions
 from ftp_builtin.methods.tokenized import cached_rows, plugin_identity
 from ftp_builtin.tokenize import Tokenized, require_chat_template, tokenize_records
 
 
-class SFT(Method):
+class SFT(TrainerMethod):
     """Supervised finetuning on conversations, prompt/completion pairs or text (TRL SFTTrainer)."""
 
     name = "sft"
     accepts = frozenset({Shape.CONVERSATIONAL, Shape.PROMPT_COMPLETION, Shape.LANGUAGE_MODELING})
     task = "causal-lm"
+    out_of_memory_hint = "batch_size or max_length"
 
     class Config(TrainingOptions):
         """SFT options: the shared training options plus sequence handling."""
@@ -48,8 +44,8 @@ class SFT(Method):
             "cross-example attention)."
         )
 
-    def train(self, ctx: TrainContext) -> Any:
-        """Tokenize, build an SFTTrainer, train, and return the model."""
+    def trainer(self, ctx: TrainContext) -> Any:
+        """Tokenize, and build an SFTTrainer on the rows with the labelled-position loss."""
         from datasets import Dataset
         from transformers import Trainer, set_seed
         from trl import SFTConfig, SFTTrainer
@@ -71,8 +67,8 @@ class SFT(Method):
         # Held-out rows are not tokenized: sft never evaluates during training (the `loss`
         # evaluator scores them after), and tokens nobody reads would only cost time.
 
-        args = training_arguments(
-            cfg, ctx, SFTConfig,
+        args = self.arguments(
+            ctx, SFTConfig,
             max_length=cfg.max_length,
             # Padding-free batching is done by the collator below; TRL refuses a custom
             # collator when its own padding_free flag is set.
@@ -105,8 +101,7 @@ class SFT(Method):
         # The loss above is already divided by the labelled tokens of the whole accumulated
         # batch; tell Trainer not to divide by the accumulation steps again.
         trainer.model_accepts_loss_kwargs = True
-        lean = cfg.frozen_bf16 and bool(args.bf16) and ctx.adapter is not None
-        return run_trainer(trainer, ctx.model, lean, "batch_size or max_length")
+        return trainer
 
     @staticmethod
     def _warn(ctx: TrainContext, split: str, tokenized: Tokenized) -> None:

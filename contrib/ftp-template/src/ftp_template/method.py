@@ -3,8 +3,9 @@
 BitFit (Ben Zaken et al., 2021) showed that training only a model's bias terms adapts it
 surprisingly well; on models without biases (Llama) the normalisation weights play that part.
 A few thousand weights train, so it is fast, needs little memory and hardly forgets. Weights
-the provider froze stay frozen. The loop is transformers' ``Trainer``, so the callbacks of
-other plugins (``ftp_trainer_callbacks``) and ftp's progress display work as for ``sft``.
+the provider froze stay frozen. It is built on ``ftp.TrainerMethod``: the method only says how
+to build its transformers ``Trainer``; ftp trains it as it trains ``sft`` (precision, threads,
+callbacks of other plugins, progress display, the trained model handed back).
 """
 
 from __future__ import annotations
@@ -13,29 +14,28 @@ from typing import Any
 
 from pydantic import Field
 
-from ftp import Method, Shape, StrictConfig, TrainContext, UserError
+from ftp import IGNORE_INDEX, Shape, TrainContext, TrainerMethod, TrainingOptions, UserError
 
 
-class NormTune(Method):
+class NormTune(TrainerMethod):
     """Train only normalisation weights and biases; everything else stays frozen."""
 
     name = "template-normtune"
     accepts = frozenset({Shape.PROMPT_COMPLETION, Shape.LANGUAGE_MODELING})
     task = "causal-lm"
 
-    class Config(StrictConfig):
-        """Training options."""
+    class Config(TrainingOptions):
+        """ftp's training options, with defaults for training a few weights, and a length."""
 
         learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate.")
         epochs: float = Field(1.0, gt=0, description="Passes over the training data.")
-        max_steps: int = Field(-1, description="Stop after this many steps (-1: epochs decide).")
         batch_size: int = Field(4, ge=1, description="Rows per step.")
         max_length: int = Field(256, ge=8, description="Rows are cut to this many tokens.")
         logging_steps: int = Field(10, ge=1, description="Log the loss every N steps.")
 
-    def train(self, ctx: TrainContext) -> Any:
-        """Unfreeze norms and biases only, tokenize, train with Trainer, return the model."""
-        from transformers import PrinterCallback, Trainer, TrainingArguments, set_seed
+    def trainer(self, ctx: TrainContext) -> Any:
+        """Unfreeze norms and biases only, tokenize, and build a transformers Trainer."""
+        from transformers import Trainer, set_seed
 
         cfg = self.config
         set_seed(ctx.seed)
@@ -44,19 +44,10 @@ class NormTune(Method):
             raise UserError("the model has no trainable normalisation weights or biases")
         ctx.log({"stage": ctx.stage, "event": "normtune", "trainable_weights": trainable})
         rows = [tokenize(ctx.tokenizer, r, cfg.max_length) for r in ctx.train]
-        args = TrainingArguments(
-            output_dir=str(ctx.output_dir), learning_rate=cfg.learning_rate,
-            num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
-            per_device_train_batch_size=cfg.batch_size, logging_steps=cfg.logging_steps,
-            save_strategy="no", report_to="none", disable_tqdm=True, seed=ctx.seed,
-            use_cpu=not next(ctx.model.parameters()).is_cuda, remove_unused_columns=False,
-        )
-        trainer = Trainer(model=ctx.model, args=args, train_dataset=rows,
-                          data_collator=Padder(ctx.tokenizer.pad_token_id),
-                          callbacks=ctx.callbacks)
-        trainer.remove_callback(PrinterCallback)  # ftp shows progress; no raw dicts on stdout
-        trainer.train()
-        return ctx.model
+        # self.arguments: ftp's options as TrainingArguments (precision, seed, output folder).
+        return Trainer(model=ctx.model, args=self.arguments(ctx), train_dataset=rows,
+                       data_collator=Padder(ctx.tokenizer.pad_token_id),
+                       callbacks=ctx.callbacks)
 
 
 def select_norms_and_biases(model: Any) -> int:
@@ -75,7 +66,7 @@ def tokenize(tokenizer: Any, record: dict[str, Any], max_length: int) -> dict[st
         prompt = tokenizer(record["prompt"], add_special_tokens=False)["input_ids"]
         answer = tokenizer(record["completion"], add_special_tokens=False)["input_ids"]
         ids = prompt + answer + [tokenizer.eos_token_id]
-        labels = [-100] * len(prompt) + answer + [tokenizer.eos_token_id]
+        labels = [IGNORE_INDEX] * len(prompt) + answer + [tokenizer.eos_token_id]
     else:
         ids = tokenizer(record["text"], add_special_tokens=False)["input_ids"]
         ids = ids + [tokenizer.eos_token_id]
@@ -100,6 +91,6 @@ class Padder:
 
         return {
             "input_ids": torch.tensor([pad(r["input_ids"], self.pad_id) for r in rows]),
-            "labels": torch.tensor([pad(r["labels"], -100) for r in rows]),
+            "labels": torch.tensor([pad(r["labels"], IGNORE_INDEX) for r in rows]),
             "attention_mask": torch.tensor([pad([1] * len(r["input_ids"]), 0) for r in rows]),
         }
