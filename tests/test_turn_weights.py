@@ -283,6 +283,16 @@ def test_unknown_message_keys_are_row_errors_when_strict(tmp_path):
 # -- the other formats ---------------------------------------------------------------------------
 
 
+def test_a_null_weight_is_no_weight():
+    """Tables read through `datasets` give every message every key, null where absent."""
+    from ftp_builtin.formats.chat import Messages
+
+    fmt = Messages()
+    out = fmt.convert({"messages": [{**m, "weight": m.get("weight")} for m in CORRECTED]})
+    assert [m.get("train") for m in out["messages"]] == [None, None, False, None, None]
+    assert fmt.notes() == []
+
+
 def test_sharegpt_reads_weights_and_reports_unknown_keys():
     from ftp_builtin.formats.chat import ShareGPT
 
