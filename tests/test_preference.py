@@ -300,11 +300,14 @@ def test_preference_evaluator_logps_are_each_sequence_alone(tiny):
             assert sample[f"{answer}_tokens"] == int(keep.sum())
 
 
-def test_preference_evaluator_skips_pairs_whose_prompt_fills_max_length(tiny):
+def test_preference_evaluator_keep_start_skips_pairs_whose_prompt_fills_max_length(tiny):
     model, tok = tiny
     short = len(answer_tokens(tok, pairs()[0]["prompt"], pairs()[0]["chosen"])["input_ids"])
-    m = evaluate(model, tok, pairs(), max_length=short)["metrics"]
+    m = evaluate(model, tok, pairs(), max_length=short, truncation_mode="keep_start")["metrics"]
     assert m["pairs"] + m["skipped"] == 5 and m["skipped"] > 0 and m["truncated"] > 0
+    # keep_end (the default) cuts those prompts from the start instead: every pair is scored.
+    m = evaluate(model, tok, pairs(), max_length=short)["metrics"]
+    assert m["pairs"] == 5 and m["skipped"] == 0 and m["truncated"] > 0
 
 
 # --- whole runs through the CLI -------------------------------------------------------------

@@ -130,6 +130,16 @@ class TrainContext:
         seed: The pipeline's seed.
         callbacks: ``transformers.TrainerCallback`` objects the trainer must use.
         log: Call with a dict of metrics to record them in metrics.jsonl.
+        origins: Where each training record came from (``file:line``, ``file[index]``), in
+            the order of ``train``; `where` falls back to the row's index.
+        on_bad_rows: ``"error"`` or ``"skip"``: what `bad_rows` does (the dataset's setting;
+            ``"skip"`` for several datasets only when each of them says so).
+        skipped: Training rows the method left out through `bad_rows`, by reason.
+
+    A record can turn out unusable only once it is tokenized: cut at ``max_length`` before its
+    first trained token, it has nothing to learn from. A method reports such rows with
+    `bad_rows`, which stops the run naming them, or with ``on_bad_rows = "skip"`` counts them
+    (``data.json`` records the counts with the dataset's other skipped rows).
 
     """
 
@@ -144,6 +154,47 @@ class TrainContext:
     seed: int
     callbacks: list[Any] = field(default_factory=list)
     log: Callable[[dict[str, Any]], None] = lambda metrics: None
+    origins: list[str | None] = field(default_factory=list)
+    on_bad_rows: str = "error"
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def where(self, index: int) -> str:
+        """Where training record ``index`` came from, or ``training row INDEX``."""
+        found = self.origins[index] if 0 <= index < len(self.origins) else None
+        return found or f"training row {index}"
+
+    def bad_rows(self, reason: str, rows: list[tuple[int, str]], hint: str = "") -> list[int]:
+        """Report training records the method cannot use, named by where they came from.
+
+        Args:
+            reason: A short, general reason, the key under which skips are counted (``no
+                trained token after truncation to max_length=1024``).
+            rows: ``(index into train, detail)`` for each such record.
+            hint: What else the user could do, for the error message (``raise max_length``).
+
+        Returns:
+            The indices to leave out (all of ``rows``), when ``on_bad_rows`` is ``"skip"``.
+
+        Raises:
+            UserError: naming the first few places and the reason, unless ``on_bad_rows``
+                is ``"skip"``.
+
+        """
+        if not rows:
+            return []
+        listed = "; ".join(f"{self.where(i)}{f' ({d})' if d else ''}" for i, d in rows[:5])
+        more = f" and {len(rows) - 5} more" if len(rows) > 5 else ""
+        if self.on_bad_rows != "skip":
+            also = f"{hint}, or set" if hint else "set"
+            raise UserError(f"{len(rows)} of {len(self.train)} training rows: {reason} — "
+                            f"{listed}{more}. {also[0].upper()}{also[1:]} on_bad_rows = "
+                            "\"skip\" to leave such rows out")
+        self.skipped[reason] = self.skipped.get(reason, 0) + len(rows)
+        message = f"skipped {len(rows)} training rows: {reason} — {listed}{more}"
+        print(f"  warning: {message} (on_bad_rows = \"skip\")", flush=True)
+        self.log({"stage": self.stage, "event": "skipped", "reason": reason,
+                  "rows": [self.where(i) for i, _ in rows]})
+        return [i for i, _ in rows]
 
 
 @dataclass

@@ -29,6 +29,10 @@ class Prepared:
         fingerprint: What ``data.json`` records about it.
         warnings: Lines to show on the terminal.
         skipped: With ``on_bad_rows = "skip"``: how many rows were skipped, by reason.
+        train_origins: Where each training record came from (``file:line``,
+            ``file[index]``, or ``data.NAME row N`` when the loader did not say).
+        eval_origins: The same for the held-out records.
+        on_bad_rows: The dataset's bad-row policy, for rows a method finds unusable.
 
     """
 
@@ -39,6 +43,9 @@ class Prepared:
     fingerprint: dict[str, Any]
     warnings: list[str]
     skipped: dict[str, int] = field(default_factory=dict)
+    train_origins: list[str] = field(default_factory=list)
+    eval_origins: list[str] = field(default_factory=list)
+    on_bad_rows: str = "error"
 
     def split(self, which: str) -> list[dict[str, Any]]:
         """``eval``, ``train`` or ``all`` records."""
@@ -125,11 +132,14 @@ class _Formatter:
     fmt: Format
     skipped: dict[str, int]
     unfilled: int = 0
+    #: Where each record of the last `run`'s result came from.
+    origins: list[str] = field(default_factory=list)
 
     def run(self, records: list[dict[str, Any]], origins: list[str | None],
             limit: int | None) -> list[dict[str, Any]]:
         section = self.ds.section
         out: list[dict[str, Any]] = []
+        self.origins = []
         for i, record in enumerate(records):
             if limit is not None and len(out) >= limit:
                 break
@@ -143,6 +153,8 @@ class _Formatter:
                 out.append(self.fmt.convert(record))
             except (ValueError, KeyError, TypeError) as exc:
                 self._bad(where, exc, record)
+                continue
+            self.origins.append(where)
         return out
 
     def _bad(self, where: str, exc: Exception, record: dict[str, Any]) -> None:
@@ -178,6 +190,7 @@ def prepare(ds: Dataset, records: list[dict[str, Any]], base_dir: Path, seed: in
     fmt: Format = ds.format.build()  # type: ignore[assignment]
     formatter = _Formatter(ds, fmt, skipped)
     formatted = formatter.run(list(records), origins, section.limit)
+    formatted_origins = formatter.origins
     if not formatted:
         raise UserError(f"{where}: no rows left after leaving out "
                         f"{sum(skipped.values())} bad rows")
@@ -188,6 +201,7 @@ def prepare(ds: Dataset, records: list[dict[str, Any]], base_dir: Path, seed: in
     eval_records = getattr(records, "eval_records", None)
     if eval_records is not None:
         eval_rows = formatter.run(list(eval_records), eval_records.origins, None)
+        eval_origins = formatter.origins
         for reason, n in eval_records.skipped.items():
             skipped[reason] = skipped.get(reason, 0) + n
         if not eval_rows:
@@ -200,7 +214,9 @@ def prepare(ds: Dataset, records: list[dict[str, Any]], base_dir: Path, seed: in
             if len(order) < 2:
                 raise UserError(f"{where}: eval_fraction needs at least 2 rows, got {len(order)}")
         eval_rows = [formatted[i] for i in order[:n_eval]]
+        eval_origins = [formatted_origins[i] for i in order[:n_eval]]
     train_rows = [formatted[i] for i in order[n_eval:]]
+    train_origins = [formatted_origins[i] for i in order[n_eval:]]
 
     fingerprint: dict[str, Any] = {
         "loader": section.loader,
@@ -240,7 +256,8 @@ def prepare(ds: Dataset, records: list[dict[str, Any]], base_dir: Path, seed: in
         warnings.append(f"{where}: skipped {skipped_summary(skipped)} (on_bad_rows = \"skip\")")
     warnings += [f"{where}: {note}" for note in fmt.notes()]
     return Prepared(ds.name, fmt.produces, train_rows, eval_rows, fingerprint, warnings,
-                    dict(sorted(skipped.items())))
+                    dict(sorted(skipped.items())), train_origins, eval_origins,
+                    section.on_bad_rows)
 
 
 def skipped_summary(skipped: dict[str, int], most: int = 5) -> str:
@@ -281,18 +298,22 @@ def combine(label: str, parts: list[Prepared], weights: dict[str, float] | None,
     if weights is None:
         counts = {p.name: len(p.train) for p in parts}
         train = [row for p in parts for row in p.train]
+        origins = [_origin(p, i) for p in parts for i in range(len(p.train))]
     else:
         counts = mix_counts({p.name: len(p.train) for p in parts}, weights)
         empty = [name for name, n in counts.items() if n == 0]
         if empty:
             raise UserError(f"mixture {label}: dataset {empty[0]!r} would give no rows at these "
                             f"weights ({mix_summary(counts)}); raise its weight")
-        train = []
+        picks = []
         for p in parts:
             picked = sorted(rng.sample(range(len(p.train)), counts[p.name]))
-            train.extend(p.train[i] for i in picked)
-        rng.shuffle(train)
+            picks.extend((p.train[i], _origin(p, i)) for i in picked)
+        rng.shuffle(picks)
+        train = [row for row, _ in picks]
+        origins = [where for _, where in picks]
     eval_rows = [row for p in parts for row in p.eval]
+    eval_origins = [where for p in parts for where in p.eval_origins]
     skipped: dict[str, int] = {}
     for p in parts:
         for reason, n in p.skipped.items():
@@ -305,7 +326,17 @@ def combine(label: str, parts: list[Prepared], weights: dict[str, float] | None,
         "eval_rows": len(eval_rows),
         "records_sha256": digest(train),
     }
-    return Prepared(label, parts[0].shape, train, eval_rows, fingerprint, [], skipped)
+    # Rows found unusable in training are skipped only where every dataset says so.
+    policy = "skip" if all(p.on_bad_rows == "skip" for p in parts) else "error"
+    return Prepared(label, parts[0].shape, train, eval_rows, fingerprint, [], skipped,
+                    origins, eval_origins, policy)
+
+
+def _origin(part: Prepared, index: int) -> str:
+    """Where training row ``index`` of ``part`` came from."""
+    if index < len(part.train_origins):
+        return part.train_origins[index]
+    return f"data.{part.name} training row {index}"
 
 
 def mix_summary(counts: dict[str, int]) -> str:

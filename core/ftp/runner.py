@@ -286,11 +286,16 @@ class Runner:
             seed=self.pipeline.seed,
             callbacks=callbacks,
             log=self._log_metrics,
+            origins=list(data.train_origins),
+            on_bad_rows=data.on_bad_rows,
         )
         method = stage.method.build()
         label = f"stage {stage.name!r}: train ({stage.method.entry.name})"
         with self.step(label, stage.method):
-            trained = method.train(ctx)
+            try:
+                trained = method.train(ctx)
+            finally:
+                self._record_skipped(stage, ctx.skipped)
         self.train_summaries.setdefault(stage.name, {})["seconds"] = self.timings.get(label)
         if stage.adapter is not None:
             with self.step(f"stage {stage.name!r}: save and merge adapter", self.pipeline.model):
@@ -327,8 +332,32 @@ class Runner:
                                    f"{sample['answer']}", highlight=False)
         self.plugins.call("ftp_evaluation_done", stage=stage, evaluator=ev.name, results=result)
 
+    def _record_skipped(self, stage: Stage, skipped: dict[str, int]) -> None:
+        """Count rows a method skipped with the dataset's other skipped rows, in data.json."""
+        if not skipped:
+            return
+        d = self.data[stage.data]
+        for reason, n in skipped.items():
+            d.skipped[reason] = d.skipped.get(reason, 0) + n
+        d.fingerprint["skipped"] = dict(sorted(d.skipped.items()))
+        self.results.setdefault("training", {}).setdefault(stage.name, {})["skipped"] = \
+            dict(skipped)
+        self.run_dir.write_json("data.json", {n: p.fingerprint for n, p in self.data.items()})
+
+    def _record_tokenized(self, record: dict[str, Any]) -> None:
+        """Keep a method's ``tokenized`` counts (truncated, dropped...) in data.json and results."""
+        stage = next((s for s in self.pipeline.stages if s.name == record.get("stage")), None)
+        if stage is None or stage.data not in self.data:
+            return
+        counts = {k: v for k, v in record.items() if k not in ("stage", "event")}
+        self.data[stage.data].fingerprint.setdefault("tokenized", {})[stage.name] = counts
+        self.results.setdefault("training", {}).setdefault(stage.name, {})["tokenized"] = counts
+        self.run_dir.write_json("data.json", {n: p.fingerprint for n, p in self.data.items()})
+
     def _log_metrics(self, record: dict[str, Any]) -> None:
         self.run_dir.append_metrics(record)
+        if record.get("event") == "tokenized":
+            self._record_tokenized(record)
         stage = record.get("stage")
         if stage:
             summary = self.train_summaries.setdefault(stage, {})

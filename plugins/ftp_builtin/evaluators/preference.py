@@ -6,6 +6,10 @@ with the same masks as training (``ftp_builtin.tokenize.conversation``: the last
 turn, through its end-of-turn token). A pair counts as preferred when
 ``logp(chosen) - logp(rejected) > 0``.
 
+A pair longer than ``max_length`` is fitted as DPO training fits it (``truncation_mode``,
+``ftp_builtin.truncation``): by default the prompt loses its start. ``truncated``, ``dropped``
+(``drop``) and ``skipped`` (no answer token left, ``keep_start``) count the pairs concerned.
+
 DPO's own "reward accuracy" compares that margin with the reference model's. When this same
 evaluation ran earlier in the pipeline (``before = true``, or after an earlier stage), that
 earlier model is the reference: for every pair scored both times the reward margin is
@@ -29,6 +33,7 @@ from ftp_builtin.tokenize import (
     render,
     require_chat_template,
 )
+from ftp_builtin.truncation import TRUNCATION_HELP, TruncationMode, fit_pair
 
 
 def answer_tokens(tokenizer: Any, prompt: list[dict[str, str]],
@@ -43,6 +48,31 @@ def answer_tokens(tokenizer: Any, prompt: list[dict[str, str]],
     return {"input_ids": row["input_ids"], "labels": labels}
 
 
+def fitted_pair(tokenizer: Any, pair: dict[str, Any], max_length: int, mode: TruncationMode
+                ) -> tuple[bool, list[dict[str, list[int]]]] | None:
+    """Both answers' rows, fitted into ``max_length`` as training fits them (`fit_pair`).
+
+    Returns:
+        Whether the pair was cut, and the chosen and rejected rows; None when ``drop`` left
+        the pair out.
+
+    """
+    both = [answer_tokens(tokenizer, pair["prompt"], pair[k]) for k in ("chosen", "rejected")]
+    # The prompt both rows share ends where the first of them starts its answer.
+    shared = min(next((j for j, lab in enumerate(r["labels"]) if lab != IGNORE),
+                      len(r["labels"])) for r in both)
+    tokens = [list(zip(r["input_ids"], r["labels"], strict=True)) for r in both]
+    fitted = fit_pair(tokens[0][:shared], {"chosen": tokens[0][shared:],
+                                           "rejected": tokens[1][shared:]}, max_length, mode)
+    if fitted.dropped:
+        return None
+    rows = []
+    for name in ("chosen", "rejected"):
+        kept = list(fitted.prompt) + list(fitted.answers[name])
+        rows.append({"input_ids": [t for t, _ in kept], "labels": [lab for _, lab in kept]})
+    return fitted.truncated, rows
+
+
 class Preference(Evaluator):
     """Fraction of preference pairs whose chosen answer the model finds more likely."""
 
@@ -55,9 +85,10 @@ class Preference(Evaluator):
 
         batch_size: int = Field(4, gt=0, description="Sequences per forward pass.")
         max_length: int = Field(
-            1024, gt=0, description="Longer sequences are cut at the end (as DPO training does); "
-            "a pair whose prompt alone fills it is skipped."
+            1024, gt=0, description="The most tokens of prompt + answer; longer pairs are "
+            "fitted by truncation_mode, as DPO training fits them."
         )
+        truncation_mode: TruncationMode = Field("keep_end", description=TRUNCATION_HELP)
 
     def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
         """Score both answers of every pair; report accuracy, margins and per-token log-probs."""
@@ -65,21 +96,23 @@ class Preference(Evaluator):
         tok = ctx.tokenizer
         require_chat_template(tok)
         rows: list[dict[str, list[int]]] = []
-        truncated = skipped = 0
+        truncated = skipped = dropped = 0
         kept: list[int] = []
         for i, pair in enumerate(ctx.data or []):
-            both = [answer_tokens(tok, pair["prompt"], pair[k]) for k in ("chosen", "rejected")]
-            if any(len(r["input_ids"]) > cfg.max_length for r in both):
-                truncated += 1
-                both = [{k: v[:cfg.max_length] for k, v in r.items()} for r in both]
-            if any(all(lab == IGNORE for lab in r["labels"][1:]) for r in both):
+            both = fitted_pair(tok, pair, cfg.max_length, cfg.truncation_mode)
+            if both is None:
+                dropped += 1
+                continue
+            truncated += both[0]
+            if any(all(lab == IGNORE for lab in r["labels"][1:]) for r in both[1]):
                 skipped += 1
                 continue
             kept.append(i)
-            rows.extend(both)
+            rows.extend(both[1])
         if not kept:
-            raise UserError(f"no pair to score: every prompt fills max_length={cfg.max_length} "
-                            "on its own (or the data is empty)")
+            raise UserError(f"no pair to score at max_length={cfg.max_length} (truncation_mode "
+                            f"= {cfg.truncation_mode!r}): {dropped} dropped, {skipped} with no "
+                            "answer token left")
         logps, counts = _sequence_logps(ctx.model, tok, rows, cfg.batch_size)
 
         samples = []
@@ -104,6 +137,7 @@ class Preference(Evaluator):
             "pairs": pairs,
             "skipped": skipped,
             "truncated": truncated,
+            "dropped": dropped,
         }
         metrics.update(_relative_to_reference(samples, ctx.previous, ctx.previous_stage))
         return {"metrics": metrics, "samples": samples}

@@ -21,6 +21,11 @@ The reference model is the model the stage starts from, never a second download:
   weights this stage starts from. With ``precompute_ref_log_probs = false`` a copy of the
   starting model is the reference.
 
+A pair longer than ``max_length`` is fitted by ``truncation_mode`` (``ftp_builtin.truncation``):
+by default its prompt loses its start, so the question at its end and the answers survive.
+TRL's own length handling, which drops a pair whose prompt alone fills ``max_length``, is
+left unused (``ftp_builtin.methods.pairs``).
+
 On CPU the LM head TRL patches in is swapped for a leaner one (``ftp_builtin.methods.lm_head``):
 the same log-probabilities, 1.3x (examples/dpo.toml, 2 cores) to 1.8x (one core) faster training.
 """
@@ -36,11 +41,13 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from ftp import Shape, TrainContext, TrainerMethod, TrainingOptions, UserError, hookimpl
+from ftp import Shape, TrainContext, TrainerMethod, TrainingOptions, hookimpl
 from ftp.components import TokenizedExample
 from ftp_builtin.methods.lm_head import use_lean_lm_head
+from ftp_builtin.methods.pairs import INDEX, fit_rows, report, untruncated
 from ftp_builtin.methods.tokenized import cached_dataset, plugin_identity, preference_examples
 from ftp_builtin.tokenize import require_chat_template
+from ftp_builtin.truncation import TRUNCATION_HELP, TruncationMode
 
 DPOLoss = Literal["sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair",
                   "sppo_hard", "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft",
@@ -56,8 +63,9 @@ class PreferenceOptions(TrainingOptions):
     )
     beta: float = Field(0.1, gt=0, description="How far the model may move from the reference; "
                         "higher keeps it closer.")
-    max_length: int = Field(1024, gt=0, description="prompt + answer longer than this is cut at "
-                            "the end; a pair whose prompt alone fills it is dropped.")
+    max_length: int = Field(1024, gt=0, description="The most tokens of prompt + answer; "
+                            "longer pairs are fitted by truncation_mode.")
+    truncation_mode: TruncationMode = Field("keep_end", description=TRUNCATION_HELP)
 
 
 class ReferenceOptions(PreferenceOptions):
@@ -114,7 +122,7 @@ class PreferenceMethod(TrainerMethod):
             extra["precompute_ref_log_probs"] = precompute
             reference["ref_model"] = _reference_copy(ctx, precompute)
         args = self.arguments(ctx, config_cls, **extra, **self.trl_options())
-        trainer = _with_cached_tokens(trainer_cls, ctx)(
+        trainer = _with_cached_tokens(trainer_cls, ctx, cfg, self.answers)(
             model=ctx.model,
             args=args,
             train_dataset=Dataset.from_list(ctx.train),
@@ -129,8 +137,10 @@ class PreferenceMethod(TrainerMethod):
         return trainer
 
     def prepared(self, ctx: TrainContext, trainer: Any) -> None:
-        """Record what TRL tokenized; refuse a run with nothing left to learn from."""
-        _log_tokenized(ctx, trainer.train_dataset, self.answers, self.config.max_length)
+        """Say what fitting the pairs into max_length did; log the counts."""
+        what = "answers" if self.answers == ("completion",) else "pairs"
+        report(ctx, trainer.ftp_fitted, self.config.max_length, self.config.truncation_mode,
+               what)
 
     def while_training(self, ctx: TrainContext) -> contextlib.AbstractContextManager[Any]:
         """TRL's reference precompute draws its own progress bar; ftp shows its own."""
@@ -140,7 +150,8 @@ class PreferenceMethod(TrainerMethod):
                           ) -> list[TokenizedExample]:
         """Each record as the TRL trainer tokenizes it: the prompt, then each answer."""
         require_chat_template(tokenizer)
-        return preference_examples(tokenizer, records, self.answers, self.config.max_length)
+        return preference_examples(tokenizer, records, self.answers, self.config.max_length,
+                                   self.config.truncation_mode)
 
 
 class DPO(PreferenceMethod):
@@ -172,10 +183,13 @@ class DPO(PreferenceMethod):
         return DPOConfig, DPOTrainer
 
     def trl_options(self) -> dict[str, Any]:
-        """The loss, its label smoothing, and keeping the start of an over-long answer."""
+        """The loss and its label smoothing.
+
+        ftp fits every pair into max_length itself (``ftp_builtin.methods.pairs``): TRL's
+        collator then finds nothing left to cut, whatever its truncation_mode.
+        """
         cfg = self.config
-        return {"loss_type": [cfg.loss_type], "label_smoothing": cfg.label_smoothing,
-                "truncation_mode": "keep_start"}
+        return {"loss_type": [cfg.loss_type], "label_smoothing": cfg.label_smoothing}
 
 
 class KTO(PreferenceMethod):
@@ -225,7 +239,7 @@ class KTO(PreferenceMethod):
         paired = bool(records) and "chosen" in records[0]
         return preference_examples(tokenizer, records,
                                    ("chosen", "rejected") if paired else ("completion",),
-                                   self.config.max_length)
+                                   self.config.max_length, self.config.truncation_mode)
 
 
 def _precompute(cfg: PreferenceOptions, ctx: TrainContext) -> bool:
@@ -252,21 +266,34 @@ def _reference_copy(ctx: TrainContext, precompute: bool) -> Any:
     return ref_model
 
 
-def _with_cached_tokens(trainer_cls: Any, ctx: TrainContext) -> Any:
-    """``trainer_cls`` whose dataset tokenization goes through the tokenized-data cache."""
+def _with_cached_tokens(trainer_cls: Any, ctx: TrainContext, cfg: PreferenceOptions,
+                        answers: tuple[str, ...]) -> Any:
+    """``trainer_cls`` whose dataset tokenization goes through the tokenized-data cache.
+
+    TRL tokenizes whole pairs (cached); ftp then fits them into ``max_length``
+    (`fit_rows`) and keeps what it did as ``ftp_fitted`` on the trainer.
+    """
     from importlib.metadata import version
+
+    from datasets import Dataset
 
     class _Cached(trainer_cls):  # type: ignore[misc, valid-type]
         def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any,
                              dataset_name: str) -> Any:
-            options = {"method": trainer_cls.__name__, "trl": version("trl"),
-                       "max_length": args.max_length,
-                       "truncation_mode": getattr(args, "truncation_mode", None)}
-            return cached_dataset(
-                ctx, dataset_name, dataset.to_list(), options,
-                plugin_identity(sys.modules[__name__]),
-                lambda: super(_Cached, self)._prepare_dataset(dataset, processing_class, args,
-                                                              dataset_name))
+            options = {"method": trainer_cls.__name__, "trl": version("trl")}
+
+            def tokenize() -> Any:
+                # The index names each row's source file and line if it has to be skipped.
+                indexed = dataset.add_column(INDEX, list(range(len(dataset))))
+                with untruncated(args):
+                    return super(_Cached, self)._prepare_dataset(indexed, processing_class,
+                                                                 args, dataset_name)
+
+            tokenized = cached_dataset(ctx, dataset_name, dataset.to_list(), options,
+                                       plugin_identity(sys.modules[__name__]), tokenize)
+            self.ftp_fitted = fit_rows(ctx, tokenized.to_list(), answers, cfg.max_length,
+                                       cfg.truncation_mode)
+            return Dataset.from_list(self.ftp_fitted.rows)
 
     _Cached.__name__ = _Cached.__qualname__ = trainer_cls.__name__
     return _Cached
@@ -277,27 +304,6 @@ def _drop_reference_adapter(model: Any) -> None:
     config = getattr(model, "peft_config", None)
     if isinstance(config, dict) and "ref" in config and "default" in config:
         model.delete_adapter("ref")
-
-
-def _log_tokenized(ctx: TrainContext, dataset: Any, answers: tuple[str, ...],
-                   max_length: int) -> None:
-    """Record what TRL tokenized; refuse a run with nothing left to learn from."""
-    kept = len(dataset)
-    if not kept:
-        raise UserError(f"every training prompt fills max_length={max_length} on its own, so "
-                        "no answer token is left; raise max_length")
-    prompts = dataset["prompt_ids"]
-    columns = {a: dataset[f"{a}_ids"] for a in answers}
-    tokens = truncated = 0
-    for i, prompt in enumerate(prompts):
-        lengths = [len(prompt) + len(ids[i]) for ids in columns.values()]
-        tokens += sum(min(n, max_length) for n in lengths)
-        truncated += any(n > max_length for n in lengths)
-    given = len(ctx.train)
-    if answers == ("completion",) and ctx.train and "chosen" in ctx.train[0]:
-        given *= 2  # KTO on pairs: TRL made two answers of each
-    ctx.log({"stage": ctx.stage, "event": "tokenized", "examples": kept, "tokens": tokens,
-             "truncated": truncated, "dropped": given - kept})
 
 
 @contextlib.contextmanager

@@ -56,7 +56,12 @@ class SFT(TrainerMethod):
         if any("messages" in r or isinstance(r.get("prompt"), list) for r in ctx.train[:1]):
             require_chat_template(ctx.tokenizer)
         train, cached = self._tokenize(ctx, "train", ctx.train)
-        self._warn(ctx, "train", train)
+        # A row cut before its first trained token is a bad row: an error naming its file and
+        # line, or (on_bad_rows = "skip") left out and counted with the dataset's other skips.
+        ctx.bad_rows(f"no trained token after truncation to max_length={cfg.max_length}",
+                     [(i, why) for i, why in train.empty],
+                     "raise max_length, shorten those prompts")
+        self._warn(ctx, "train", dataclasses.replace(train, dropped=0))
         if not train.rows:
             raise UserError("no training example has a token to learn from after truncation "
                             f"to max_length={cfg.max_length}")
@@ -118,7 +123,10 @@ class SFT(TrainerMethod):
                    "assistant_only_loss": cfg.assistant_only_loss}
 
         def compute() -> tuple[list[dict[str, Any]], dict[str, Any]]:
-            t = tokenize_records(ctx.tokenizer, records, cfg.max_length, cfg.assistant_only_loss)
+            # Rows with nothing to learn from are kept aside (``empty``), not refused here:
+            # the dataset's on_bad_rows decides, and the cached tokens do not depend on it.
+            t = tokenize_records(ctx.tokenizer, records, cfg.max_length, cfg.assistant_only_loss,
+                                 skip_empty=True)
             # Everything but the rows is counts and notes, kept as JSON beside them.
             return t.rows, {f.name: getattr(t, f.name) for f in dataclasses.fields(t)
                             if f.name != "rows"}

@@ -5,8 +5,8 @@ holds the records, the tokenizer and template, the method's tokenization options
 plugin's identity: its version and a hash of the source files that tokenize, so that a changed
 tokenizer module never reuses old tokens even without a version bump.
 
-`preference_examples` renders preference records the way TRL's DPO/KTO trainers tokenize them,
-for ``ftp data preview``; it needs the tokenizer only.
+`preference_examples` renders preference records the way the DPO/KTO trainers tokenize and fit
+them, for ``ftp data preview``; it needs the tokenizer only.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from ftp import TrainContext
 from ftp.cache import cached, load_rows, make_key, save_rows
 from ftp.components import IGNORE_INDEX, TokenizedExample, TokenSequence
 from ftp_builtin.tokenize import common_prefix, render
+from ftp_builtin.truncation import TruncationMode, fit_pair
 
 PLUGIN = "ftp_builtin"
 
@@ -119,13 +120,14 @@ def _description(ctx: TrainContext, split: str, options: dict[str, Any],
 
 
 def preference_examples(tokenizer: Any, records: list[dict[str, Any]], answers: tuple[str, ...],
-                        max_length: int) -> list[TokenizedExample]:
-    """Preference records tokenized as TRL's DPO and KTO trainers do (conversational data).
+                        max_length: int, mode: TruncationMode = "keep_end"
+                        ) -> list[TokenizedExample]:
+    """Preference records tokenized as ftp's DPO and KTO trainers see them (conversational data).
 
     The prompt is rendered with the generation prompt, and prompt + answer as one
     conversation; the answer starts where the two renderings part (for every answer of the
-    record). Loss is on the answer's tokens. ``prompt + answer`` is cut at ``max_length``
-    (TRL's ``keep_start``), and a record whose prompt alone fills it is dropped.
+    record). Loss is on the answer's tokens. A record longer than ``max_length`` is fitted by
+    ``mode`` (`fit_pair`); one left without an answer token, or dropped, is marked dropped.
     """
     out = []
     for record in records:
@@ -133,13 +135,14 @@ def preference_examples(tokenizer: Any, records: list[dict[str, Any]], answers: 
         full = {name: render(tokenizer, record["prompt"] + record[name]) for name in answers}
         start = min(common_prefix(prompt, ids) for ids in full.values())
         example = TokenizedExample(length=max(len(ids) for ids in full.values()))
-        for name, ids in full.items():
-            labels = [IGNORE_INDEX] * start + ids[start:]
-            if len(ids) > max_length:
-                example.truncated = True
-                ids, labels = ids[:max_length], labels[:max_length]
+        fitted = fit_pair(full[answers[0]][:start], {n: ids[start:] for n, ids in full.items()},
+                          max_length, mode)
+        example.truncated = fitted.truncated
+        example.dropped = not fitted.trainable
+        for name, answer in fitted.answers.items():
+            ids = list(fitted.prompt) + list(answer)
+            labels = [IGNORE_INDEX] * len(fitted.prompt) + list(answer)
             example.sequences.append(TokenSequence(ids, labels, name))
-        example.dropped = start >= max_length
         if "label" in record:
             example.label = "desirable" if record["label"] else "undesirable"
         out.append(example)
