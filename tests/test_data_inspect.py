@@ -143,3 +143,63 @@ def test_near_duplicates_need_similar_text():
     pairs = near_duplicates(texts)
     assert [(p.first, p.second) for p in pairs] == [(0, 1), (1, 3)]
     assert all(0.8 <= p.similarity < 1 for p in pairs)
+
+
+ASKED = ("Our team keeps a shared spreadsheet of customer orders with dates, amounts and "
+         "regions. How can I total the amounts per region for the last quarter?")
+
+
+def pair(prompt: str, chosen: str, rejected: str) -> dict:
+    return {"conversations": [{"from": "human", "value": prompt}],
+            "chosen": {"from": "gpt", "value": chosen},
+            "rejected": {"from": "gpt", "value": rejected}}
+
+
+def test_prompt_leakage_in_preference_data(tmp_path, tiny_model):
+    """A held-out pair whose prompt was trained on with other answers leaks; rows differ."""
+    rows = [
+        # Held out (shuffle = false, eval_fraction = 0.4: the first 2 rows).
+        pair(ASKED, "Use a pivot table with region as rows and the sum of amounts.",
+             "Add them up by hand."),
+        pair("Write a limerick about a cat who loves the rain and hates the sun.",
+             "There once was a cat in the rain...", "Cats are animals."),
+        # Training: the first held-out prompt again, with other answers; the second, nearly.
+        pair(ASKED, "Filter the dates to the quarter, then SUMIF over the region column "
+             "of the sheet, one formula per region.", "Spreadsheets cannot do that."),
+        pair("Write a limerick about a cat who loves the rain and hates the sun!",
+             "A tabby who danced in the drizzle, found sunshine a terrible fizzle...",
+             "No."),
+        pair("Name a prime number.", "Seven.", "Eight."),
+    ]
+    (tmp_path / "pairs.json").write_text(json.dumps(rows))
+    path = write_pipeline(tmp_path / "p.toml", f"""
+        [pipeline]
+        name = "leaky"
+        output_dir = "run"
+        [model]
+        path = "{tiny_model}"
+        [data.pairs]
+        loader = "json"
+        path = "pairs.json"
+        format = "sharegpt_preference"
+        shuffle = false
+        eval_fraction = 0.4
+        [[stages]]
+        method = "dpo"
+        data = "pairs"
+        [[evaluate]]
+        evaluator = "preference"
+        data = "pairs"
+        """)
+    result = CliRunner().invoke(cli, ["data", "inspect", str(path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "run.data-inspect" / "report.json").read_text())
+    leak = report["datasets"][0]["leakage"]
+    assert (leak["train/eval"]["exact"], leak["train/eval"]["near"]) == (0, 0)
+    prompts = leak["train/eval prompts"]
+    assert (prompts["held_out_rows"], prompts["exact"], prompts["near"]) == (2, 1, 1)
+    assert prompts["examples"][0].startswith("our team keeps a shared spreadsheet")
+    assert ("train/eval prompt leakage: 1 exact, 1 near of 2 held-out prompts"
+            in result.output)
+    assert "Held-out prompts also prompting training rows:" in (
+        tmp_path / "run.data-inspect" / "report.md").read_text()

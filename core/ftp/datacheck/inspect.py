@@ -3,10 +3,10 @@
 Per dataset: rows read and skipped (by reason; inspection reads with ``on_bad_rows = "skip"``
 so that one bad row does not hide the rest of the report), empty fields, exact and near
 duplicates (``ftp.datacheck.dedup``), train/held-out overlap (leakage) within the dataset and
-between a stage's training data and the data its evaluations score, token length percentiles
-and a histogram, rows truncated at the method's ``max_length``, label balance,
-conversations that do not end with an assistant turn, and assistant turns marked untrained
-(``weight: 0``). Written as ``report.md``,
+between a stage's training data and the data its evaluations score, of whole rows and of
+prompts alone (`prompt_text`), token length percentiles and a histogram, rows truncated at the
+method's ``max_length``, label balance, conversations that do not end with an assistant turn,
+and assistant turns marked untrained (``weight: 0``). Written as ``report.md``,
 ``report.json`` and one ``lengths-NAME.png`` per dataset.
 """
 
@@ -162,6 +162,32 @@ def overlap(held_out: list[str], train: list[str]) -> dict[str, Any]:
             "examples": [_snippet(held_out[i]) for i in (exact + sorted(near))[:EXAMPLES]]}
 
 
+def prompt_text(record: dict[str, Any]) -> str | None:
+    """What a row asks: its prompt's user (and tool) turns, or None for a row without one.
+
+    Preference pairs share their prompt and differ in their answers, so a held-out pair whose
+    prompt was trained on is a leak that whole-row comparison misses. System messages are left
+    out: a system prompt shared by every row would make every prompt look alike.
+    """
+    value = record.get("prompt")
+    if value is None and isinstance(record.get("messages"), list):
+        value = [m for m in record["messages"] if m.get("role") != "assistant"]
+    if isinstance(value, list):
+        value = [m for m in value if not (isinstance(m, dict) and m.get("role") == "system")]
+    text = record_text(value) if value is not None else ""
+    return text if text.strip() else None
+
+
+def prompt_overlap(held_out: list[dict[str, Any]], train: list[dict[str, Any]]
+                   ) -> dict[str, Any] | None:
+    """`overlap` of the held-out rows' prompts with the training rows' (None: no prompts)."""
+    held = [t for t in map(prompt_text, held_out) if t is not None]
+    seen = [t for t in map(prompt_text, train) if t is not None]
+    if not held or not seen:
+        return None
+    return overlap(held, seen)
+
+
 def _snippet(text: str, width: int = 80) -> str:
     flat = normalise(text)
     return flat if len(flat) <= width else flat[: width - 1] + "…"
@@ -209,6 +235,9 @@ def inspect_dataset(pipeline: Pipeline, target: Target, tokenizer: Any, out_dir:
     if prepared.eval:
         report["leakage"] = {"train/eval": overlap([record_text(r) for r in prepared.eval],
                                                    [record_text(r) for r in prepared.train])}
+        prompts = prompt_overlap(prepared.eval, prepared.train)
+        if prompts is not None:
+            report["leakage"]["train/eval prompts"] = prompts
     report["tokens"] = _tokens(target, tokenizer, rows, out_dir)
     return report, prepared
 
@@ -249,14 +278,18 @@ def cross_leakage(pipeline: Pipeline, prepared: dict[str, Prepared]) -> list[dic
         name = ev.section.data
         if name is None or name not in prepared:
             continue
-        held = [record_text(r) for r in prepared[name].split(ev.section.split)]
+        held_rows = prepared[name].split(ev.section.split)
+        held = [record_text(r) for r in held_rows]
         for stage in pipeline.stages:
             for train_name in stage_datasets(stage):
                 if train_name not in prepared or (train_name == name
                                                   and ev.section.split == "eval"):
                     continue  # the same dataset's own split is reported with the dataset
-                train = [record_text(r) for r in prepared[train_name].train]
-                result = overlap(held, train)
+                train_rows = prepared[train_name].train
+                result = overlap(held, [record_text(r) for r in train_rows])
+                prompts = prompt_overlap(held_rows, train_rows)
+                if prompts is not None:
+                    result["prompts"] = prompts
                 out.append({"evaluation": ev.name, "eval_data": name,
                             "split": ev.section.split, "stage": stage.name,
                             "train_data": train_name, **result})
@@ -301,6 +334,11 @@ def summary_lines(d: dict[str, Any]) -> list[str]:
     if leak:
         lines.append(f"  train/eval leakage: {leak['exact']} exact, {leak['near']} near of "
                      f"{leak['held_out_rows']} held-out rows")
+    prompts = (d.get("leakage") or {}).get("train/eval prompts")
+    if prompts:
+        lines.append(f"  train/eval prompt leakage: {prompts['exact']} exact, {prompts['near']} "
+                     f"near of {prompts['held_out_rows']} held-out prompts also prompt training "
+                     "rows")
     tok = d["tokens"]
     pct = tok["lengths"]
     if pct:
@@ -325,10 +363,19 @@ def summary_lines(d: dict[str, Any]) -> list[str]:
 
 def leakage_lines(items: list[dict[str, Any]]) -> list[str]:
     """Cross-dataset leakage as terminal lines."""
-    return [f"leakage: evaluation {x['evaluation']!r} scores {x['exact']} exact and "
-            f"{x['near']} near copies of stage {x['stage']!r}'s training rows "
-            f"(data {x['eval_data']!r} {x['split']} vs {x['train_data']!r}, "
-            f"{x['held_out_rows']} rows)" for x in items]
+    lines = []
+    for x in items:
+        lines.append(f"leakage: evaluation {x['evaluation']!r} scores {x['exact']} exact and "
+                     f"{x['near']} near copies of stage {x['stage']!r}'s training rows "
+                     f"(data {x['eval_data']!r} {x['split']} vs {x['train_data']!r}, "
+                     f"{x['held_out_rows']} rows)")
+        p = x.get("prompts")
+        if p:
+            lines.append(f"leakage: evaluation {x['evaluation']!r} scores {p['exact']} exact "
+                         f"and {p['near']} near copies of prompts stage {x['stage']!r} trains "
+                         f"on (data {x['eval_data']!r} {x['split']} vs {x['train_data']!r}, "
+                         f"{p['held_out_rows']} prompts)")
+    return lines
 
 
 def markdown(result: dict[str, Any]) -> str:
@@ -355,6 +402,10 @@ def markdown(result: dict[str, Any]) -> str:
         if leak and leak["examples"]:
             out += ["Held-out rows also in training:", ""]
             out += [f"- {x}" for x in leak["examples"]] + [""]
+        prompts = (d.get("leakage") or {}).get("train/eval prompts")
+        if prompts and prompts["examples"]:
+            out += ["Held-out prompts also prompting training rows:", ""]
+            out += [f"- {x}" for x in prompts["examples"]] + [""]
     if result["leakage"]:
         out += ["## Leakage between training and evaluation data", ""]
         out += [f"- {line.removeprefix('leakage: ')}" for line in leakage_lines(result["leakage"])]
