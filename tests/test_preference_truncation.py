@@ -275,3 +275,28 @@ def test_sft_row_cut_before_its_answer_is_named_by_file_and_line(tiny_smollm2, t
     data = json.loads((out / "data.json").read_text())["chats"]
     assert data["skipped"] == {f"no trained token after truncation to max_length={MAX}": 1}
     assert data["tokenized"]["sft"]["examples"] == 4
+
+
+def test_several_datasets_name_the_skipped_row_in_its_own_file(tiny_smollm2, tmp_path):
+    """Rows keep their source through concatenation; skip applies when both datasets skip."""
+    sft_pipeline(tmp_path, tiny_smollm2, "skip")
+    short = {"messages": SHORT["prompt"] + SHORT["chosen"]}
+    (tmp_path / "more.jsonl").write_text(json.dumps(short) + "\n", encoding="utf-8")
+    text = (tmp_path / "sft.toml").read_text()
+    text = text.replace('data = "chats"', 'data = ["more", "chats"]')
+    text = text.replace("[[stages]]", '[data.more]\nloader = "json"\npath = "more.jsonl"\n'
+                        'format = "messages"\non_bad_rows = "skip"\n\n[[stages]]')
+    out = tmp_path / "run"
+    result = run_cli("run", str(write_pipeline(tmp_path / "two.toml", text)),
+                     "--output-dir", str(out))
+    assert result.exit_code == 0, result.output
+    assert "skipped 1 training rows" in result.output and "chats.jsonl:2" in result.output
+    data = json.loads((out / "data.json").read_text())
+    assert data["more+chats"]["skipped"] == {
+        f"no trained token after truncation to max_length={MAX}": 1}
+
+    # One dataset that says "error" makes the stage's policy "error".
+    strict = text.replace('format = "messages"\non_bad_rows = "skip"', 'format = "messages"')
+    result = run_cli("run", str(write_pipeline(tmp_path / "strict.toml", strict)),
+                     "--output-dir", str(tmp_path / "strict"))
+    assert result.exit_code != 0 and "chats.jsonl:2" in result.output
