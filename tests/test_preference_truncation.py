@@ -10,7 +10,7 @@ import pytest
 from ftp import TrainContext
 from ftp.testing import run_cli, write_pipeline
 from ftp_builtin.evaluators.preference import fitted_pair
-from ftp_builtin.methods.preference import DPO
+from ftp_builtin.methods.preference import DPO, KTO
 from ftp_builtin.methods.tokenized import preference_examples
 from ftp_builtin.tokenize import IGNORE, render
 from ftp_builtin.truncation import fit_pair
@@ -131,6 +131,31 @@ def test_drop_still_drops_and_counts(smollm2_tokenizer, tiny_smollm2, tmp_path):
                                               generation_prompt=True)
     shown = preference_examples(smollm2_tokenizer, [LONG], ("chosen", "rejected"), MAX, "drop")
     assert shown[0].dropped
+
+
+def test_kto_keeps_the_question_of_an_over_long_prompt(smollm2_tokenizer, tiny_smollm2,
+                                                      tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    tok = smollm2_tokenizer
+    records = [{"prompt": SHORT["prompt"], "completion": SHORT["chosen"], "label": True},
+               {"prompt": LONG_PROMPT, "completion": REJECTED, "label": False}]
+    logged: list[dict] = []
+    ctx = TrainContext(stage="kto", model=AutoModelForCausalLM.from_pretrained(tiny_smollm2),
+                       tokenizer=tok, provider=None, train=records, eval=None, adapter=None,
+                       output_dir=tmp_path / "checkpoints", seed=0, log=logged.append)
+    method = KTO(KTO.Config(bf16=False, batch_size=2, max_length=MAX,
+                            precompute_ref_log_probs=False))
+    trainer = method.trainer(ctx)
+    method.prepared(ctx, trainer)
+    rows = trainer.train_dataset
+    assert len(rows) == 2 and [r["label"] for r in rows] == [True, False]
+    assert tok.decode(rows[1]["completion_ids"]) == REJECTED[0]["content"] + "<|im_end|>\n"
+    assert tok.decode(rows[1]["prompt_ids"]).endswith(f"{QUESTION}<|im_end|>\n"
+                                                      "<|im_start|>assistant\n")
+    assert len(rows[1]["prompt_ids"]) + len(rows[1]["completion_ids"]) == MAX
+    tokenized = next(m for m in logged if m.get("event") == "tokenized")
+    assert (tokenized["examples"], tokenized["truncated"], tokenized["dropped"]) == (2, 1, 0)
 
 
 # --- whole runs through the CLI -------------------------------------------------------------
