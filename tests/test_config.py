@@ -188,7 +188,8 @@ def test_method_format_shape_mismatch_from_pipeline_plugin(project: Path) -> Non
     text = VALID.replace('name = "demo"', 'name = "demo"\nplugins = ["myplugin.py"]')
     text = text.replace('method = "sft"', 'method = "labeller"')
     text = text.replace("learning_rate = 1e-4\n", "")
-    [line] = assert_config_error(validate(project, text))
+    write_pipeline(project / "pipeline.toml", text)
+    [line] = assert_config_error(ftp("validate", "pipeline.toml", "--allow-code", cwd=project))
     assert line.startswith("stages[0].data: method 'labeller' trains on labelled_text data")
     assert "format 'alpaca'" in line
     assert "conversational" in line
@@ -207,7 +208,8 @@ def test_method_format_shape_mismatch_from_command_line_plugin(project: Path) ->
 
 def test_missing_pipeline_plugin_file(project: Path) -> None:
     text = VALID.replace('name = "demo"', 'name = "demo"\nplugins = ["nothere.py"]')
-    [line] = assert_config_error(validate(project, text))
+    write_pipeline(project / "pipeline.toml", text)
+    [line] = assert_config_error(ftp("validate", "pipeline.toml", "--allow-code", cwd=project))
     assert line.startswith("pipeline.plugins: plugin file not found")
     assert "nothere.py" in line
 
@@ -350,7 +352,7 @@ def test_pipeline_plugins_are_found_next_to_the_pipeline_file(project: Path) -> 
     text = text.replace("learning_rate = 1e-4\n", "").replace('"alpaca"', '"text"')
     write_pipeline(project / "pipeline.toml", text)
     # Run from elsewhere: the plugin path is relative to the pipeline file, not the cwd.
-    result = ftp("validate", str(project / "pipeline.toml"), cwd=project.parent)
+    result = ftp("validate", str(project / "pipeline.toml"), "--allow-code", cwd=project.parent)
     [line] = assert_config_error(result)
     assert line.startswith("stages[0].data: method 'labeller' trains on labelled_text data")
     assert "produces language_modeling" in line

@@ -171,10 +171,11 @@ def test_a_method_without_tokenize_examples(tmp_path, tiny_model):
         method = "plain"
         data = "chat"
         """)
-    result = preview(p)
+    result = preview(p, "--allow-code")
     assert result.exit_code == 2
     assert "method 'plain' (plugin 'plain') cannot show how it tokenizes" in result.output
-    result = CliRunner().invoke(cli, ["data", "inspect", str(p), "--out", str(tmp_path / "r")])
+    result = CliRunner().invoke(cli, ["data", "inspect", str(p), "--allow-code",
+                                      "--out", str(tmp_path / "r")])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     tokens = report["datasets"][0]["tokens"]

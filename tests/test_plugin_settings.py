@@ -258,7 +258,7 @@ def test_pipeline_plugins_still_loads_a_plugin_whose_table_is_checked(project):
     pipeline = write_pipeline(project / "pipeline.toml", pipeline_text().replace(
         'name = "settings-demo"', 'name = "settings-demo"\nplugins = ["tagger.py"]')
         + "[plugins.tagger]\nrepeats = 0\n")
-    line = one_line_error(run_cli("validate", str(pipeline)))
+    line = one_line_error(run_cli("validate", str(pipeline), "--allow-code"))
     assert line.startswith("plugins.tagger.repeats: ")
 
 

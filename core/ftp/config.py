@@ -558,6 +558,7 @@ def load_pipeline(
     path: Path,
     plugins: PluginSet,
     overrides: list[str] | None = None,
+    allow_code: bool | None = None,
 ) -> Pipeline:
     """Read, validate and resolve a pipeline file.
 
@@ -565,14 +566,20 @@ def load_pipeline(
         path: The ``pipeline.toml``.
         plugins: The loaded plugins; ``[pipeline] plugins`` are loaded into it here.
         overrides: ``--set KEY=VALUE`` items applied before validation.
+        allow_code: The user allowed code the file names (``--allow-code``); without it,
+            ``FTP_ALLOW_CODE`` decides (see `ftp.consent`).
 
     Raises:
         ConfigError: with every problem found.
-        UserError: when the file cannot be read at all.
+        UserError: when the file cannot be read at all, or names code the user did not allow.
 
     """
+    from ftp.consent import require_consent
+
     path = Path(path)
     raw = apply_overrides(read_toml(path), overrides or [])
+    # Before anything is imported: a downloaded file must not run code without consent.
+    require_consent(raw, str(path), allow_code)
     problems: list[Problem] = []
     file = _pass1(raw, problems)
 

@@ -40,6 +40,7 @@ class State:
         self.plugin_opts = plugin_opts
         self.strict = strict
         self.only = only
+        self.allow_code = False  # --allow-code: see allow_code_option
         self._plugins: PluginSet | None = None
 
     def plugins(self) -> PluginSet:
@@ -55,7 +56,7 @@ class State:
         plugins = self.plugins()
         for info in plugins.errors():
             click.echo(f"warning: plugin {info.name!r} failed to load: {info.error}", err=True)
-        return load_pipeline(path, plugins, list(overrides))
+        return load_pipeline(path, plugins, list(overrides), allow_code=self.allow_code)
 
 
 pass_state = click.make_pass_decorator(State)
@@ -68,6 +69,19 @@ set_option = click.option(
 #: ``--debug``: tracebacks and library warnings.
 debug_option = click.option("--debug", is_flag=True,
                             help="Show tracebacks and library warnings.")
+
+
+def _allow_code(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    state = ctx.find_object(State)
+    if value and state is not None:
+        state.allow_code = True
+
+
+#: ``--allow-code``: consent to the code a pipeline file names (see `ftp.consent`).
+allow_code_option = click.option(
+    "--allow-code", is_flag=True, expose_value=False, callback=_allow_code,
+    help="Allow the code the pipeline file names ([pipeline] plugins, trust_remote_code); "
+    "also FTP_ALLOW_CODE=1.")
 
 
 def fail(exc: FtpError, debug: bool = False) -> None:

@@ -14,6 +14,7 @@ import click
 
 from ftp.cli.common import (
     State,
+    allow_code_option,
     debug_option,
     pass_state,
     quiet_libraries,
@@ -40,6 +41,7 @@ def data() -> None:
               "is unset); without colour they are marked «like this».")
 @set_option
 @debug_option
+@allow_code_option
 @pass_state
 @reports_errors
 def preview(state: State, pipeline: Path, name: str | None, count: int, as_json: bool,
@@ -95,6 +97,7 @@ def preview(state: State, pipeline: Path, name: str | None, count: int, as_json:
               "runs/NAME.data-inspect).")
 @set_option
 @debug_option
+@allow_code_option
 @pass_state
 @reports_errors
 def inspect(state: State, pipeline: Path, name: str | None, out_dir: Path | None,

@@ -9,6 +9,7 @@ import click
 
 from ftp.cli.common import (
     State,
+    allow_code_option,
     debug_option,
     pass_state,
     quiet_libraries,
@@ -21,6 +22,7 @@ from ftp.errors import FtpError, UserError
 @click.command()
 @click.argument("pipeline", type=click.Path(path_type=Path))
 @set_option
+@allow_code_option
 @pass_state
 @reports_errors
 def validate(state: State, pipeline: Path, overrides: tuple[str, ...]) -> None:
@@ -41,6 +43,7 @@ def validate(state: State, pipeline: Path, overrides: tuple[str, ...]) -> None:
               help="Resume an earlier run of this pipeline at stage NAME, starting from the "
               "previous stage's saved model; earlier stages' outputs are kept.")
 @debug_option
+@allow_code_option
 @pass_state
 @reports_errors
 def run(state: State, pipeline: Path, overrides: tuple[str, ...], output_dir: Path | None,
