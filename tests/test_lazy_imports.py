@@ -63,6 +63,9 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "data.json").write_text(json.dumps(rows), encoding="utf-8")
     write_pipeline(folder / "pipeline.toml", PIPELINE)
     write_pipeline(folder / "invalid.toml", PIPELINE.replace('method = "sft"', 'method = "x"'))
+    # Local paths that do not exist: validate looks at the disk, still without torch.
+    write_pipeline(folder / "missing.toml", PIPELINE.replace('"data.json"', '"nothere/*.json"')
+                   .replace('"smollm2-135m-instruct"', '"./models/none"'))
     return folder
 
 
@@ -70,6 +73,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (["--help"], 0),
     (["validate", "pipeline.toml"], 0),
     (["validate", "invalid.toml"], 2),
+    (["validate", "missing.toml"], 2),
     (["plugins"], 0),
     (["plugins", "--json"], 0),
     (["schema"], 0),

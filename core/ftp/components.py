@@ -67,6 +67,19 @@ class Component:
     def __init__(self, config: StrictConfig | None = None) -> None:
         self.config = config if config is not None else self.Config()
 
+    def check_files(self, base_dir: Path) -> list[tuple[str, str]]:
+        """Cheap checks of the local files and folders the options name, for ``ftp validate``.
+
+        Run on every pipeline check, before anything heavy: look at the disk only (no model,
+        no torch). Relative data paths resolve against ``base_dir``, the pipeline file's folder.
+
+        Returns:
+            ``(option, message)`` pairs, e.g. ``("path", "data file not found: ...")``;
+            none when everything named is there.
+
+        """
+        return []
+
     @classmethod
     def summary(cls) -> str:
         """The first line of the class docstring."""

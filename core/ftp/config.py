@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from ftp.components import Component, StrictConfig
 from ftp.errors import ConfigError, Problem, UserError
@@ -401,11 +401,20 @@ def _bind(
     prefix: str,
     problems: list[Problem],
     also: tuple[str, ...] = (),
+    base_dir: Path | None = None,
 ) -> Bound | None:
+    """The component ``name`` of ``kind`` with its options, or None after adding problems.
+
+    With ``base_dir``, the local files the options name are checked too (`_check_files`),
+    even when other options are wrong: every problem at once.
+    """
     entry = plugins.registry.find(kind, name)
     if entry is None:
         msg = plugins.registry.unknown(kind, name) + plugins.broken_note()
         problems.append(Problem(name_path, msg))
+        # An unknown name must not hide the section's other mistakes: the options every
+        # component of this kind shares (a method's learning_rate) are still checked.
+        problems.extend(_shared_problems(plugins, kind, options, prefix))
         return None
     ambiguous = plugins.registry.ambiguous(kind, name)
     if ambiguous is not None:
@@ -413,7 +422,51 @@ def _bind(
         problems.append(Problem(name_path, ambiguous))
     cfg, found = _validate(entry.cls.Config, options, prefix, also)
     problems.extend(found)
+    if base_dir is not None:
+        usable = cfg if cfg is not None else _without_bad_keys(entry.cls.Config, options,
+                                                               found, prefix)
+        if usable is not None:
+            _check_files(Bound(entry, usable), base_dir, prefix, problems)
     return Bound(entry, cfg) if cfg is not None else None
+
+
+def _without_bad_keys(config: type[StrictConfig], options: dict[str, Any],
+                      found: list[Problem], prefix: str) -> StrictConfig | None:
+    """The options with the keys that have problems left out, if that validates; else None."""
+    bad = {re.split(r"[.\[]", p.path[len(prefix) + 1:], maxsplit=1)[0] for p in found}
+    try:
+        return config.model_validate({k: v for k, v in options.items() if k not in bad})
+    except ValidationError:
+        return None
+
+
+def _shared_problems(plugins: PluginSet, kind: str, options: dict[str, Any],
+                     prefix: str) -> list[Problem]:
+    """Problems in the options that every registered component of ``kind`` declares alike.
+
+    Used when the component's name is unknown: which component was meant is a guess, but an
+    option that all of them define the same way (name, type and constraints) can be checked
+    anyway. A missing required key is not reported, since the meant component may not need it.
+    """
+    configs = [e.cls.Config for e in plugins.registry.entries[kind].values()]
+    if not configs or not options:
+        return []
+
+    def signature(info: Any) -> tuple[Any, str]:
+        return info.annotation, repr(info.metadata)
+
+    first = configs[0].model_fields
+    shared = {key: info for key, info in first.items()
+              if key in options and all(key in c.model_fields and signature(c.model_fields[key])
+                                        == signature(info) for c in configs[1:])}
+    if not shared:
+        return []
+    model = create_model(  # type: ignore[call-overload]
+        f"Shared_{kind}", __config__=ConfigDict(extra="ignore", protected_namespaces=()),
+        **{key: (info.annotation, info) for key, info in shared.items()},
+    )
+    _, found = _validate(model, {k: options[k] for k in shared}, prefix)
+    return [p for p in found if p.message != "required key is missing"]
 
 
 def _extras(section: BaseModel) -> dict[str, Any]:
@@ -594,13 +647,17 @@ def load_pipeline(
     model = None
     if file.model is not None:
         model = _bind(plugins, "model_provider", file.model.provider, _extras(file.model),
-                      "model.provider", "model", problems, also=tuple(ModelSection.model_fields))
+                      "model.provider", "model", problems, also=tuple(ModelSection.model_fields),
+                      base_dir=path.parent)
+
+    base_dir = path.parent
 
     datasets: dict[str, Dataset] = {}
     for name, section in file.data.items():
         where = f"data.{name}"
         loader = _bind(plugins, "data_loader", section.loader, _extras(section),
-                       f"{where}.loader", where, problems, also=tuple(DataSection.model_fields))
+                       f"{where}.loader", where, problems, also=tuple(DataSection.model_fields),
+                       base_dir=base_dir)
         fmt = _bind(plugins, "format", section.format, section.format_options,
                     f"{where}.format", f"{where}.format_options", problems)
         if section.eval_path is not None:
@@ -610,6 +667,11 @@ def load_pipeline(
             if loader and "path" not in type(loader.config).model_fields:
                 problems.append(Problem(f"{where}.eval_path", f"loader {section.loader!r} has no "
                                         "`path` option, so eval_path cannot be read with it"))
+            elif loader:
+                # The held-out file is read by the same loader, with eval_path as its path.
+                held_out = Bound(loader.entry, loader.config.model_copy(
+                    update={"path": section.eval_path}))
+                _check_files(held_out, base_dir, where, problems, {"path": "eval_path"})
         if loader and fmt:
             datasets[name] = Dataset(name, section, loader, fmt)
 
@@ -632,7 +694,8 @@ def load_pipeline(
             problems.append(Problem(f"{where}.name", "'base' is reserved for the model before "
                                     "training; choose another stage name"))
         method = _bind(plugins, "method", section.method, _extras(section),
-                       f"{where}.method", where, problems, also=tuple(StageSection.model_fields))
+                       f"{where}.method", where, problems, also=tuple(StageSection.model_fields),
+                       base_dir=base_dir)
         names = section.datasets()
         _check_stage_data(section, method, names, raw_data, datasets, where, problems)
         if method:
@@ -656,7 +719,7 @@ def load_pipeline(
         seen_evals.setdefault(name, i)
         ev = _bind(plugins, "evaluator", section.evaluator, _extras(section),
                    f"{where}.evaluator", where, problems,
-                   also=tuple(EvaluateSection.model_fields))
+                   also=tuple(EvaluateSection.model_fields), base_dir=base_dir)
         after = _after_stages(section, stage_names, where, problems)
         if ev is not None:
             _check_eval_data(section, ev, raw_data, datasets, where, problems)
@@ -670,6 +733,25 @@ def load_pipeline(
         raise ConfigError(problems, str(path))
     return Pipeline(path, raw, file, model, datasets, stages, evaluations, plugins,
                     plugin_settings)
+
+
+def _check_files(bound: Bound | None, base_dir: Path, prefix: str, problems: list[Problem],
+                 rename: dict[str, str] | None = None) -> None:
+    """Add the problems a component finds with the local files its options name.
+
+    ``rename`` maps an option to the pipeline key that set it (``path`` → ``eval_path``).
+    """
+    if bound is None:
+        return
+    try:
+        found = bound.build().check_files(base_dir)
+    except Exception as exc:  # noqa: BLE001 — a plugin's faulty check is reported, not fatal
+        e = bound.entry
+        found = [("", f"{e.kind.replace('_', ' ')} {e.name!r} (plugin {e.plugin!r}) failed "
+                  f"to check its files: {type(exc).__name__}: {exc}")]
+    for key, message in found:
+        key = (rename or {}).get(key, key)
+        problems.append(Problem(f"{prefix}.{key}" if key else prefix, message))
 
 
 def data_label(data: str | list[str] | dict[str, float]) -> str:

@@ -65,7 +65,21 @@ class _FileOptions(StrictConfig):
     )
 
 
-class JsonLoader(DataLoader):
+class _FileLoader(DataLoader):
+    """A loader of local files named by ``path`` (and ``glob``): validation checks they exist."""
+
+    suffixes: tuple[str, ...] = ()
+
+    def check_files(self, base_dir: Path) -> list[tuple[str, str]]:
+        """``path`` names at least one file, exactly as `load` will look for them."""
+        try:
+            LoadContext("", base_dir).expand(self.config.path, self.config.glob, self.suffixes)
+        except UserError as exc:
+            return [("path", str(exc))]
+        return []
+
+
+class JsonLoader(_FileLoader):
     """Local JSON (a list of objects) or JSON Lines (one object per line) files."""
 
     name = "json"
@@ -143,7 +157,7 @@ def _json_type(value: Any) -> str:
     return "null" if value is None else names.get(type(value), type(value).__name__)
 
 
-class CsvLoader(DataLoader):
+class CsvLoader(_FileLoader):
     """Local CSV or TSV files with a header row; each row becomes an object keyed by it."""
 
     name = "csv"
@@ -195,7 +209,7 @@ class CsvLoader(DataLoader):
         return rows
 
 
-class ParquetLoader(DataLoader):
+class ParquetLoader(_FileLoader):
     """Local Parquet files (through pyarrow); each row becomes an object keyed by column."""
 
     name = "parquet"
@@ -229,7 +243,7 @@ class ParquetLoader(DataLoader):
 _BLANK_LINE = re.compile(r"\n[ \t\f\v]*\n")
 
 
-class TextLoader(DataLoader):
+class TextLoader(_FileLoader):
     """Plain-text files as {"text": ...} documents: one per line, per paragraph, or per file."""
 
     name = "text"
@@ -311,6 +325,11 @@ class DiskLoader(DataLoader):
             None, description="For a DatasetDict: which split (default 'train', or the only "
             "one). Not allowed for a single Dataset.",
         )
+
+    def check_files(self, base_dir: Path) -> list[tuple[str, str]]:
+        """The folder exists (whether `datasets` can read it is found out when loading)."""
+        path = LoadContext("", base_dir).resolve(self.config.path)
+        return [] if path.is_dir() else [("path", f"dataset folder not found: {path}")]
 
     def load(self, ctx: LoadContext) -> list[dict[str, Any]]:
         """Read the saved dataset's rows."""

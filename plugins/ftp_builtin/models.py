@@ -62,23 +62,25 @@ class HFProvider(ModelProvider):
             self._source = self._resolve()
         return self._source
 
+    def check_files(self, base_dir: Path) -> list[tuple[str, str]]:
+        """A local model (folder or .gguf file) exists; catalog names and Hub ids pass."""
+        problem = _local_model_problem(self.config.path)
+        return [("path", problem)] if problem else []
+
     def _resolve(self) -> Path | str:
         path = self.config.path
         entry = CATALOG.get(path)
         if entry is not None:
             fetched = fetch(entry)
             return _converted_gguf(fetched, entry.alias) if entry.kind == "gguf" else fetched
+        problem = _local_model_problem(path)
+        if problem:
+            raise UserError(problem)
         local = Path(path).expanduser()
         if path.endswith(".gguf"):
-            if not local.is_file():
-                raise UserError(f"GGUF file not found: {local}")
             return _converted_gguf(local, None)
         if local.exists():
-            if not (local / "config.json").is_file():
-                raise UserError(f"{local} is not a model folder (no config.json)")
             return local
-        if path.startswith((".", "/", "~")) or path.count("/") > 1:
-            raise UserError(f"model folder not found: {local}")
         return path  # a Hub id
 
     def device(self) -> str:
@@ -181,6 +183,24 @@ class HFProvider(ModelProvider):
         model.config.use_cache = True
         model.save_pretrained(str(directory))
         tokenizer.save_pretrained(str(directory))
+
+
+def _local_model_problem(path: str) -> str | None:
+    """What is wrong with ``path`` as a local model, or None (also for catalog names, Hub ids).
+
+    Like ``from_pretrained``, a relative path is relative to the current directory.
+    """
+    if path in CATALOG:
+        return None
+    local = Path(path).expanduser()
+    if path.endswith(".gguf"):
+        return None if local.is_file() else f"GGUF file not found: {local}"
+    if local.exists():
+        return None if (local / "config.json").is_file() else \
+            f"{local} is not a model folder (no config.json)"
+    if path.startswith((".", "/", "~")) or path.count("/") > 1:
+        return f"model folder not found: {local}"
+    return None
 
 
 def _is_classifier(model: Any) -> bool:
