@@ -139,7 +139,11 @@ def test_an_interrupted_write_leaves_no_entry(tmp_path):
 
 def test_cache_ls_and_clear(tiny_model, _tokenized_cache):
     tokenize(load_tokenizer(tiny_model))
-    (_tokenized_cache / ".tmp-leftover").mkdir()
+    # What a killed run leaves: a temporary folder with ftp's marker in it.
+    leftover = _tokenized_cache / f".tmp-{'0' * 32}-killed"
+    leftover.mkdir()
+    (leftover / ".ftp-partial-entry").touch()
+    (leftover / "rows.bin").write_bytes(b"half")
     runner = CliRunner()
     out = runner.invoke(cli, ["cache", "ls"])
     assert out.exit_code == 0, out.output

@@ -12,6 +12,11 @@ entry is written into a temporary folder and renamed into place, so an interrupt
 leaves a half-written entry under a key; leftovers of interrupted writes (``.tmp-*``) are
 ignored and removed by ``ftp cache clear``.
 
+``ftp cache clear`` removes only what ftp wrote: an entry is recognised by its manifest
+(``meta.json``, whose key parts hash to the folder's name) and a leftover by the marker ftp
+puts in it first. Anything else in the cache folder (a file, someone else's folder, a cache
+root pointed at the wrong place) is left alone.
+
 Nothing here imports torch or transformers: the tokenizer is only asked for its attributes.
 """
 
@@ -21,6 +26,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -41,6 +47,10 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "chat_template.jinja", "chat_template.json")
 _META = "meta.json"
 _ROWS = "rows.bin"
+#: Put first into every temporary folder, so `clear` knows a leftover as ftp's own.
+_TMP_MARKER = ".ftp-partial-entry"
+_TMP_PREFIX = ".tmp-"
+_KEY = re.compile(r"[0-9a-f]{32}")
 
 
 def cache_root() -> Path:
@@ -158,12 +168,14 @@ def store(key: CacheKey, write: Callable[[Path], None], description: str,
     root = root or cache_root()
     root.mkdir(parents=True, exist_ok=True)
     final = root / key.key
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key.key}-", dir=root))
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{key.key}-", dir=root))
     try:
+        (tmp / _TMP_MARKER).touch()
         write(tmp)
         meta = {"key": key.as_dict(), "description": description, "created": time.time(),
                 **(extra or {})}
         (tmp / _META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        (tmp / _TMP_MARKER).unlink()
         try:
             os.rename(tmp, final)
         except OSError:
@@ -211,29 +223,58 @@ def entries(root: Path | None = None) -> list[Entry]:
         return []
     out = []
     for folder in root.iterdir():
-        meta_file = folder / _META
-        if folder.name.startswith(".") or not meta_file.is_file():
+        meta = _manifest(folder)
+        if meta is None:
             continue
-        try:
-            meta = json.loads(meta_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            meta = {}
-        size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-        out.append(Entry(folder.name, folder, size, float(meta.get("created", 0.0)), meta))
+        out.append(Entry(folder.name, folder, _size(folder), float(meta.get("created", 0.0)),
+                         meta))
     return sorted(out, key=lambda e: e.created)
 
 
+def _manifest(folder: Path) -> dict[str, Any] | None:
+    """An entry's ``meta.json`` when ``folder`` is an entry ftp wrote, else None.
+
+    The proof is the manifest itself: its key parts hash to the folder's name.
+    """
+    if folder.is_symlink() or not folder.is_dir() or not _KEY.fullmatch(folder.name):
+        return None
+    try:
+        meta = json.loads((folder / _META).read_text(encoding="utf-8"))
+        key = CacheKey(**meta["key"]).key
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    return meta if key == folder.name else None
+
+
+def _leftover(folder: Path) -> bool:
+    """Whether ``folder`` is what an interrupted `store` left: ftp's marker, or empty."""
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    name = folder.name
+    if not (name.startswith(_TMP_PREFIX) and _KEY.match(name, len(_TMP_PREFIX))):
+        return False
+    return (folder / _TMP_MARKER).is_file() or not any(folder.iterdir())
+
+
+def _size(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
 def clear(root: Path | None = None) -> tuple[int, int]:
-    """Delete every entry and leftover temporary folder; return (entries, bytes) removed."""
+    """Delete the entries and leftovers ftp wrote; return (entries, bytes) removed.
+
+    Anything else in ``root`` is kept (see the module's notes).
+    """
     root = root or cache_root()
     if not root.is_dir():
         return 0, 0
     count = size = 0
     for folder in root.iterdir():
-        if not folder.is_dir():
+        is_entry = _manifest(folder) is not None
+        if not (is_entry or _leftover(folder)):
             continue
-        size += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-        count += not folder.name.startswith(".")
+        size += _size(folder)
+        count += is_entry
         shutil.rmtree(folder, ignore_errors=True)
     return count, size
 

@@ -27,6 +27,8 @@ from typing import Any
 from ftp.errors import UserError
 
 STATUS_FILE = "run.json"
+#: Written into every run.json: how `--overwrite` tells an ftp run from any other folder.
+WRITER = "ftp"
 
 
 def _dump(obj: Any) -> str:
@@ -57,6 +59,7 @@ class RunDir:
                     f"{path} already holds {what}; pass --overwrite to replace it, or "
                     "--output-dir DIR to write elsewhere"
                 )
+            check_replaceable(path)
             shutil.rmtree(path)
         path.mkdir(parents=True, exist_ok=True)
         return cls(path)
@@ -104,14 +107,36 @@ class RunDir:
     def status(self) -> dict[str, Any]:
         """The contents of run.json, or an empty dict."""
         try:
-            return json.loads(self.file(STATUS_FILE).read_text(encoding="utf-8"))
+            data = json.loads(self.file(STATUS_FILE).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
+        return data if isinstance(data, dict) else {}
 
     def set_status(self, status: str, **info: Any) -> None:
         """Update run.json with a status and more fields."""
         data = self.status()
         data.update(info)
         data["status"] = status
+        data["written_by"] = WRITER
         data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         self.write_json(STATUS_FILE, data)
+
+
+def check_replaceable(path: Path) -> None:
+    """Refuse to let ``--overwrite`` delete ``path`` unless it holds a run that ftp wrote.
+
+    The one gate before a run folder is deleted: a folder is replaceable only when its
+    run.json was written by ftp. A home directory, a project folder or a dataset is refused,
+    and nothing in it is touched.
+
+    Raises:
+        UserError: naming the folder and why it is not replaced.
+
+    """
+    status = RunDir(path).status()
+    if status.get("written_by") != WRITER:
+        why = (f"its {STATUS_FILE} was not written by ftp" if path.joinpath(STATUS_FILE).exists()
+               else f"it has no {STATUS_FILE}")
+        raise UserError(f"--overwrite replaces only a folder holding an earlier ftp run, and "
+                        f"{path} is not one ({why}); nothing was deleted. Choose another "
+                        "--output-dir, or empty the folder yourself")

@@ -1,0 +1,120 @@
+"""ftp deletes only what ftp wrote: --overwrite, ``ftp cache clear``."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ftp.testing import write_pipeline
+
+ROWS = [{"instruction": "Who are you?", "output": "I am Nova."},
+        {"instruction": "Say hi.", "output": "Hi!"}]
+
+PIPELINE = """
+[pipeline]
+name = "tiny"
+
+[model]
+path = "{model}"
+
+[data.x]
+loader = "json"
+path = "train.json"
+format = "alpaca"
+
+[[stages]]
+method = "sft"
+data = "x"
+max_steps = 1
+"""
+
+
+def ftp(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in ("FTP_PLUGINS", "FTP_DISABLE_PLUGINS")}
+    return subprocess.run([sys.executable, "-m", "ftp", *args], cwd=cwd, env={**clean, **env},
+                          capture_output=True, text=True, timeout=900)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def project(tmp_path: Path, tiny_model: Path) -> Path:
+    (tmp_path / "train.json").write_text(json.dumps(ROWS), encoding="utf-8")
+    write_pipeline(tmp_path / "pipeline.toml", PIPELINE.format(model=tiny_model))
+    return tmp_path
+
+
+def assert_refused_and_untouched(result: subprocess.CompletedProcess, folder: Path,
+                                 before: dict[str, bytes]) -> str:
+    assert result.returncode == 2, result.stdout + result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr
+    assert "nothing was deleted" in line
+    assert snapshot(folder) == before
+    return line
+
+
+# -- --overwrite ------------------------------------------------------------------------------
+
+
+def test_overwrite_refuses_a_folder_without_run_json(project: Path) -> None:
+    mine = project / "my-notes"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("years of work")
+    (mine / "data").mkdir()
+    (mine / "data" / "rows.json").write_text("[]")
+    before = snapshot(mine)
+
+    line = assert_refused_and_untouched(
+        ftp("run", "pipeline.toml", "-o", str(mine), "--overwrite", cwd=project), mine, before)
+    assert f"{mine} is not one (it has no run.json)" in line
+
+
+def test_overwrite_refuses_a_run_json_that_ftp_did_not_write(project: Path) -> None:
+    other = project / "other-tool-run"
+    other.mkdir()
+    (other / "run.json").write_text(json.dumps({"status": "finished", "tool": "other"}))
+    (other / "weights.bin").write_bytes(b"\0" * 64)
+    before = snapshot(other)
+
+    line = assert_refused_and_untouched(
+        ftp("run", "pipeline.toml", "-o", str(other), "--overwrite", cwd=project), other, before)
+    assert "its run.json was not written by ftp" in line
+
+
+# -- ftp cache clear --------------------------------------------------------------------------
+
+
+def test_cache_clear_removes_only_ftps_entries(tmp_path: Path, tiny_model: Path) -> None:
+    """A cache root pointed at a shared folder: ftp's entries go, everything else stays."""
+    root = tmp_path / "shared"
+    root.mkdir()
+    (root / "README.txt").write_text("a foreign file")
+    (root / "0123456789abcdef0123456789abcdef").mkdir()  # looks like a key, holds no manifest
+    (root / "0123456789abcdef0123456789abcdef" / "meta.json").write_text('{"key": "forged"}')
+    (root / "someone-elses").mkdir()
+    (root / "someone-elses" / "meta.json").write_text("{}")
+    (root / ".tmp-notes").mkdir()
+    (root / ".tmp-notes" / "draft.txt").write_text("not an ftp leftover")
+    foreign = snapshot(root)
+
+    # Put a real entry in, through the real CLI: training caches the tokenized data.
+    (tmp_path / "train.json").write_text(json.dumps(ROWS), encoding="utf-8")
+    write_pipeline(tmp_path / "pipeline.toml", PIPELINE.format(model=tiny_model))
+    env = {"FTP_TOKENIZED_CACHE_DIR": str(root), "OMP_NUM_THREADS": "1"}
+    trained = ftp("run", "pipeline.toml", cwd=tmp_path, **env)
+    assert trained.returncode == 0, trained.stderr
+    listed = json.loads(ftp("cache", "ls", "--json", cwd=tmp_path, **env).stdout)
+    assert len(listed) == 1
+
+    cleared = ftp("cache", "clear", "--yes", cwd=tmp_path, **env)
+
+    assert cleared.returncode == 0, cleared.stderr
+    assert "removed 1 entries" in cleared.stdout
+    assert snapshot(root) == foreign
+    assert not (root / listed[0]["key"]).exists()
