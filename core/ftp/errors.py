@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ftp.masking import MASK, is_secret_key, mask_text
+
 
 class FtpError(Exception):
     """Base of every error ftp reports without a traceback."""
@@ -45,7 +47,10 @@ class Problem:
     has_value: bool = False
 
     def __str__(self) -> str:
-        shown = f" (got {self.value!r})" if self.has_value else ""
+        value = self.value
+        if self.has_value and is_secret_key(self.path.rsplit(".", 1)[-1]):
+            value = MASK  # a secret shown on the terminal is a secret leaked
+        shown = f" (got {mask_text(repr(value))})" if self.has_value else ""
         where = self.path or "<pipeline>"
         return f"{where}: {self.message}{shown}"
 

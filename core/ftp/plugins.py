@@ -109,7 +109,9 @@ def _builtins_first(ep: Any) -> tuple[bool, str]:
 
 
 def _stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
+    from ftp.masking import mask_text
+
+    print(mask_text(line), file=sys.stderr, flush=True)
 
 
 def _env_list(name: str) -> list[str]:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ftp.errors import UserError
+from ftp.masking import mask_secrets, mask_text
 
 STATUS_FILE = "run.json"
 #: Written into every run.json: how `--overwrite` tells an ftp run from any other folder.
@@ -83,19 +84,23 @@ class RunDir:
         return self.path / name
 
     def write_json(self, name: str, obj: Any) -> Path:
-        """Write JSON atomically (temp file, then rename), so readers never see half a file."""
+        """Write JSON atomically (temp file, then rename), so readers never see half a file.
+
+        Secrets are masked (`ftp.masking`): a run folder is shared, uploaded and attached to
+        issues, so no token or password is ever written into it.
+        """
         target = self.file(name)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(_dump(obj), encoding="utf-8")
+        tmp.write_text(_dump(mask_secrets(obj)), encoding="utf-8")
         os.replace(tmp, target)
         return target
 
     def write_text(self, name: str, text: str) -> Path:
-        """Write a text file atomically."""
+        """Write a text file atomically, URI passwords and tokens masked."""
         target = self.file(name)
         tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(mask_text(text), encoding="utf-8")
         os.replace(tmp, target)
         return target
 

@@ -370,7 +370,11 @@ class Runner:
 
     def _write_inputs(self) -> None:
         p = self.pipeline
-        shutil.copyfile(p.source, self.run_dir.file("pipeline.toml"))
+        from ftp.masking import mask_toml
+
+        # The file as given, secrets masked (the run folder is shared; the source is not).
+        text = p.source.read_text(encoding="utf-8")
+        self.run_dir.file("pipeline.toml").write_text(mask_toml(text), encoding="utf-8")
         resolved = {
             "source": str(p.source),
             "raw": p.raw,

@@ -437,3 +437,60 @@ def test_only_numbers_become_metrics():
                                "samples": [1, 2], "ok": True}, "sft/cls")
     assert metrics == {"sft/cls/accuracy": 0.5, "sft/cls/n": 3.0, "sft/cls/per_class/pos": 1.0,
                        "sft/cls/ok": 1.0}
+
+
+# -- secrets ----------------------------------------------------------------------------------
+
+SECRET = "hunter2"
+
+
+def files_holding(folder: Path, text: str) -> list[str]:
+    """The files under ``folder`` whose bytes contain ``text``."""
+    return [str(p.relative_to(folder)) for p in folder.rglob("*")
+            if p.is_file() and text.encode() in p.read_bytes()]
+
+
+def test_a_password_in_the_tracking_uri_is_masked_everywhere_it_is_written(tmp_path, tiny_model,
+                                                                            monkeypatch):
+    """A store that needs a password: the terminal and the run directory never show it."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the store is not there
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    uri = f"http://bob:{SECRET}@127.0.0.1:9/"
+    pipeline = project(tmp_path, tiny_model, "secret-store", steps=1,
+                       table=f'tracking_uri = "{uri}"')
+    run_dir = tmp_path / "run"
+
+    result = ftp_run(pipeline, run_dir)
+
+    assert result.exit_code == 0, result.output  # tracking is a bystander: the run goes on
+    assert "cannot start an MLflow run at http://bob:***@127.0.0.1:9/" in result.output
+    assert SECRET not in result.output
+    assert files_holding(run_dir, SECRET) == []
+    resolved = json.loads((run_dir / "resolved.json").read_text())
+    assert resolved["plugins"]["mlflow"]["tracking_uri"] == "http://bob:***@127.0.0.1:9/"
+    assert 'tracking_uri = "http://bob:***@127.0.0.1:9/"' in (run_dir / "pipeline.toml").read_text()
+    assert SECRET in pipeline.read_text()  # the user's own file is theirs, unchanged
+
+
+def test_passwords_in_the_pipeline_never_reach_the_tracker(tmp_path, tiny_model, store,
+                                                           monkeypatch):
+    """Params, tags and uploaded files carry the masked value."""
+    pipeline = project(tmp_path, tiny_model, "secret-params", steps=1)
+    text = pipeline.read_text().replace(
+        'description = "tracked by ftp-mlflow"',
+        f'description = "rows from https://bob:{SECRET}@data.example.com/qa"')
+    pipeline.write_text(text)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+
+    result = ftp_run(pipeline, tmp_path / "run")
+
+    assert result.exit_code == 0, result.output
+    client = MlflowClient(store)
+    run = the_run(client, "secret-params")
+    masked = "rows from https://bob:***@data.example.com/qa"
+    assert run.data.tags["mlflow.note.content"] == masked
+    assert run.data.params["pipeline.description"] == masked
+    assert not [k for k, v in {**run.data.params, **run.data.tags}.items() if SECRET in v]
+    downloaded = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path / "got")))
+    assert {"pipeline.toml", "resolved.json"} <= {p.name for p in downloaded.iterdir()}
+    assert files_holding(downloaded, SECRET) == []

@@ -90,7 +90,9 @@ def fail(exc: FtpError, debug: bool = False) -> None:
         import traceback
 
         traceback.print_exception(exc)
-    click.echo(f"error: {exc}", err=True)
+    from ftp.masking import mask_text
+
+    click.echo(f"error: {mask_text(str(exc))}", err=True)
     if not debug and exc.exit_code == 1:
         click.echo("(rerun with --debug for the traceback)", err=True)
     sys.exit(exc.exit_code)

@@ -68,6 +68,7 @@ def ftp_plugin_settings() -> type:
 @hookimpl
 def ftp_pipeline_start(pipeline: Any, run_dir: Path) -> None:
     """Start the MLflow run and log the resolved config as params."""
+    from ftp.masking import mask_text
     from ftp_mlflow.names import config_params
     from ftp_mlflow.settings import MlflowSettings, read_settings, tracking_enabled
     from ftp_mlflow.tracker import Tracker, warn
@@ -93,14 +94,14 @@ def ftp_pipeline_start(pipeline: Any, run_dir: Path) -> None:
     }
     description = ((pipeline.raw or {}).get("pipeline") or {}).get("description")
     if description:
-        tags["mlflow.note.content"] = str(description)
+        tags["mlflow.note.content"] = mask_text(str(description))
     tracker = Tracker.start(settings, tags)
     if tracker is None:
         return
     _state.tracker = tracker
     # Say where the run goes: tracking that nobody can find is no use.
-    print(f"mlflow: tracking experiment {settings.experiment!r}, run {tracker.run_id}, "
-          f"in {settings.tracking_uri}", file=sys.stderr, flush=True)
+    print(mask_text(f"mlflow: tracking experiment {settings.experiment!r}, run "
+                    f"{tracker.run_id}, in {settings.tracking_uri}"), file=sys.stderr, flush=True)
     try:
         resolved = json.loads((Path(run_dir) / "resolved.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:

@@ -32,7 +32,10 @@ T = TypeVar("T")
 
 def warn(message: str) -> None:
     """Report a problem of the plugin on stderr, as one line."""
-    print(f"warning: plugin 'mlflow': {message}", file=sys.stderr, flush=True)
+    from ftp.masking import mask_text
+
+    # Store errors quote the tracking URI, password and all.
+    print(mask_text(f"warning: plugin 'mlflow': {message}"), file=sys.stderr, flush=True)
 
 
 class Tracker:
@@ -70,7 +73,7 @@ class Tracker:
             experiment_id = _experiment_id(client, settings)
             tags = {"mlflow.user": _user(), **tags}
             run = client.create_run(experiment_id, run_name=settings.run_name,
-                                    tags={k: v[:_MAX_TAG] for k, v in tags.items()})
+                                    tags={k: v[:_MAX_TAG] for k, v in _masked(tags).items()})
         except Exception as exc:
             warn(f"cannot start an MLflow run at {settings.tracking_uri}, so this run is not "
                  f"tracked: {_one_line(exc)}")
@@ -83,7 +86,7 @@ class Tracker:
         """Log params (names must be new to this run: MLflow params cannot change)."""
         from mlflow.entities import Param
 
-        items = [Param(k, v) for k, v in params.items()]
+        items = [Param(k, v) for k, v in _masked(params).items()]
         for start in range(0, len(items), _PARAMS_PER_BATCH):
             chunk = items[start:start + _PARAMS_PER_BATCH]
             self._guard("logging params",
@@ -104,7 +107,7 @@ class Tracker:
         """Set tags on the run (values cut to a length every store accepts)."""
         from mlflow.entities import RunTag
 
-        items = [RunTag(k, v[:_MAX_TAG]) for k, v in tags.items()]
+        items = [RunTag(k, v[:_MAX_TAG]) for k, v in _masked(tags).items()]
         self._guard("setting tags", lambda: self.client.log_batch(self.run_id, tags=items))
 
     def log_files(self, folder: Path, names: Iterable[str]) -> None:
@@ -148,6 +151,17 @@ class Tracker:
             self.broken = f"{what}: {_one_line(exc)}"
             warn(f"{self.broken}; MLflow tracking stops here, the run goes on")
             return None
+
+
+def _masked(values: Mapping[str, str]) -> dict[str, str]:
+    """Params or tags with secrets masked: by the last part of the name, and in every value.
+
+    The one way out to the store, so nothing that reaches MLflow carries a password or token.
+    """
+    from ftp.masking import MASK, is_secret_key, mask_text
+
+    return {k: MASK if is_secret_key(k.rsplit(".", 1)[-1]) and v else mask_text(v)
+            for k, v in values.items()}
 
 
 def _experiment_id(client: Any, settings: Settings) -> str:
