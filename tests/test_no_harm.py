@@ -87,6 +87,21 @@ def test_overwrite_refuses_a_run_json_that_ftp_did_not_write(project: Path) -> N
     assert "its run.json was not written by ftp" in line
 
 
+def test_overwrite_replaces_a_run_of_an_earlier_ftp(project: Path) -> None:
+    """run.json from before it recorded ``written_by`` is still known as ftp's by its fields."""
+    earlier = project / "runs" / "tiny"
+    earlier.mkdir(parents=True)
+    (earlier / "run.json").write_text(json.dumps(
+        {"status": "failed", "pipeline": "tiny", "updated": "2026-11-30T10:00:00+0000"}))
+    (earlier / "summary.md").write_text("the earlier run")
+
+    result = ftp("run", "pipeline.toml", "--overwrite", cwd=project, OMP_NUM_THREADS="1")
+
+    assert result.returncode == 0, result.stderr
+    assert not (earlier / "summary.md").read_text().startswith("the earlier run")
+    assert json.loads((earlier / "run.json").read_text())["written_by"] == "ftp"
+
+
 # -- ftp cache clear --------------------------------------------------------------------------
 
 

@@ -30,6 +30,7 @@ from ftp.masking import mask_secrets, mask_text
 STATUS_FILE = "run.json"
 #: Written into every run.json: how `--overwrite` tells an ftp run from any other folder.
 WRITER = "ftp"
+RUN_STATES = ("running", "finished", "failed", "interrupted", "killed")
 
 
 def _dump(obj: Any) -> str:
@@ -139,7 +140,9 @@ def check_replaceable(path: Path) -> None:
 
     """
     status = RunDir(path).status()
-    if status.get("written_by") != WRITER:
+    # Runs from before run.json carried `written_by` are recognised by ftp's own fields.
+    legacy = status.get("status") in RUN_STATES and {"pipeline", "updated"} <= set(status)
+    if status.get("written_by") != WRITER and not legacy:
         why = (f"its {STATUS_FILE} was not written by ftp" if path.joinpath(STATUS_FILE).exists()
                else f"it has no {STATUS_FILE}")
         raise UserError(f"--overwrite replaces only a folder holding an earlier ftp run, and "
