@@ -1,4 +1,4 @@
-"""ftp deletes only what ftp wrote: --overwrite, ``ftp cache clear``."""
+"""ftp deletes only what ftp wrote: --overwrite, ``ftp cache clear``, the model cache."""
 
 import json
 import os
@@ -133,3 +133,37 @@ def test_cache_clear_removes_only_ftps_entries(tmp_path: Path, tiny_model: Path)
     assert "removed 1 entries" in cleared.stdout
     assert snapshot(root) == foreign
     assert not (root / listed[0]["key"]).exists()
+
+
+# -- the model cache --------------------------------------------------------------------------
+
+CONVERT = """
+from ftp_builtin.models import HFProvider
+
+print(HFProvider(HFProvider.Config(path="smollm2-135m-instruct")).source())
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_converting_one_catalog_model_leave_one_good_entry(tmp_path: Path) -> None:
+    env = {**os.environ, "FTP_CACHE_DIR": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", CONVERT], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+
+    for proc, (_out, err) in zip(procs, outs, strict=True):
+        assert proc.returncode == 0, err
+    [folder] = {Path(out.strip()) for out, _ in outs}  # both use the same entry
+    models = tmp_path / "cache" / "models"
+    assert [p.name for p in models.iterdir() if not p.name.endswith(".lock")] == [folder.name]
+    packages = tmp_path / "cache" / "packages"
+    assert len([p for p in packages.iterdir() if not p.name.startswith(".")]) == 1
+    assert not [p for p in packages.iterdir() if p.name.startswith((".tmp-", ".download-"))]
+
+    marker = json.loads((folder / ".ftp-complete.json").read_text())
+    assert marker["source"]["sha256"].startswith("bcc81830")
+    assert marker["converter"] >= 1 and marker["transformers"]
+    from transformers import AutoConfig, AutoTokenizer
+
+    assert AutoConfig.from_pretrained(folder).model_type == "llama"
+    assert AutoTokenizer.from_pretrained(folder)("Hi")["input_ids"]

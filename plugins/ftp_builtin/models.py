@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,6 +11,7 @@ from pydantic import Field, field_validator
 from ftp import ModelProvider, RunError, StrictConfig, UserError, hookimpl
 from ftp.training import use_all_cores
 from ftp_builtin import templates
+from ftp_builtin.buildonce import build_once
 from ftp_builtin.catalog import CATALOG, cache_dir, fetch
 
 TASKS = {"causal-lm": "AutoModelForCausalLM", "sequence-classification":
@@ -220,14 +219,41 @@ def _hub_call(fn: Any, source: Any) -> Any:
                         f"offline names: {', '.join(CATALOG)}") from None
 
 
+#: Bump when the conversion below changes what it writes: cached conversions are rebuilt.
+CONVERTER_VERSION = 2
+
+
 def _converted_gguf(gguf: Path, alias: str | None) -> Path:
-    """Dequantize a GGUF file once into a cached safetensors folder; return the folder."""
-    stat = gguf.stat()
-    key = alias or hashlib.sha256(f"{gguf.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
-                                  ).hexdigest()[:16]
-    folder = cache_dir() / "models" / key
-    if (folder / "config.json").is_file():
-        return folder
+    """Dequantize a GGUF file once into a cached safetensors folder; return the folder.
+
+    The folder is keyed on its source (the catalog package's pinned hash, or the file's path,
+    size and time) and on the converter: this code's version and those of transformers and
+    gguf, which do the reading.
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    from ftp.hashing import digest
+
+    entry = CATALOG.get(alias or "")
+    if entry is not None:
+        source = {"package": entry.package, "version": entry.version, "sha256": entry.sha256}
+    else:
+        stat = gguf.stat()
+        source = {"file": str(gguf.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns}
+    versions = {}
+    for name in ("transformers", "gguf"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    stamp = {"source": source, "converter": CONVERTER_VERSION, **versions}
+    key = digest(stamp)[:16]
+    folder = cache_dir() / "models" / (f"{alias}-{key}" if alias else key)
+    return build_once(folder, stamp, lambda tmp: _convert(gguf, tmp))
+
+
+def _convert(gguf: Path, dest: Path) -> None:
+    """Write the dense model and tokenizer read from ``gguf`` into ``dest``."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -243,16 +269,8 @@ def _converted_gguf(gguf: Path, alias: str | None) -> Path:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    staging = folder.with_name(folder.name + ".partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    model.save_pretrained(str(staging))
-    tokenizer.save_pretrained(str(staging))
-    if folder.exists():
-        shutil.rmtree(folder)
-    staging.rename(folder)
-    return folder
+    model.save_pretrained(str(dest))
+    tokenizer.save_pretrained(str(dest))
 
 
 @hookimpl
