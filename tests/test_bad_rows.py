@@ -87,7 +87,8 @@ def make(tmp_path: Path, case: str, model: str, extra: str = "") -> Path:
 def test_a_bad_row_stops_the_run_naming_file_line_and_reason(tmp_path, case):
     _, _, _, where, reason = CASES[case]
     # Data is read before any model: the run stops at the bad row, the model is never needed.
-    path = make(tmp_path, case, model=str(tmp_path / "no-model-needed"))
+    # (A Hub id, which validation cannot look up offline; a missing local folder it would.)
+    path = make(tmp_path, case, model="nobody/no-model-needed")
     result = run_cli("run", str(path), "--output-dir", str(tmp_path / "run"))
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
@@ -185,7 +186,7 @@ def test_skipped_rows_reach_the_terminal_and_data_json(tmp_path, tiny_model):
 
 
 def test_the_real_command_exits_2_with_one_line(tmp_path):
-    path = make(tmp_path, "invalid JSON", model=str(tmp_path / "no-model-needed"))
+    path = make(tmp_path, "invalid JSON", model="nobody/no-model-needed")
     env = {k: v for k, v in os.environ.items() if k not in ("FTP_PLUGINS", "FTP_DISABLE_PLUGINS")}
     result = subprocess.run([sys.executable, "-m", "ftp", "run", str(path), "--output-dir",
                              str(tmp_path / "run")], capture_output=True, text=True, env=env,
