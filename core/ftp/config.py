@@ -644,13 +644,12 @@ def load_pipeline(
     # After [pipeline] plugins: a local plugin module may declare settings too.
     plugin_settings = _settings_of(plugins, file.plugins, problems)
 
+    base_dir = path.parent  # relative data paths are relative to the pipeline file
     model = None
     if file.model is not None:
         model = _bind(plugins, "model_provider", file.model.provider, _extras(file.model),
                       "model.provider", "model", problems, also=tuple(ModelSection.model_fields),
-                      base_dir=path.parent)
-
-    base_dir = path.parent
+                      base_dir=base_dir)
 
     datasets: dict[str, Dataset] = {}
     for name, section in file.data.items():
