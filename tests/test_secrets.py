@@ -96,3 +96,11 @@ def test_masking_keeps_what_is_not_secret() -> None:
         {"hub": {"token": "***", "revision": "main"}, "auth": None, "list": [{"password": "***"}]}
     assert mask_toml('token = "abc"\npad_token = "<pad>"\n"api_key" = \'k\'\n') == \
         'token = "***"\npad_token = "<pad>"\n"api_key" = "***"\n'
+
+
+def test_masking_is_public_api_and_judges_dotted_names_by_their_last_word() -> None:
+    import ftp
+
+    assert {"mask_secrets", "mask_text"} <= set(ftp.__all__)
+    assert ftp.mask_secrets({"data.hub.token": "abc", "data.x.pad_token": "<pad>"}) == \
+        {"data.hub.token": "***", "data.x.pad_token": "<pad>"}

@@ -1,8 +1,10 @@
 """ftp: finetune language models from one pipeline.toml, with plugins for every part.
 
 The public API for plugin authors is what this module exports: the ``hookimpl`` marker, the
-component base classes, the contexts they receive, the errors they may raise, and the builder
-of trainer-backed methods (`TrainerMethod`, `TrainingOptions`: ``ftp.training``).
+component base classes, the contexts they receive, the errors they may raise, the builder
+of trainer-backed methods (`TrainerMethod`, `TrainingOptions`: ``ftp.training``), and the
+masking of secrets in what a plugin writes or sends (`mask_secrets`, `mask_text`:
+``ftp.masking``).
 """
 
 from ftp.components import (
@@ -21,6 +23,7 @@ from ftp.components import (
 from ftp.contexts import EvalContext, LoadContext, TrainContext
 from ftp.errors import ConfigError, FtpError, RunError, UserError
 from ftp.hookspecs import hookimpl
+from ftp.masking import mask_secrets, mask_text
 from ftp.training import TrainerMethod, TrainingOptions
 
 __version__ = "0.1.0"
@@ -47,4 +50,6 @@ __all__ = [
     "TrainingOptions",
     "UserError",
     "hookimpl",
+    "mask_secrets",
+    "mask_text",
 ]

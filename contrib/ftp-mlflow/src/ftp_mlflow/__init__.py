@@ -68,7 +68,7 @@ def ftp_plugin_settings() -> type:
 @hookimpl
 def ftp_pipeline_start(pipeline: Any, run_dir: Path) -> None:
     """Start the MLflow run and log the resolved config as params."""
-    from ftp.masking import mask_text
+    from ftp import mask_text
     from ftp_mlflow.names import config_params
     from ftp_mlflow.settings import MlflowSettings, read_settings, tracking_enabled
     from ftp_mlflow.tracker import Tracker, warn

@@ -32,7 +32,7 @@ T = TypeVar("T")
 
 def warn(message: str) -> None:
     """Report a problem of the plugin on stderr, as one line."""
-    from ftp.masking import mask_text
+    from ftp import mask_text
 
     # Store errors quote the tracking URI, password and all.
     print(mask_text(f"warning: plugin 'mlflow': {message}"), file=sys.stderr, flush=True)
@@ -158,10 +158,10 @@ def _masked(values: Mapping[str, str]) -> dict[str, str]:
 
     The one way out to the store, so nothing that reaches MLflow carries a password or token.
     """
-    from ftp.masking import MASK, is_secret_key, mask_text
+    from ftp import mask_secrets
 
-    return {k: MASK if is_secret_key(k.rsplit(".", 1)[-1]) and v else mask_text(v)
-            for k, v in values.items()}
+    # A dotted name ("data.hub.token") is judged by its last word, as a nested key would be.
+    return mask_secrets(dict(values))
 
 
 def _experiment_id(client: Any, settings: Settings) -> str:
