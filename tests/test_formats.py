@@ -467,7 +467,7 @@ def test_a_bad_row_in_a_pipeline_names_dataset_row_and_format(tmp_path, plugins)
     ds = p.datasets["d"]
     with pytest.raises(UserError, match=r"missing field 'output'") as exc:
         prepare(ds, load_records(ds, p.base_dir, p.seed), p.base_dir, p.seed)
-    assert "d.json[1]" in str(exc.value) and "'alpaca'" in str(exc.value)
+    assert "d.json:1 (item 1)" in str(exc.value) and "'alpaca'" in str(exc.value)
 
 
 # --- preference formats: role mapping ----------------------------------------------------------

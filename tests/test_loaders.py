@@ -42,11 +42,17 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 # --- one file of each kind ---------------------------------------------------------------------
 
 
-def test_json_list_rows_are_named_by_index(tmp_path):
-    (tmp_path / "x.json").write_text(json.dumps(ROWS[:3]), encoding="utf-8")
+def test_json_list_rows_are_named_by_line_and_item(tmp_path):
+    # Items over several lines, two on one line, a blank line: the line each item starts on.
+    text = (f"[\n  {json.dumps(ROWS[0], indent=2)},\n  {json.dumps(ROWS[1])}, "
+            f"{json.dumps(ROWS[2])}\n\n  , {json.dumps(ROWS[3])}]\n")
+    (tmp_path / "x.json").write_text(text, encoding="utf-8")
     rows, ctx = load(JsonLoader, tmp_path, path="x.json")
-    assert rows == ROWS[:3]
-    assert origins(rows, ctx, tmp_path) == ["x.json[0]", "x.json[1]", "x.json[2]"]
+    assert rows == ROWS[:4]
+    first = 2 + json.dumps(ROWS[0], indent=2).count("\n") + 1
+    assert origins(rows, ctx, tmp_path) == ["x.json:2 (item 0)", f"x.json:{first} (item 1)",
+                                            f"x.json:{first} (item 2)",
+                                            f"x.json:{first + 2} (item 3)"]
     assert ctx.files == [tmp_path / "x.json"]
 
 
@@ -66,8 +72,9 @@ def test_json_with_several_documents_is_read_as_json_lines(tmp_path):
 
 def test_json_field_picks_the_list_inside_an_object(tmp_path):
     (tmp_path / "x.json").write_text(json.dumps({"version": 1, "rows": ROWS[:2]}))
-    rows, _ = load(JsonLoader, tmp_path, path="x.json", field="rows")
+    rows, ctx = load(JsonLoader, tmp_path, path="x.json", field="rows")
     assert rows == ROWS[:2]
+    assert origins(rows, ctx, tmp_path) == ["x.json[0]", "x.json[1]"]  # by index there
     with pytest.raises(UserError, match="no top-level key 'data'"):
         load(JsonLoader, tmp_path, path="x.json", field="data")
 
@@ -81,13 +88,17 @@ def test_broken_json_document_is_a_file_level_error_with_its_line(tmp_path):
 def test_real_identity_file(tmp_path):
     rows, ctx = load(JsonLoader, tmp_path, path=str(real("identity.json")))
     assert len(rows) == 91 and set(rows[0]) == {"instruction", "input", "output"}
-    assert ctx.where(rows[90]).endswith("identity.json[90]")
+    where = ctx.where(rows[90])
+    assert where.endswith(" (item 90)")
+    line = int(where.split(":")[-1].split()[0])
+    text = real("identity.json").read_text(encoding="utf-8").splitlines()
+    assert text[line - 1].strip() == "{" and rows[90]["instruction"] in text[line]
 
 
 def test_real_alpaca_and_c4_files(tmp_path):
     rows, ctx = load(JsonLoader, tmp_path, path=str(real("alpaca_en_demo.json")))
     assert len(rows) == 999 and set(rows[0]) == {"instruction", "input", "output"}
-    assert ctx.where(rows[998]).endswith("alpaca_en_demo.json[998]")
+    assert ctx.where(rows[998]).endswith(" (item 998)")
     rows, ctx = load(JsonLoader, tmp_path, path=str(real("c4_demo.jsonl")))
     assert len(rows) == 300 and list(rows[0]) == ["text"]
     assert ctx.where(rows[299]).endswith("c4_demo.jsonl:300")

@@ -198,7 +198,7 @@ def test_failure_is_one_line_naming_the_step_and_recorded(history: dict) -> None
     [error] = errors
     assert error.startswith("error: format data 'x'")
     assert "[format 'alpaca', plugin 'formats']" in error  # blamed on the format, not the loader
-    assert "train.json[2]" in error and "'output'" in error  # the file and the row in it
+    assert "train.json:1 (item 2)" in error and "'output'" in error  # the file and the row in it
 
     files = history["failed_files"]
     status = json.loads(files[Path("run.json")])

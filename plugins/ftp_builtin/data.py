@@ -2,7 +2,8 @@
 
 Local files are JSON / JSON Lines, CSV / TSV, Parquet and plain text.
 Every file loader takes a file, a glob (``data/*.jsonl``) or a folder as ``path`` and reads
-the files in sorted order. Each record's origin (``file:line`` or ``file[index]``) is noted on
+the files in sorted order. Each record's origin (``file:line``, ``file:line (item N)`` for an
+item of a JSON array, or ``file[index]``) is noted on
 the `LoadContext`, so a problem found later names the place; rows the loader itself cannot use
 (invalid JSON, undecodable bytes, not an object, wrong field count) go to
 `LoadContext.bad_row`, which stops the run or, with ``on_bad_rows = "skip"``, counts them.
@@ -38,6 +39,34 @@ def _read(path: Path) -> str:
         raise UserError(f"{path}: cannot be read: {exc.strerror}") from None
     # A byte-order mark some editors write must not start the first row.
     return data.decode("utf-8-sig", errors="surrogateescape")
+
+
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _item_lines(text: str) -> list[int] | None:
+    """The line (1-based) each item of a top-level JSON array starts on; None if not one.
+
+    Called on text ``json.loads`` has already accepted, so it does not re-check the syntax.
+    """
+    pos = _SPACE.match(text, 0).end()  # type: ignore[union-attr]
+    if not text.startswith("[", pos):
+        return None
+    decoder = json.JSONDecoder()
+    lines: list[int] = []
+    line, counted = 1, 0
+    pos += 1
+    while True:
+        pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
+        if pos >= len(text) or text[pos] == "]":
+            return lines
+        line += text.count("\n", counted, pos)
+        counted = pos
+        lines.append(line)
+        _, pos = decoder.raw_decode(text, pos)
+        pos = _SPACE.match(text, pos).end()  # type: ignore[union-attr]
+        if text.startswith(",", pos):
+            pos += 1
 
 
 def _undecodable(value: Any) -> bool:
@@ -119,9 +148,11 @@ class JsonLoader(_FileLoader):
         if not isinstance(doc, list):
             raise UserError(f"{path}: expected a list of objects at the top level "
                             "(or set `field` to the key that holds it)")
+        # A top-level array's items are named by line too, so an editor can jump to them.
+        lines = _item_lines(text) if self.config.field is None else None
         rows = []
         for i, row in enumerate(doc):
-            where = f"{path}[{i}]"
+            where = f"{path}:{lines[i]} (item {i})" if lines else f"{path}[{i}]"
             if not isinstance(row, dict):
                 ctx.bad_row(where, NOT_AN_OBJECT, f"a JSON {_json_type(row)}")
             elif _undecodable(row):
