@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
+from ftp.checkpoints import DEFAULT_EVERY, DEFAULT_KEEP, Policy, parse_every
 from ftp.components import Component, StrictConfig
 from ftp.errors import ConfigError, Problem, UserError
 from ftp.plugins import PluginSet
@@ -48,6 +49,16 @@ class PipelineSection(_Shape):
     output_dir: str | None = None
     plugins: list[str] = Field(default_factory=list)
     description: str = ""
+    # Checkpoints inside every stage (a stage may set its own); see ftp.checkpoints.
+    checkpoint_every: int | str = DEFAULT_EVERY
+    keep_checkpoints: int = Field(DEFAULT_KEEP, ge=1)
+    skip_nonfinite_steps: int = Field(0, ge=0)
+
+    @field_validator("checkpoint_every")
+    @classmethod
+    def _every(cls, v: Any) -> Any:
+        parse_every(v)
+        return v
 
 
 class ModelSection(_Open):
@@ -89,6 +100,27 @@ class StageSection(_Open):
     data: str | list[str] | dict[str, float]
     name: str | None = Field(None, pattern=NAME_PATTERN)
     adapter: AdapterSection | None = None
+    # None: the [pipeline] setting.
+    checkpoint_every: int | str | None = None
+    keep_checkpoints: int | None = Field(None, ge=1)
+    skip_nonfinite_steps: int | None = Field(None, ge=0)
+
+    @field_validator("checkpoint_every")
+    @classmethod
+    def _every(cls, v: Any) -> Any:
+        if v is not None:
+            parse_every(v)
+        return v
+
+    def policy(self, pipeline: PipelineSection) -> Policy:
+        """The stage's checkpoint policy: its own settings, else the pipeline's."""
+        every = self.checkpoint_every if self.checkpoint_every is not None \
+            else pipeline.checkpoint_every
+        steps, seconds = parse_every(every)
+        keep = self.keep_checkpoints or pipeline.keep_checkpoints
+        skip = self.skip_nonfinite_steps if self.skip_nonfinite_steps is not None \
+            else pipeline.skip_nonfinite_steps
+        return Policy(steps, seconds, keep, skip)
 
     @field_validator("data")
     @classmethod
@@ -182,6 +214,8 @@ class Stage:
     adapter: AdapterSection | None
     datasets: list[str] = field(default_factory=list)
     weights: dict[str, float] | None = None
+    policy: Policy = field(default_factory=lambda: Policy(None, parse_every(DEFAULT_EVERY)[1],
+                                                          DEFAULT_KEEP))
 
     def __post_init__(self) -> None:
         if not self.datasets:
@@ -702,7 +736,7 @@ def load_pipeline(
                 _check_chain(stages[-1], method, section.method, where, problems)
             weights = dict(section.data) if isinstance(section.data, dict) else None
             stages.append(Stage(i, name, data_label(section.data), method, section.adapter,
-                                names, weights))
+                                names, weights, section.policy(file.pipeline)))
 
     evaluations: list[Evaluation] = []
     seen_evals: dict[str, int] = {}

@@ -135,6 +135,9 @@ class TrainContext:
         on_bad_rows: ``"error"`` or ``"skip"``: what `bad_rows` does (the dataset's setting;
             ``"skip"`` for several datasets only when each of them says so).
         skipped: Training rows the method left out through `bad_rows`, by reason.
+        resume_from: A checkpoint of this stage to continue from, or None. A method passes it
+            to ``trainer.train(resume_from_checkpoint=...)``; ftp refuses a method that does
+            not (training would silently restart at step 0).
 
     A record can turn out unusable only once it is tokenized: cut at ``max_length`` before its
     first trained token, it has nothing to learn from. A method reports such rows with
@@ -157,6 +160,7 @@ class TrainContext:
     origins: list[str | None] = field(default_factory=list)
     on_bad_rows: str = "error"
     skipped: dict[str, int] = field(default_factory=dict)
+    resume_from: Path | None = None
 
     def where(self, index: int) -> str:
         """Where training record ``index`` came from, or ``training row INDEX``."""

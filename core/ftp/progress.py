@@ -13,6 +13,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ftp.training_guard import nonfinite_text
+
 
 def make_progress_callback(
     console: Console, stage: str, log: Callable[[dict[str, Any]], None]
@@ -65,7 +67,8 @@ def make_progress_callback(
         def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kw: Any) -> None:
             logs = dict(logs or {})
             record: dict[str, Any] = {"stage": stage, "step": state.global_step}
-            record.update({k: v for k, v in logs.items() if _finite(v)})
+            # A non-finite value is recorded as "nan"/"inf", never dropped or written as 0.
+            record.update({k: _recordable(v) for k, v in logs.items() if _loggable(v)})
             record["tokens_seen"] = getattr(state, "num_input_tokens_seen", 0)
             record["tokens_per_second"] = round(self._rate(state), 1)
             log(record)
@@ -89,12 +92,14 @@ def make_progress_callback(
     return _Progress()
 
 
-def _finite(v: Any) -> bool:
-    if isinstance(v, bool):
-        return True
-    if isinstance(v, int | float):
-        return math.isfinite(v)
-    return isinstance(v, str)
+def _loggable(v: Any) -> bool:
+    return isinstance(v, bool | int | float | str)
+
+
+def _recordable(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return nonfinite_text(v)
+    return v
 
 
 def _fmt(v: Any) -> str:

@@ -22,6 +22,7 @@ from pydantic import Field
 from ftp.components import Method, StrictConfig
 from ftp.contexts import TrainContext
 from ftp.errors import RunError
+from ftp.training_guard import bind_trainer
 
 
 class TrainingOptions(StrictConfig):
@@ -165,7 +166,10 @@ class TrainerMethod(Method):
                 trainer = self.trainer(ctx)
             self.prepared(ctx, trainer)
             quiet_trainer(trainer)
-            trainer.train()
+            bind_trainer(trainer)
+            # From ftp's checkpoint when resuming (None: from the start).
+            resume = str(ctx.resume_from) if ctx.resume_from else None
+            trainer.train(resume_from_checkpoint=resume)
         return trained_model(trainer)
 
 
@@ -203,6 +207,9 @@ def training_arguments(opts: TrainingOptions, ctx: TrainContext, config_cls: Any
         else "non_padding",
         dataloader_num_workers=0,
         remove_unused_columns=False,
+        # transformers would hide a NaN step's loss in its running mean; ftp's guard stops or
+        # skips such steps itself, and the logged loss must show what happened.
+        logging_nan_inf_filter=False,
         **extra,
     )
 
