@@ -3,29 +3,35 @@
 Layout::
 
     runs/NAME/
-      run.json              status (running / finished / failed), timings, the failed step
+      run.json              status (running / finished / failed / interrupted; killed when a
+                            running owner died), pid, host, heartbeat, timings, the failed step
+      .lock                 held by the live run (ftp.runlock)
+      manifest.json         what a resume must match (ftp.checkpoints.identity), per stage
       pipeline.toml         the pipeline file as given; resolved.json: after --set and defaults
       environment.json      python, packages and plugins with their versions
       data.json             per dataset: source fingerprint, row counts, fingerprint of records
       metrics.jsonl         one JSON object per logged training step, with the stage's name
       results.json          every evaluator's results, by stage (``base`` = before training)
       summary.md            a short human-readable account
-      stages/STAGE/         checkpoints and the stage's adapter
+      stages/STAGE/         checkpoints/step-N (ftp.checkpoints), the stage's adapter and model
       adapter/              the last stage's adapter (when it trained one)
       model/                the final model, loadable by plain transformers
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from ftp.errors import UserError
 from ftp.masking import mask_secrets, mask_text
+from ftp.runlock import HEARTBEAT_EVERY_S, is_live, refuse_if_live
 
 STATUS_FILE = "run.json"
 #: Written into every run.json: how `--overwrite` tells an ftp run from any other folder.
@@ -42,6 +48,9 @@ class RunDir:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        # run.json is rewritten by the run and by its heartbeat thread.
+        self._status_lock = threading.Lock()
+        self._beating: threading.Event | None = None
 
     @classmethod
     def create(cls, path: Path, overwrite: bool = False) -> RunDir:
@@ -54,11 +63,13 @@ class RunDir:
         if path.exists() and not path.is_dir():
             raise UserError(f"output path {path} exists and is not a folder")
         if path.is_dir() and any(path.iterdir()):
+            refuse_if_live(path, cls(path).status(), "--overwrite" if overwrite else "to reuse it")
             if not overwrite:
-                state = cls(path).status().get("status", "unknown")
+                state = cls(path).state()
                 what = "a finished run" if state == "finished" else f"an earlier run ({state})"
+                resume = "" if state == "finished" else "pass --resume to continue it, "
                 raise UserError(
-                    f"{path} already holds {what}; pass --overwrite to replace it, or "
+                    f"{path} already holds {what}; {resume}pass --overwrite to replace it, or "
                     "--output-dir DIR to write elsewhere"
                 )
             check_replaceable(path)
@@ -118,14 +129,63 @@ class RunDir:
             return {}
         return data if isinstance(data, dict) else {}
 
+    def state(self) -> str:
+        """The run's state: run.json's status, except ``killed`` for a dead ``running`` owner."""
+        data = self.status()
+        state = data.get("status", "unknown")
+        if state == "running" and not is_live(self.path, data):
+            return "killed"
+        return state
+
     def set_status(self, status: str, **info: Any) -> None:
         """Update run.json with a status and more fields."""
-        data = self.status()
-        data.update(info)
-        data["status"] = status
-        data["written_by"] = WRITER
-        data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        self.write_json(STATUS_FILE, data)
+        with self._status_lock:
+            data = self.status()
+            data.update(info)
+            data["status"] = status
+            data["written_by"] = WRITER
+            data["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            self.write_json(STATUS_FILE, data)
+
+    def start(self, **info: Any) -> None:
+        """Begin (or resume) a run: run.json holds only ``info``, status ``running``.
+
+        Fields of an earlier attempt (its error, failed step, interruption) are dropped, so a
+        resumed run never shows a stale error.
+        """
+        with self._status_lock:
+            self.write_json(STATUS_FILE, {"status": "running", **info, "written_by": WRITER,
+                                          "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+    def beat(self) -> None:
+        """Record that the owner is alive (``heartbeat`` in run.json)."""
+        with self._status_lock:
+            data = self.status()
+            if data.get("status") != "running":
+                return
+            data["heartbeat"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            data["heartbeat_unix"] = round(time.time(), 1)
+            self.write_json(STATUS_FILE, data)
+
+    def start_heartbeat(self, every: float = HEARTBEAT_EVERY_S) -> None:
+        """Beat now and then every ``every`` seconds from a daemon thread, until stopped."""
+        self.beat()
+        stop = threading.Event()
+        self._beating = stop
+
+        def loop() -> None:
+            while not stop.wait(every):
+                # A full disk must not kill the run from a side thread.
+                with contextlib.suppress(OSError):
+                    self.beat()
+
+        threading.Thread(target=loop, name="ftp-heartbeat", daemon=True).start()
+
+    def stop_heartbeat(self) -> None:
+        """Stop the heartbeat thread."""
+        if self._beating is not None:
+            self._beating.set()
+            self._beating = None
 
 
 def check_replaceable(path: Path) -> None:

@@ -1,8 +1,14 @@
 """Running a validated pipeline: it reads like the pipeline file.
 
 load data → load tokenizer → load model → (evaluate before) → per stage: train → merge →
-evaluate → save. Every step is announced and timed; an exception becomes one `RunError` line
+save → evaluate. Every step is announced and timed; an exception becomes one `RunError` line
 naming the step, the component and the plugin that provides it.
+
+A run holds its folder's lock (`ftp.runlock`) for its whole life, writes checkpoints inside
+each stage (`ftp.checkpoints`, `ftp.training_guard`) and stops cleanly on SIGTERM/SIGINT
+(`ftp.signals`). With ``resume`` it continues a failed, interrupted or killed run at its
+first unfinished step: a stage's newest good checkpoint, or the evaluations after a stage
+whose model is already saved.
 """
 
 from __future__ import annotations
@@ -20,16 +26,21 @@ from typing import Any
 
 from rich.console import Console
 
+from ftp import checkpoints
 from ftp.config import Bound, Evaluation, Pipeline, Stage
 from ftp.contexts import EvalContext, TrainContext
 from ftp.data import Prepared, combine, load_records, mix_summary, prepare
 from ftp.errors import FtpError, RunError, UserError
 from ftp.progress import make_progress_callback
 from ftp.rundir import RunDir
+from ftp.runlock import RunLock, owner_info
+from ftp.signals import STOP, Interrupted, handling_signals
+from ftp.training_guard import NonFiniteError, make_guard_callback
 
 PACKAGES = ("ftp", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "pluggy",
             "pydantic")
 BASE_STAGE = "base"
+MANIFEST = "manifest.json"
 
 
 def _version(name: str) -> str | None:
@@ -43,7 +54,8 @@ class Runner:
     """Runs one pipeline into one run directory."""
 
     def __init__(self, pipeline: Pipeline, run_dir: RunDir, console: Console | None = None,
-                 from_stage: str | None = None) -> None:
+                 from_stage: str | None = None, resume: bool = False,
+                 overrides: tuple[str, ...] = ()) -> None:
         self.pipeline = pipeline
         self.run_dir = run_dir
         self.console = console or Console()
@@ -55,6 +67,12 @@ class Runner:
         self.current_step = "start"
         self.completed: list[str] = []
         self.from_index = 0
+        self.overrides = overrides
+        self.resume = resume
+        # Resuming where stage `from_index` is trained and saved but not all evaluated.
+        self.start_trained = False
+        self.parts: dict[str, str] = {}  # checkpoints.identity of the whole pipeline
+        self.tokenizer_fp = ""
         if from_stage is not None:
             self.from_index = self._resume_point(from_stage)
 
@@ -83,6 +101,137 @@ class Runner:
                                   if k in kept}
         self.completed = names[:index]
         return index
+
+    # -- resuming -------------------------------------------------------------------------
+
+    def _model_dir(self, index: int) -> Path:
+        """Where stage ``index``'s model is saved: the final model for the last stage."""
+        if index == len(self.pipeline.stages) - 1:
+            return self.run_dir.file("model")
+        return self._stage_model_dir(self.pipeline.stages[index])
+
+    def _evaluated(self, ev: Evaluation, stage: str) -> bool:
+        return ev.name in self.results["stages"].get(stage, {})
+
+    def _plan_resume(self) -> None:
+        """Find the first unfinished step of an earlier run; keep what it finished.
+
+        Raises:
+            UserError: when the run finished, or its pipeline's options changed since.
+
+        """
+        state = self.run_dir.state()
+        if state == "finished":
+            raise UserError(f"{self.run_dir.path} holds a finished run; nothing to resume "
+                            "(--overwrite starts it over)")
+        try:
+            earlier = json.loads(self.run_dir.file("results.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            earlier = {}
+        self.results["stages"] = dict(earlier.get("stages", {}))
+        if "training" in earlier:  # per-stage counts (tokenized, skipped rows)
+            self.results["training"] = dict(earlier["training"])
+        stages = self.pipeline.stages
+        start = 0
+        for i, stage in enumerate(stages):
+            trained = (self._model_dir(i) / "config.json").is_file()
+            pending = [e for e in self.pipeline.evaluations
+                       if stage.name in e.after_stages and not self._evaluated(e, stage.name)]
+            if not trained or pending:
+                start, self.start_trained = i, trained
+                break
+            self.completed.append(stage.name)
+        else:
+            start, self.start_trained = len(stages) - 1, True
+        self.from_index = start
+        self._check_options(start)
+        self.console.print(f"[bold]resuming[/] {state} run at {self._resume_label()}",
+                           highlight=False)
+
+    def _resume_label(self) -> str:
+        stage = self.pipeline.stages[self.from_index].name
+        return f"stage {stage!r} ({'evaluations' if self.start_trained else 'training'})"
+
+    def _recorded_parts(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.run_dir.file(MANIFEST).read_text(encoding="utf-8"))
+            return dict(data.get("identity", {}))
+        except (OSError, ValueError):
+            return {}
+
+    def _check_options(self, upto: int) -> None:
+        """Before loading anything: the pipeline's options up to ``upto`` are unchanged."""
+        recorded = self._recorded_parts()
+        if not recorded:
+            return
+        current = checkpoints.identity(self.pipeline, upto, {}, "")
+        comparable = [k for k in current if k != "tokenizer" and not k.endswith("records")]
+        checkpoints.refuse_if_changed({k: recorded.get(k, "") for k in comparable},
+                                      {k: current[k] for k in comparable}, "the run")
+
+    def _check_identity(self, tokenizer: Any) -> None:
+        """Record what decides training (manifest.json); on resume, refuse what changed."""
+        from ftp.cache import tokenizer_fingerprint
+
+        fps = {n: d.fingerprint for n, d in self.data.items()}
+        self.tokenizer_fp = tokenizer_fingerprint(tokenizer)
+        self.parts = checkpoints.identity(self.pipeline, len(self.pipeline.stages) - 1, fps,
+                                          self.tokenizer_fp)
+        if self.resume:
+            recorded = self._recorded_parts()
+            upto = checkpoints.identity(self.pipeline, self.from_index, fps, self.tokenizer_fp)
+            if recorded:
+                checkpoints.refuse_if_changed({k: recorded.get(k, "") for k in upto}, upto,
+                                              "the run")
+        self.run_dir.write_json(MANIFEST, {"identity": self.parts,
+                                           "versions": checkpoints.versions()})
+
+    def _checkpoint_to_resume(self, stage: Stage, folder: Path, parts: dict[str, str]
+                              ) -> Path | None:
+        """The newest good checkpoint of the stage being resumed, checked against its manifest."""
+        def warn(line: str) -> None:
+            self.console.print(f"  [yellow]warning:[/] {line}", highlight=False)
+
+        found = checkpoints.newest_good(folder, warn)
+        step = checkpoints.step_of(found) if found else 0
+        checkpoints.discard_after(folder, step)  # damaged newer ones, or from a retrain
+        if found is None:
+            self.console.print(f"  no checkpoint of stage {stage.name!r}: it starts over",
+                               highlight=False)
+        else:
+            made = checkpoints.manifest(found)
+            checkpoints.refuse_if_changed(made.get("identity", {}), parts, f"checkpoint {found}")
+            now = checkpoints.versions()
+            moved = [f"{k} {v} → {now.get(k)}" for k, v in made.get("versions", {}).items()
+                     if now.get(k) != v]
+            if moved:
+                warn(f"versions changed since the checkpoint: {', '.join(moved)}; the "
+                     "continuation may differ slightly from an uninterrupted run")
+            self.console.print(f"  resuming stage {stage.name!r} at step {step} from {found}",
+                               highlight=False)
+        self._trim_metrics(stage.name, step)
+        return found
+
+    def _trim_metrics(self, stage: str, step: int) -> None:
+        """Drop metrics the resumed stage will log again, so each step is recorded once."""
+        path = self.run_dir.file("metrics.jsonl")
+        if not path.is_file():
+            return
+        later = {s.name for s in self.pipeline.stages[self.from_index + 1:]}
+        kept = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # half a line, written as the process died
+            name = record.get("stage")
+            if name in later:
+                continue
+            if name == stage and not (isinstance(record.get("step"), int)
+                                      and 0 < record["step"] <= step):
+                continue
+            kept.append(line + "\n")
+        self.run_dir.write_text("metrics.jsonl", "".join(kept))
 
     # -- steps ----------------------------------------------------------------------------
 
@@ -121,9 +270,23 @@ class Runner:
             FtpError: ``UserError`` or ``RunError`` with one line naming the failed step.
 
         """
+        lock = RunLock(self.run_dir.path)
+        lock.acquire()  # before anything is written: a refused run leaves the folder alone
+        try:
+            if self.resume:
+                self._plan_resume()
+            with handling_signals():
+                return self._run_owned()
+        finally:
+            self.run_dir.stop_heartbeat()
+            lock.release()
+
+    def _run_owned(self) -> dict[str, Any]:
         started = time.perf_counter()
-        self.run_dir.set_status("running", pipeline=self.pipeline.name,
-                                started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        self.run_dir.start(pipeline=self.pipeline.name, **owner_info(),
+                           overrides=list(self.overrides),
+                           **({"resumed_at": self._resume_label()} if self.resume else {}))
+        self.run_dir.start_heartbeat()
         try:
             self._write_inputs()
             self.plugins.call("ftp_pipeline_start", pipeline=self.pipeline,
@@ -137,8 +300,14 @@ class Runner:
             self.plugins.call("ftp_pipeline_finish", run_dir=self.run_dir.path,
                               results=self.results)
         except BaseException as exc:
-            self.run_dir.set_status("failed", failed_step=self.current_step, error=str(exc),
-                                    timings=self.timings, completed_stages=self.completed)
+            if isinstance(exc, KeyboardInterrupt):  # no handler installed (not main thread)
+                exc = Interrupted(2)
+            if isinstance(exc, Interrupted):
+                self._mark_interrupted(exc)
+            else:
+                self.run_dir.set_status("failed", failed_step=self.current_step, error=str(exc),
+                                        timings=self.timings, completed_stages=self.completed,
+                                        resume=self.resume_command())
             exc = self._with_resume_hint(exc)
             self.run_dir.write_json("results.json", self.results)
             self._write_summary("failed", time.perf_counter() - started, str(exc))
@@ -153,16 +322,29 @@ class Runner:
                                 **(failures if self.plugins.hook_failures else {}))
         return self.results
 
+    def resume_command(self) -> str:
+        """The command that continues this run."""
+        return f"ftp resume {self.run_dir.path.absolute()}"
+
+    def _mark_interrupted(self, exc: Interrupted) -> None:
+        stage_dirs = [self.run_dir.file(f"stages/{s.name}/checkpoints")
+                      for s in self.pipeline.stages]
+        newest = exc.checkpoint or next(
+            (str(c[-1]) for c in map(checkpoints.complete, reversed(stage_dirs)) if c), None)
+        step = checkpoints.step_of(Path(newest)) if newest else None
+        self.run_dir.set_status("interrupted", signal=str(exc).split()[-1],
+                                interrupted_step=self.current_step,
+                                checkpoint=str(Path(newest).absolute()) if newest else None,
+                                checkpoint_step=step, timings=self.timings,
+                                completed_stages=self.completed, resume=self.resume_command())
+
     def _with_resume_hint(self, exc: BaseException) -> BaseException:
         """Add how to resume when earlier stages finished and a later one failed."""
-        names = [s.name for s in self.pipeline.stages]
-        if not isinstance(exc, FtpError) or not self.completed or len(self.completed) >= len(names):
+        if not isinstance(exc, RunError) or isinstance(exc, NonFiniteError):
             return exc
-        nxt = names[len(self.completed)]
-        hint = (f"\n  stages {', '.join(repr(n) for n in self.completed)} finished and are kept in "
-                f"{self.run_dir.path / 'stages'}; after fixing the problem, resume with: "
-                f"ftp run {self.pipeline.source} --output-dir {self.run_dir.path} "
-                f"--from-stage {nxt}")
+        done = (f"stages {', '.join(repr(n) for n in self.completed)} finished and are kept; "
+                if self.completed else "")
+        hint = f"\n  {done}after fixing the problem, resume with: {self.resume_command()}"
         new = type(exc)(f"{exc}{hint}")
         new.__cause__ = exc.__cause__
         return new
@@ -208,33 +390,38 @@ class Runner:
         provider = p.model.build()
         with self.step("load tokenizer", p.model):
             tokenizer = provider.load_tokenizer()
+        self._check_identity(tokenizer)
 
         first = self.from_index
-        model = self._load_for(p.stages[first], provider, None)
+        # Resuming at a trained stage's evaluations: its own saved model is the one to judge.
+        init = self._model_dir(first) if self.start_trained else None
+        model = self._load_for(p.stages[first], provider, init)
+        loaded = first if init else first - 1
         self.plugins.call("ftp_model_loaded", model=model, tokenizer=tokenizer,
-                          stage=BASE_STAGE if first == 0 else p.stages[first - 1].name)
-        if first == 0:
+                          stage=p.stages[loaded].name if loaded >= 0 else BASE_STAGE)
+        if first == 0 and not self.start_trained:
             for ev in p.evaluations:
-                if ev.section.before:
+                if ev.section.before and not self._evaluated(ev, BASE_STAGE):
                     self._evaluate(ev, BASE_STAGE, model, tokenizer)
 
         for i in range(first, len(p.stages)):
             stage = p.stages[i]
-            if i > first and stage.method.entry.cls.task != p.stages[i - 1].method.entry.cls.task:
-                # A new head (e.g. a classifier after SFT): start from the saved LM.
-                del model
-                model = self._load_for(stage, provider, self._stage_model_dir(p.stages[i - 1]))
-            model = self._train_stage(stage, provider, model, tokenizer)
+            if not (i == first and self.start_trained):
+                if i > first and (stage.method.entry.cls.task
+                                  != p.stages[i - 1].method.entry.cls.task):
+                    # A new head (e.g. a classifier after SFT): start from the saved LM.
+                    del model
+                    model = self._load_for(stage, provider, self._model_dir(i - 1))
+                model = self._train_stage(stage, provider, model, tokenizer)
+                # Saved before its evaluations: an evaluator that fails loses no training, and
+                # a later failure resumes from here.
+                last = i == len(p.stages) - 1
+                self._save_model(provider, model, tokenizer, self._model_dir(i),
+                                 "save model" if last else f"stage {stage.name!r}: save model")
             for ev in p.evaluations:
-                if stage.name in ev.after_stages:
+                if stage.name in ev.after_stages and not self._evaluated(ev, stage.name):
                     self._evaluate(ev, stage.name, model, tokenizer)
-            if i < len(p.stages) - 1:
-                # Kept so a later failure can resume from here (--from-stage).
-                self._save_model(provider, model, tokenizer, self._stage_model_dir(stage),
-                                 f"stage {stage.name!r}: save model")
             self.completed.append(stage.name)
-
-        self._save_model(provider, model, tokenizer, self.run_dir.file("model"), "save model")
 
     def _stage_model_dir(self, stage: Stage) -> Path:
         return self.run_dir.file(f"stages/{stage.name}/model")
@@ -255,6 +442,7 @@ class Runner:
                     label: str) -> None:
         staging = final.with_name(final.name + ".partial")
         with self.step(label, self.pipeline.model):
+            _require_finite(model)
             if staging.exists():
                 shutil.rmtree(staging)
             provider.save(model, tokenizer, staging)
@@ -271,7 +459,21 @@ class Runner:
             label = f"stage {stage.name!r}: add {stage.adapter.type} adapter"
             with self.step(label, self.pipeline.model):
                 model = provider.apply_adapter(model, stage.adapter)
-        callbacks = [make_progress_callback(self.console, stage.name, self._log_metrics)]
+        folder = stage_dir / "checkpoints"
+        upto = checkpoints.identity(self.pipeline, self.pipeline.stages.index(stage),
+                                    {n: d.fingerprint for n, d in self.data.items()},
+                                    self.tokenizer_fp)
+        resume_from = None
+        if self.resume and stage is self.pipeline.stages[self.from_index]:
+            resume_from = self._checkpoint_to_resume(stage, folder, upto)
+        else:
+            checkpoints.discard_after(folder, 0)  # an earlier attempt's, from the start
+        progress = make_progress_callback(self.console, stage.name, self._log_metrics)
+        guard = make_guard_callback(
+            stage.name, folder, stage.policy, upto,
+            checkpoints.step_of(resume_from) if resume_from else 0, self._log_metrics,
+            lambda line: self.console.print(line, highlight=False))
+        callbacks = [progress, guard]
         for extra in self.plugins.call("ftp_trainer_callbacks", stage=stage.name):
             callbacks.extend(extra)
         ctx = TrainContext(
@@ -282,20 +484,24 @@ class Runner:
             train=data.train,
             eval=data.eval or None,
             adapter=stage.adapter,
-            output_dir=stage_dir / "checkpoints",
+            output_dir=folder,
             seed=self.pipeline.seed,
             callbacks=callbacks,
             log=self._log_metrics,
             origins=list(data.train_origins),
             on_bad_rows=data.on_bad_rows,
+            resume_from=resume_from,
         )
         method = stage.method.build()
         label = f"stage {stage.name!r}: train ({stage.method.entry.name})"
-        with self.step(label, stage.method):
-            try:
+        STOP.training = True  # a signal from here on waits for a step boundary
+        try:
+            with self.step(label, stage.method):
                 trained = method.train(ctx)
-            finally:
-                self._record_skipped(stage, ctx.skipped)
+        finally:
+            STOP.training = False
+            progress.on_train_end(None, None, None)  # the bar, when training stopped early
+            self._record_skipped(stage, ctx.skipped)
         self.train_summaries.setdefault(stage.name, {})["seconds"] = self.timings.get(label)
         if stage.adapter is not None:
             with self.step(f"stage {stage.name!r}: save and merge adapter", self.pipeline.model):
@@ -413,6 +619,20 @@ class Runner:
         text = render_summary(self.pipeline, status, seconds, self.timings, self.train_summaries,
                               self.results, error, self.run_dir.path)
         self.run_dir.write_text("summary.md", text)
+
+
+def _require_finite(model: Any) -> None:
+    """Refuse to save a model with NaN or inf weights (it would load, and silently be junk).
+
+    Raises:
+        RunError: naming the first bad weight.
+
+    """
+    import torch
+
+    for name, param in getattr(model, "named_parameters", lambda: [])():
+        if param.is_floating_point() and not torch.isfinite(param).all():
+            raise RunError(f"the model's weight {name} holds NaN or inf; not saving it")
 
 
 def _seed_everything(seed: int) -> None:

@@ -1,10 +1,11 @@
 """The ``ftp`` command line: the root group, and the command groups it is made of.
 
 Exit codes: 0 success, 2 a user error (bad file, config or arguments), 1 a failure while
-running. ``--help``, ``validate``, ``plugins``, ``components`` and ``schema`` import neither
-torch, transformers, trl nor datasets.
+running, 143 stopped by SIGTERM, 130 stopped by SIGINT (Ctrl-C). ``--help``, ``validate``,
+``plugins``, ``components`` and ``schema`` import neither torch, transformers, trl nor
+datasets.
 
-One module per command group: `ftp.cli.run` (run, validate), `ftp.cli.listing` (plugins,
+One module per command group: `ftp.cli.run` (run, validate, resume), `ftp.cli.listing` (plugins,
 components, schema, new), `ftp.cli.data` (data preview/inspect), `ftp.cli.cache` (cache
 ls/clear); what they share is in `ftp.cli.common`.
 """

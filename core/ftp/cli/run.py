@@ -1,9 +1,11 @@
-"""``ftp validate`` and ``ftp run``: check a pipeline, and run it."""
+"""``ftp validate``, ``ftp run`` and ``ftp resume``: check a pipeline, run it, continue it."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -42,38 +44,83 @@ def validate(state: State, pipeline: Path, overrides: tuple[str, ...]) -> None:
 @click.option("--from-stage", default=None, metavar="NAME",
               help="Resume an earlier run of this pipeline at stage NAME, starting from the "
               "previous stage's saved model; earlier stages' outputs are kept.")
+@click.option("--resume", is_flag=True,
+              help="Continue a failed, interrupted or killed run in the run directory from its "
+              "newest good checkpoint or first unfinished step.")
 @debug_option
 @allow_code_option
 @pass_state
 @reports_errors
 def run(state: State, pipeline: Path, overrides: tuple[str, ...], output_dir: Path | None,
-        overwrite: bool, from_stage: str | None, debug: bool) -> None:
+        overwrite: bool, from_stage: str | None, resume: bool, debug: bool) -> None:
     """Run PIPELINE: load data and model, train each stage, evaluate, save."""
+    if resume and (overwrite or from_stage):
+        raise UserError("--resume continues the earlier run; it cannot be combined with "
+                        f"{'--overwrite' if overwrite else '--from-stage'}")
     p = state.pipeline(pipeline, overrides)
     from ftp.rundir import RunDir
     from ftp.runner import Runner, default_run_dir
 
     where = default_run_dir(p, str(output_dir) if output_dir else None)
-    if from_stage is not None:
+    if from_stage is not None or resume:
         if overwrite:
             raise UserError("--from-stage keeps the earlier run; it cannot be combined "
                             "with --overwrite")
         run_dir = RunDir.open_existing(where)
-        runner = Runner(p, run_dir, from_stage=from_stage)
+        runner = Runner(p, run_dir, from_stage=from_stage, resume=resume, overrides=overrides)
     else:
         run_dir = RunDir.create(where, overwrite=overwrite)
-        runner = Runner(p, run_dir)
+        runner = Runner(p, run_dir, overrides=overrides)
+    _execute(runner, debug)
+
+
+@click.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@debug_option
+@pass_state
+@reports_errors
+def resume(state: State, run_dir: Path, debug: bool) -> None:
+    """Continue the failed, interrupted or killed run in RUN_DIR where it stopped.
+
+    The run's own pipeline file (the path it was started from) and --set values are used.
+    """
+    from ftp.rundir import RunDir
+    from ftp.runner import Runner
+
+    folder = RunDir.open_existing(run_dir)
+    try:
+        resolved = json.loads(folder.file("resolved.json").read_text(encoding="utf-8"))
+        source = Path(resolved["source"])
+    except (OSError, ValueError, KeyError):
+        raise UserError(f"{run_dir}: resolved.json is missing or unreadable, so the pipeline "
+                        f"file is unknown; use ftp run PIPELINE --output-dir {run_dir} "
+                        "--resume") from None
+    overrides = tuple(folder.status().get("overrides", []))
+    runner = Runner(state.pipeline(source, overrides), folder, resume=True, overrides=overrides)
+    _execute(runner, debug)
+
+
+def _execute(runner: Any, debug: bool) -> None:
+    """Run, and end the process with the exit code the outcome calls for."""
+    from ftp.signals import Interrupted
+
     quiet_libraries(debug)
-    click.echo(f"ftp: running {p.name!r} into {run_dir.path}")
+    run_dir = runner.run_dir.path
+    click.echo(f"ftp: running {runner.pipeline.name!r} into {run_dir}")
     try:
         runner.run()
     except FtpError:
-        click.echo(f"run directory (kept, marked failed): {run_dir.path}", err=True)
+        if runner.run_dir.status().get("status") == "failed":
+            click.echo(f"run directory (kept, marked failed): {run_dir}", err=True)
         raise
-    except KeyboardInterrupt:
-        click.echo(f"interrupted; run directory marked failed: {run_dir.path}", err=True)
-        sys.exit(130)
-    click.echo(f"done: {run_dir.path} (results.json, summary.md, model/)")
+    except Interrupted as exc:
+        status = runner.run_dir.status()
+        where = f"checkpoint {status['checkpoint']}" if status.get("checkpoint") else \
+            "no checkpoint"
+        click.echo(f"{exc}: run directory marked interrupted ({where}); continue with: "
+                   f"{runner.resume_command()}", err=True)
+        sys.exit(exc.exit_code)
+    click.echo(f"done: {run_dir} (results.json, summary.md, model/)")
 
 
-COMMANDS = [validate, run]
+COMMANDS = [validate, run, resume]
