@@ -48,9 +48,15 @@ def ftp_trainer_callbacks(stage):
         def on_step_end(self, args, state, control, **kw):
             if os.environ.get("CTL_STAGE", stage) == stage and \\
                     state.global_step == int(os.environ.get("CTL_STEP", "-1")):
-                os.kill(os.getpid(), getattr(signal, os.environ["CTL_SIGNAL"]))
+                for _ in range(int(os.environ.get("CTL_TIMES", "1"))):
+                    os.kill(os.getpid(), getattr(signal, os.environ["CTL_SIGNAL"]))
 
     return [Control()]
+
+
+@hookimpl
+def ftp_pipeline_error(error, step, run_dir):
+    Path(run_dir, "error-hook.txt").write_text(f"{type(error).__name__}: {error}")
 
 
 class Flaky(Evaluator):
@@ -228,6 +234,7 @@ def test_a_signal_checkpoints_marks_interrupted_and_resumes(tmp_path, tiny_model
     assert damage(Path(status["checkpoint"])) is None
     assert status["resume"] == f"ftp resume {run}"
     assert f"ftp resume {run}" in stopped.stderr
+    assert (run / "error-hook.txt").read_text() == f"Interrupted: interrupted by {sig}"
 
     resumed = ftp("resume", str(run), cwd=root)
     assert resumed.returncode == 0, resumed.stderr
@@ -236,6 +243,16 @@ def test_a_signal_checkpoints_marks_interrupted_and_resumes(tmp_path, tiny_model
     assert "signal" not in status and "checkpoint" not in status
     assert losses(run) == losses(reference["one"])
     assert_same_weights(run / "model", reference["one"] / "model")
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path, tiny_model):
+    root = make_project(tmp_path, tiny_model, [stage_text("sft")])
+    stopped = ftp("run", "p.toml", cwd=root, CTL_STEP="4", CTL_SIGNAL="SIGINT", CTL_TIMES="2")
+    assert stopped.returncode == 130, stopped.stderr
+    status = json.loads((root / "runs" / "survive" / "run.json").read_text())
+    assert status["status"] == "interrupted"
+    # No step boundary was waited for: the newest checkpoint is the scheduled one at step 3.
+    assert status["checkpoint_step"] == 3
 
 
 def test_a_diverging_stage_stops_at_the_nonfinite_step(tmp_path, tiny_model):

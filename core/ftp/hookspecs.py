@@ -191,6 +191,9 @@ def ftp_pipeline_finish(run_dir: Path, results: dict[str, Any]) -> None:
 def ftp_pipeline_error(error: BaseException, step: str, run_dir: Path | None) -> None:
     """Called when a started run fails, once run.json (failed), results and summary are written.
 
+    Also called when SIGTERM or SIGINT stops the run (run.json ``interrupted``), so that a
+    tracker closes its run; ``error`` is then an ``ftp.signals.Interrupted``.
+
     Args:
         error: The exception that stopped the run.
         step: The step that was running, e.g. ``"stage 'sft': train (sft)"``.

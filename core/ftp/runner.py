@@ -310,7 +310,8 @@ class Runner:
                                         resume=self.resume_command())
             exc = self._with_resume_hint(exc)
             self.run_dir.write_json("results.json", self.results)
-            self._write_summary("failed", time.perf_counter() - started, str(exc))
+            self._write_summary("interrupted" if isinstance(exc, Interrupted) else "failed",
+                                time.perf_counter() - started, str(exc))
             with contextlib.suppress(Exception):
                 self.plugins.call("ftp_pipeline_error", error=exc, step=self.current_step,
                                   run_dir=self.run_dir.path)
