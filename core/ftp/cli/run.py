@@ -77,6 +77,7 @@ def run(state: State, pipeline: Path, overrides: tuple[str, ...], output_dir: Pa
 @click.command()
 @click.argument("run_dir", type=click.Path(path_type=Path))
 @debug_option
+@allow_code_option
 @pass_state
 @reports_errors
 def resume(state: State, run_dir: Path, debug: bool) -> None:
