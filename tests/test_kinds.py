@@ -30,7 +30,7 @@ def test_every_component_hook_spec_is_a_kind() -> None:
 def test_the_command_line_accepts_every_spelling_of_every_kind() -> None:
     assert kind_named("loader") is kind_named("data-loader") is kind_named("data_loader")
     assert kind_named("providers") is kind_named("model_provider")
-    assert kind_named("reward") is None
+    assert kind_named("rewards") is kind_named("reward")
     for kind in KINDS:
         result = run_cli("components", kind.key)
         assert result.exit_code == 0, result.output

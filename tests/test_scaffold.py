@@ -87,7 +87,8 @@ def test_generated_plugin_is_installed_with_its_components(generated):
     assert (info["status"], info["distribution"], info["version"]) == ("ok", "ftp-acme-qa",
                                                                        "0.1.0")
     assert sorted(c["name"] for c in info["components"]) == [
-        "acme-qa-exact-match", "acme-qa-hf", "acme-qa-normtune", "acme-qa-qa", "acme-qa-sqlite"]
+        "acme-qa-exact-match", "acme-qa-hf", "acme-qa-keywords", "acme-qa-normtune", "acme-qa-qa",
+        "acme-qa-sqlite"]
 
 
 def test_generated_plugin_tests_pass_as_generated(generated):
@@ -97,7 +98,7 @@ def test_generated_plugin_tests_pass_as_generated(generated):
                           "-k", "not every_component"], cwd=generated["plugin"],
                          env=env(generated["site"]), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout[-3000:]
-    assert "12 passed, 1 deselected" in out.stdout
+    assert "13 passed, 1 deselected" in out.stdout
 
 
 def test_generated_plugin_is_used_in_a_pipeline(generated):
@@ -142,3 +143,44 @@ def test_generated_plugin_is_used_in_a_pipeline(generated):
     assert evaluations["acme-qa-exact-match"]["metrics"]["rows"] == 3
     csv = (work / "run" / "metrics.csv").read_text().splitlines()
     assert csv[0] == "stage,evaluation,metric,value" and len(csv) == 4
+
+
+def test_generated_plugin_reward_drives_a_grpo_run(generated):
+    """A third-party reward, pip-installed, scores the completions of a GRPO run via the CLI."""
+    work, site = generated["work"], generated["site"]
+    model = make_tiny_causal_lm(work / "tiny-grpo")
+    rows = [{"prompt": f"Name two colours, {i}.", "keywords": ["red", "blue"]} for i in range(4)]
+    (work / "topics.json").write_text(json.dumps(rows), encoding="utf-8")
+    write_pipeline(work / "grpo.toml", f"""
+        [pipeline]
+        name = "acme-grpo"
+
+        [model]
+        path = "{model}"
+
+        [data.topics]
+        loader = "json"
+        path = "topics.json"
+        format = "prompt"
+
+        [[stages]]
+        method = "grpo"
+        data = "topics"
+        max_steps = 1
+        batch_size = 4
+        num_generations = 2
+        max_completion_length = 4
+        logging_steps = 1
+        rewards = [{{ reward = "acme-qa-keywords", weight = 1.0 }}]
+    """)
+    out = ftp("run", "grpo.toml", "-o", "run-grpo", cwd=work, site=site)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+    logged = [json.loads(line) for line in
+              (work / "run-grpo" / "metrics.jsonl").read_text().splitlines()]
+    step = next(m for m in logged if "loss" in m)
+    assert 0.0 <= step["rewards/acme-qa-keywords/mean"] <= 1.0
+    scored = [json.loads(line) for line in
+              (work / "run-grpo" / "stages" / "grpo" / "completions.jsonl").read_text()
+              .splitlines()]
+    assert len(scored) == 4 and {s["reward"] for s in scored} == {"acme-qa-keywords"}
+    assert all(s["row"] == {"keywords": ["red", "blue"]} for s in scored)

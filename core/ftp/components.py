@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from ftp.contexts import EvalContext, LoadContext, TrainContext
 
@@ -34,6 +34,8 @@ class Shape:
     - ``preference``: ``{"prompt": ..., "chosen": ..., "rejected": ...}``
     - ``unpaired_preference``: ``{"prompt": ..., "completion": ..., "label": bool}``
     - ``labelled_text``: ``{"text": str, "label": str | int}``
+    - ``prompt_only``: ``{"prompt": str | [messages], ...}``: a prompt to complete, with the
+      row's other fields kept (what rewards compare the completion with, e.g. ``answer``)
     """
 
     LANGUAGE_MODELING = "language_modeling"
@@ -42,6 +44,7 @@ class Shape:
     PREFERENCE = "preference"
     UNPAIRED_PREFERENCE = "unpaired_preference"
     LABELLED_TEXT = "labelled_text"
+    PROMPT_ONLY = "prompt_only"
 
     ALL: ClassVar[frozenset[str]] = frozenset(
         {
@@ -51,6 +54,7 @@ class Shape:
             PREFERENCE,
             UNPAIRED_PREFERENCE,
             LABELLED_TEXT,
+            PROMPT_ONLY,
         }
     )
 
@@ -245,3 +249,75 @@ class Evaluator(Component):
         """Return results, e.g. ``{"metrics": {...}, "samples": [...]}``."""
         raise NotImplementedError
 
+
+
+class Reward(Component):
+    """Scores completions: a float per completion, higher is better (GRPO maximises it).
+
+    The API is batched, for speed: one call scores a whole generation batch.
+    """
+
+    kind = "reward"
+
+    def score(self, prompts: list[Any], completions: list[str],
+              rows: list[dict[str, Any]]) -> list[float | None]:
+        """Score each completion.
+
+        Args:
+            prompts: Each completion's prompt, as the record holds it: a string, or a list of
+                ``{"role", "content"}`` messages.
+            completions: The generated text of each completion (without the prompt).
+            rows: Each completion's record: its other fields (``answer``, say) are what a
+                reward compares the completion with.
+
+        Returns:
+            One float per completion; None where the reward does not apply to that row
+            (it is then left out of the weighted sum, as TRL does).
+
+        """
+        raise NotImplementedError
+
+
+class ComponentRef(BaseModel):
+    """A component named inside another component's options, with its own options.
+
+    For example GRPO's ``rewards = [{ reward = "regex", weight = 1.0, pattern = "..." }]``:
+    each table names a component of kind `kind` by the kind's key (``reward``); the other
+    keys, except those a subclass declares (``weight``), are that component's options. ftp
+    checks them against the named component's ``Config`` while validating the pipeline, like
+    any section's, and `build` then instantiates it.
+    """
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    #: The kind of component referred to (a `ftp.kinds.Kind` name).
+    kind: ClassVar[str] = ""
+    _bound: Any = PrivateAttr(None)
+
+    def options(self) -> dict[str, Any]:
+        """The named component's options: the keys this class does not declare."""
+        return dict(self.model_extra or {})
+
+    def bind(self, entry: Any, config: StrictConfig) -> None:
+        """Record the registry entry and validated options (done by ftp while validating)."""
+        self._bound = (entry, config)
+
+    @property
+    def plugin(self) -> str:
+        """The plugin that provides the named component ('' before validation)."""
+        return self._bound[0].plugin if self._bound else ""
+
+    def build(self) -> Component:
+        """Instantiate the named component with its validated options."""
+        if self._bound is None:
+            raise RuntimeError(f"{type(self).__name__} used before the pipeline was validated")
+        entry, config = self._bound
+        return entry.cls(config)
+
+
+class RewardRef(ComponentRef):
+    """One entry of a method's ``rewards`` list: a reward, its weight, and its options."""
+
+    kind: ClassVar[str] = "reward"
+
+    reward: str = Field(description="The reward's name (`ftp components reward`).")
+    weight: float = Field(1.0, description="Its weight in the summed reward.")

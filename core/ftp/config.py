@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from ftp.checkpoints import DEFAULT_EVERY, DEFAULT_KEEP, Policy, parse_every
-from ftp.components import Component, StrictConfig
+from ftp.components import Component, ComponentRef, StrictConfig
 from ftp.errors import ConfigError, Problem, UserError
 from ftp.plugins import PluginSet
 from ftp.registry import Entry
@@ -461,7 +461,35 @@ def _bind(
                                                                found, prefix)
         if usable is not None:
             _check_files(Bound(entry, usable), base_dir, prefix, problems)
-    return Bound(entry, cfg) if cfg is not None else None
+    if cfg is None:
+        return None
+    _bind_refs(plugins, cfg, prefix, problems, base_dir)
+    return Bound(entry, cfg)
+
+
+def _bind_refs(plugins: PluginSet, cfg: BaseModel, prefix: str,
+               problems: list[Problem], base_dir: Path | None = None) -> None:
+    """Bind the components an option names (`ComponentRef`s, e.g. GRPO's rewards).
+
+    Each is checked like a section: its name against the registry, its options against the
+    named component's ``Config``, with problems at their own TOML paths.
+    """
+    from ftp.kinds import BY_NAME
+
+    for field_name in type(cfg).model_fields:
+        value = getattr(cfg, field_name)
+        refs = value if isinstance(value, list) else [value]
+        for j, ref in enumerate(refs):
+            if not isinstance(ref, ComponentRef):
+                continue
+            where = f"{prefix}.{field_name}" + (f"[{j}]" if isinstance(value, list) else "")
+            kind = BY_NAME[ref.kind]
+            name = getattr(ref, kind.key)
+            bound = _bind(plugins, kind.name, name, ref.options(), f"{where}.{kind.key}",
+                          where, problems, also=tuple(type(ref).model_fields),
+                          base_dir=base_dir)
+            if bound is not None:
+                ref.bind(bound.entry, bound.config)
 
 
 def _without_bad_keys(config: type[StrictConfig], options: dict[str, Any],

@@ -31,7 +31,15 @@ if TYPE_CHECKING:
     import click
     from transformers import PreTrainedModel, PreTrainedTokenizerBase, TrainerCallback
 
-    from ftp.components import DataLoader, Evaluator, Format, Method, ModelProvider, StrictConfig
+    from ftp.components import (
+        DataLoader,
+        Evaluator,
+        Format,
+        Method,
+        ModelProvider,
+        Reward,
+        StrictConfig,
+    )
     from ftp.config import Pipeline
 
 PROJECT = "ftp"
@@ -77,6 +85,14 @@ def ftp_methods() -> list[type[Method]]:
 @hookspec
 def ftp_evaluators() -> list[type[Evaluator]]:
     """Return `ftp.Evaluator` subclasses (``evaluator =`` in ``[[evaluate]]``).
+
+    Called once per plugin as it is registered, at the start of every ``ftp`` command.
+    """
+
+
+@hookspec
+def ftp_rewards() -> list[type[Reward]]:
+    """Return `ftp.Reward` subclasses: completion scorers (``reward =`` in a ``rewards`` list).
 
     Called once per plugin as it is registered, at the start of every ``ftp`` command.
     """

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ftp.components import Component, DataLoader, Evaluator, Format, Method, ModelProvider
+from ftp.components import (
+    Component,
+    DataLoader,
+    Evaluator,
+    Format,
+    Method,
+    ModelProvider,
+    Reward,
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +53,7 @@ KINDS: tuple[Kind, ...] = (
          ("providers",)),
     Kind("method", "method", Method, "ftp_methods", "method", ("methods",)),
     Kind("evaluator", "evaluator", Evaluator, "ftp_evaluators", "evaluator", ("evaluators",)),
+    Kind("reward", "reward", Reward, "ftp_rewards", "reward", ("rewards",)),
 )
 
 #: Kind name → its entry.

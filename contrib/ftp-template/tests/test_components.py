@@ -10,6 +10,7 @@ from ftp_template.format import QAFormat
 from ftp_template.loader import SQLiteLoader
 from ftp_template.provider import PartlyFrozenHF
 from ftp_template.report import write_metrics_csv
+from ftp_template.reward import KeywordReward
 
 
 def load(tmp_path, **options):
@@ -65,6 +66,15 @@ def test_exact_match_and_f1_normalise_like_squad():
     assert token_f1("carbon dioxide", " Carbon dioxide.") == 1.0
     assert token_f1("carbon", "carbon dioxide") == pytest.approx(2 / 3)
     assert token_f1("water", "ice") == 0.0
+
+
+def test_keyword_reward_is_the_fraction_of_keywords_mentioned():
+    reward = KeywordReward()
+    rows = [{"keywords": ["Paris", "France"]}, {"keywords": "sky, blue"}, {"keywords": []}]
+    assert reward.score(["q"] * 3, ["paris is nice", "The sky is blue.", "x"], rows) == [
+        0.5, 1.0, None]
+    with pytest.raises(UserError, match="no field 'keywords'"):
+        reward.score(["q"], ["x"], [{}])
 
 
 def test_metrics_csv_has_one_row_per_numeric_metric(tmp_path):

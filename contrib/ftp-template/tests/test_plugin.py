@@ -50,7 +50,7 @@ def test_registers_one_component_of_each_kind():
     assert sorted(info.components) == [
         ("data_loader", "template-sqlite"), ("evaluator", "template-exact-match"),
         ("format", "template-qa"), ("method", "template-normtune"),
-        ("model_provider", "template-hf")]
+        ("model_provider", "template-hf"), ("reward", "template-keywords")]
 
 
 def test_listed_by_ftp_plugins(ftp_plugin, ftp_cli):
@@ -59,7 +59,7 @@ def test_listed_by_ftp_plugins(ftp_plugin, ftp_cli):
     assert result.exit_code == 0, result.output
     listed = {p["name"]: p for p in json.loads(result.stdout)}
     assert listed["template"]["status"] == "ok"
-    assert len(listed["template"]["components"]) == 5
+    assert len(listed["template"]["components"]) == 6
 
 
 def test_options_are_documented(ftp_plugin, ftp_cli):

@@ -19,10 +19,12 @@ from ftp_template.loader import SQLiteLoader
 from ftp_template.method import NormTune
 from ftp_template.provider import PartlyFrozenHF
 from ftp_template.report import write_metrics_csv
+from ftp_template.reward import KeywordReward
 
 __version__ = "0.1.0"
 
-__all__ = ["ExactMatch", "NormTune", "PartlyFrozenHF", "QAFormat", "SQLiteLoader"]
+__all__ = ["ExactMatch", "KeywordReward", "NormTune", "PartlyFrozenHF", "QAFormat",
+           "SQLiteLoader"]
 
 
 @hookimpl
@@ -53,6 +55,12 @@ def ftp_methods() -> list[type]:
 def ftp_evaluators() -> list[type]:
     """Register the exact-match evaluator."""
     return [ExactMatch]
+
+
+@hookimpl
+def ftp_rewards() -> list[type]:
+    """Register the keyword reward (for GRPO's ``rewards``)."""
+    return [KeywordReward]
 
 
 @hookimpl

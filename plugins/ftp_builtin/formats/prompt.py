@@ -1,0 +1,63 @@
+"""``prompt``: prompts to complete, for methods that generate their own completions (GRPO).
+
+The row's other fields are kept next to the prompt: rewards compare a completion with them
+(``numeric_answer`` with ``answer``, say).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from ftp import Format, Shape, StrictConfig, hookimpl
+
+
+class Prompt(Format):
+    """A prompt column; the row's other fields are kept for rewards (prompt-only shape)."""
+
+    name = "prompt"
+    produces = Shape.PROMPT_ONLY
+
+    class Config(StrictConfig):
+        """The prompt column, and whether it is a chat turn."""
+
+        prompt: str = Field("prompt", description="Column with the prompt.")
+        chat: bool = Field(
+            True, description="true: the prompt is a user turn, rendered by the chat template "
+            "with the generation prompt; false: plain text completed as it is (base models)."
+        )
+        system_prompt: str | None = Field(None, description="A system prompt for every row.")
+
+        @model_validator(mode="after")
+        def _system_needs_chat(self) -> Prompt.Config:
+            if not self.chat and self.system_prompt:
+                raise ValueError("system_prompt needs chat = true")
+            return self
+
+    def convert(self, record: dict[str, Any]) -> dict[str, Any]:
+        """The prompt (as messages with ``chat``) plus every other field of the row."""
+        c = self.config
+        prompt = record.get(c.prompt)
+        if not isinstance(prompt, str):
+            if c.prompt not in record:
+                raise ValueError(f"missing field {c.prompt!r}; the row has {sorted(record)}")
+            raise ValueError(f"field {c.prompt!r} should be text, got {type(prompt).__name__}")
+        if not prompt.strip():
+            raise ValueError(f"empty prompt in {c.prompt!r}")
+        if "completion" in record and c.prompt != "completion":
+            # TRL would take it for a ready-made completion; rewards see it under this name.
+            raise ValueError("a field named 'completion' is reserved for the generated text; "
+                             "rename it (e.g. 'reference')")
+        rest = {k: v for k, v in record.items() if k != c.prompt}
+        if not c.chat:
+            return {**rest, "prompt": prompt}
+        head = [{"role": "system", "content": c.system_prompt}] if c.system_prompt else []
+        head.append({"role": "user", "content": prompt})
+        return {**rest, "prompt": head}
+
+
+@hookimpl
+def ftp_formats() -> list[type]:
+    """Register the prompt-only format."""
+    return [Prompt]

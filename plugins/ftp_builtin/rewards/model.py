@@ -1,0 +1,91 @@
+"""``reward_model``: score completions with a trained sequence-classification model.
+
+A model trained by the ``reward`` method (one output, "reward") gives its score directly; a
+classifier with several labels gives the probability of the label named by ``label``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from ftp import Reward, StrictConfig, UserError
+
+
+class RewardModel(Reward):
+    """The score a trained reward model (sequence classification) gives prompt + completion."""
+
+    name = "reward_model"
+
+    class Config(StrictConfig):
+        """Which model, and which of its outputs."""
+
+        path: str = Field(description="A folder with the reward model (e.g. a run's model/), "
+                          "relative to the working directory.")
+        label: str | None = Field(None, description="For a classifier with several labels: "
+                                  "the label whose probability is the reward.")
+        max_length: int = Field(1024, gt=0, description="prompt + completion is cut to this "
+                                "many tokens.")
+        batch_size: int = Field(8, gt=0, description="Completions scored per forward pass.")
+
+    def __init__(self, config: StrictConfig | None = None) -> None:
+        super().__init__(config)
+        self._loaded: tuple[Any, Any, int | None] | None = None
+
+    def _load(self) -> tuple[Any, Any, int | None]:
+        if self._loaded is not None:
+            return self._loaded
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        path = Path(self.config.path).expanduser()
+        if not (path / "config.json").is_file():
+            raise UserError(f"reward 'reward_model': no model at {path} (no config.json); "
+                            "point `path` at a trained reward model's folder")
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+        index = None
+        labels = dict(model.config.id2label or {})
+        if model.config.num_labels > 1:
+            names = {str(v): int(k) for k, v in labels.items()}
+            if self.config.label is None or self.config.label not in names:
+                raise UserError(f"reward 'reward_model': {path} is a classifier with labels "
+                                f"{', '.join(names)}; set `label` to the one to reward")
+            index = names[self.config.label]
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        model.config.pad_token_id = tokenizer.pad_token_id
+        self._loaded = (model, tokenizer, index)
+        return self._loaded
+
+    def score(self, prompts: list[Any], completions: list[str],
+              rows: list[dict[str, Any]]) -> list[float | None]:
+        """Score each prompt + completion, rendered as the reward model was trained on it."""
+        import torch
+
+        model, tokenizer, index = self._load()
+        texts = [render_pair(tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
+        out: list[float | None] = []
+        for start in range(0, len(texts), self.config.batch_size):
+            batch = tokenizer(texts[start:start + self.config.batch_size], padding=True,
+                              truncation=True, max_length=self.config.max_length,
+                              return_tensors="pt", add_special_tokens=False)
+            with torch.no_grad():
+                logits = model(**batch.to(model.device)).logits.float()
+            values = logits[:, 0] if index is None else logits.softmax(-1)[:, index]
+            out.extend(float(v) for v in values)
+        return out
+
+
+def render_pair(tokenizer: Any, prompt: Any, completion: str) -> str:
+    """Render prompt + completion as one text, through the chat template when there is one.
+
+    The ``reward`` method trains on conversations rendered the same way, so the model scores
+    what it learned to score.
+    """
+    messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": str(prompt)}]
+    if getattr(tokenizer, "chat_template", None):
+        convo = [*messages, {"role": "assistant", "content": completion}]
+        return tokenizer.apply_chat_template(convo, tokenize=False)
+    return "".join(str(m.get("content", "")) for m in messages) + completion

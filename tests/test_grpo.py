@@ -1,0 +1,143 @@
+"""``grpo`` through the CLI on the tiny model: it trains, logs each reward, and a reward's
+logged values are what the reward gives when called directly on the same completions."""
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ftp.cli import cli
+from ftp.testing import plugin_set, write_pipeline
+from ftp_builtin.formats.prompt import Prompt
+
+DATA = Path(__file__).parent / "data"
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
+
+
+def invoke(pipeline: Path, out: Path):
+    env = dict(os.environ)
+    try:
+        return CliRunner().invoke(cli, ["run", str(pipeline), "--output-dir", str(out)])
+    finally:  # `ftp run` quiets libraries through the environment; keep that to the run
+        os.environ.clear()
+        os.environ.update(env)
+
+
+def grpo_pipeline(folder: Path, model: Path, rewards: str, stage_extra: str = "",
+                  head: str = "") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_pipeline(folder / "pipeline.toml", f"""
+        [pipeline]
+        name = "grpo-test"
+        seed = 7
+        {head}
+
+        [model]
+        path = {json.dumps(str(model))}
+
+        [data.sums]
+        loader = "json"
+        path = {json.dumps(str(DATA / "arithmetic.json"))}
+        format = "prompt"
+        format_options = {{ prompt = "question", system_prompt = "Answer in <answer></answer>." }}
+
+        [[stages]]
+        method = "grpo"
+        data = "sums"
+        max_steps = 2
+        batch_size = 4
+        num_generations = 2
+        max_completion_length = 8
+        logging_steps = 1
+        learning_rate = 1e-3
+        rewards = {rewards}
+        {stage_extra}
+    """)
+
+
+def test_prompt_format_keeps_the_other_fields():
+    row = json.loads((DATA / "arithmetic.json").read_text())[0]
+    converted = Prompt(Prompt.Config(prompt="question")).convert(row)
+    assert converted == {"prompt": [{"role": "user", "content": row["question"]}],
+                         "answer": row["answer"], "level": "easy"}
+    plain = Prompt(Prompt.Config(prompt="question", chat=False)).convert(row)
+    assert plain["prompt"] == row["question"]
+    with pytest.raises(ValueError, match="'completion' is reserved"):
+        Prompt(Prompt.Config(prompt="question")).convert({**row, "completion": "x"})
+
+
+REWARDS = """[
+    { reward = "length", max = 12, slack = 20, weight = 0.5 },
+    { reward = "numeric_answer", field = "answer" },
+]"""
+
+
+def test_grpo_trains_and_logs_each_reward_as_the_reward_itself_scores(tiny_model, tmp_path):
+    out = tmp_path / "run"
+    result = invoke(grpo_pipeline(tmp_path, tiny_model, REWARDS, "beta = 0.04"), out)
+    assert result.exit_code == 0, result.output
+    assert "grpo: generating with transformers" in result.output
+    logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    logged = [m for m in logged if m.get("stage") == "grpo" and "loss" in m]
+    assert [m["step"] for m in logged] == [1, 2]
+    for m in logged:
+        for key in ("loss", "reward", "rewards/length/mean", "rewards/numeric_answer/mean",
+                    "completions/mean_length", "completions/clipped_ratio", "kl"):
+            assert math.isfinite(m[key]), key
+
+    # The completions each reward scored, as written by the run; score them again directly.
+    scored = [json.loads(line) for line in
+              (out / "stages" / "grpo" / "completions.jsonl").read_text().splitlines()]
+    pipeline_rewards = _rewards_of(tmp_path / "pipeline.toml")
+    for m in logged:
+        for name, reward in pipeline_rewards.items():
+            batch = [s for s in scored if s["step"] == m["step"] and s["reward"] == name]
+            assert len(batch) == 4  # batch_size completions per step
+            direct = reward.score([s["prompt"] for s in batch], [s["completion"] for s in batch],
+                                  [s["row"] for s in batch])
+            assert direct == [s["value"] for s in batch]
+            assert m[f"rewards/{name}/mean"] == pytest.approx(sum(direct) / len(direct))
+            assert all(s["row"] == {"answer": s["row"]["answer"], "level": "easy"}
+                       for s in batch)
+    assert (out / "model" / "config.json").is_file()
+
+
+def _rewards_of(pipeline: Path) -> dict:
+    from ftp.config import load_pipeline
+
+    loaded = load_pipeline(pipeline, plugin_set())
+    return {ref.reward: ref.build() for ref in loaded.stages[0].method.config.rewards}
+
+
+def test_a_reward_that_raises_is_one_line_naming_the_reward_and_plugin(tiny_model, tmp_path):
+    plugin = tmp_path / "broken_reward.py"
+    plugin.write_text(
+        "from ftp import Reward, hookimpl\n\n"
+        "class Broken(Reward):\n"
+        '    """Always fails."""\n'
+        '    name = "broken"\n\n'
+        "    def score(self, prompts, completions, rows):\n"
+        '        raise KeyError("no such thing")\n\n'
+        "@hookimpl\n"
+        "def ftp_rewards():\n"
+        "    return [Broken]\n")
+    pipeline = grpo_pipeline(tmp_path, tiny_model, '[{ reward = "broken" }]',
+                             head='plugins = ["broken_reward.py"]')
+    result = invoke(pipeline, tmp_path / "run")
+    assert result.exit_code != 0
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error")]
+    assert errors == ["error: reward 'broken' (plugin 'broken_reward') failed: KeyError: "
+                      "'no such thing'"]
+
+
+def test_groups_must_fit_the_batch(tiny_model, tmp_path):
+    pipeline = grpo_pipeline(tmp_path, tiny_model, REWARDS)
+    result = CliRunner().invoke(cli, ["validate", str(pipeline),
+                                      "--set", "stages[0].num_generations=3"])
+    assert result.exit_code != 0
+    assert "must be a multiple of num_generations (3)" in result.output
