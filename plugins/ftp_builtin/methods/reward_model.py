@@ -1,0 +1,81 @@
+"""``reward``: train a reward model on preference pairs (TRL RewardTrainer).
+
+The model gets a sequence-classification head with one output, named ``reward`` in its
+config (``id2label``), trained so that the chosen answer scores above the rejected one
+(Bradley-Terry). The saved model is what the ``reward_model`` reward loads: it renders prompt +
+completion through the chat template, as RewardTrainer rendered the pairs here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from ftp import Method, Shape, TrainContext, UserError, hookimpl
+from ftp_builtin.methods.common import TrainingOptions, run_trainer, training_arguments
+from ftp_builtin.tokenize import require_chat_template
+
+#: The name of the reward model's one output, in its saved config.
+REWARD_LABEL = "reward"
+
+
+class RewardModelMethod(Method):
+    """A reward model from preference pairs: chosen scores above rejected (TRL RewardTrainer)."""
+
+    name = "reward"
+    accepts = frozenset({Shape.PREFERENCE})
+    task = "sequence-classification"
+
+    class Config(TrainingOptions):
+        """Reward-model options: the training options plus length and centring."""
+
+        learning_rate: float = Field(1e-5, gt=0, description="1e-5 suits full finetuning; "
+                                     "with a LoRA adapter use more, e.g. 1e-4.")
+        max_length: int = Field(1024, gt=0, description="Pairs with an answer longer than "
+                                "this (prompt included) are left out (and counted).")
+        center_rewards: float | None = Field(
+            None, ge=0, description="Weight of a term pulling rewards towards 0 (e.g. 0.01), "
+            "so that scores of different runs compare [center_rewards_coefficient]."
+        )
+
+    @classmethod
+    def starts_from(cls) -> frozenset[str]:
+        """A reward model starts from a language model (its head is new) or another one."""
+        return frozenset({"causal-lm", "sequence-classification"})
+
+    def model_options(self, train: list[dict[str, Any]]) -> dict[str, Any]:
+        """One output, named ``reward``."""
+        return {"num_labels": 1, "id2label": {0: REWARD_LABEL},
+                "label2id": {REWARD_LABEL: 0}}
+
+    def train(self, ctx: TrainContext) -> Any:
+        """Build a RewardTrainer on the pairs, train, and return the model."""
+        from datasets import Dataset
+        from transformers import set_seed
+        from trl import RewardConfig, RewardTrainer
+
+        cfg = self.config
+        set_seed(ctx.seed)
+        require_chat_template(ctx.tokenizer)
+        args = training_arguments(cfg, ctx, RewardConfig, max_length=cfg.max_length,
+                                  center_rewards_coefficient=cfg.center_rewards,
+                                  eval_strategy="no")
+        if ctx.model.config.pad_token_id is None:
+            ctx.model.config.pad_token_id = ctx.tokenizer.pad_token_id
+        trainer = RewardTrainer(model=ctx.model, args=args,
+                                train_dataset=Dataset.from_list(ctx.train),
+                                processing_class=ctx.tokenizer, callbacks=ctx.callbacks)
+        kept = len(trainer.train_dataset)
+        ctx.log({"stage": ctx.stage, "event": "tokenized", "examples": kept,
+                 "dropped": len(ctx.train) - kept})
+        if not kept:
+            raise UserError(f"every pair is longer than max_length={cfg.max_length}; raise it")
+        lean = cfg.frozen_bf16 and bool(args.bf16) and ctx.adapter is not None
+        return run_trainer(trainer, ctx.model, lean, "batch_size or max_length")
+
+
+@hookimpl
+def ftp_methods() -> list[type]:
+    """Register ``reward``."""
+    return [RewardModelMethod]

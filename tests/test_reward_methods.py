@@ -1,0 +1,98 @@
+"""``orpo``, ``simpo`` and ``reward`` through the CLI on the tiny model; the trained reward model
+scored by the ``reward_model`` reward."""
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ftp.cli import cli
+from ftp.testing import write_pipeline
+from ftp_builtin.rewards.model import RewardModel
+
+DATA = Path(__file__).parent / "data"
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
+
+
+def run(pipeline: Path, out: Path) -> Path:
+    env = dict(os.environ)
+    try:
+        result = CliRunner().invoke(cli, ["run", str(pipeline), "--output-dir", str(out)])
+    finally:  # `ftp run` quiets libraries through the environment; keep that to the run
+        os.environ.clear()
+        os.environ.update(env)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def pairs_pipeline(folder: Path, model: Path, method: str, extra: str = "") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_pipeline(folder / "pipeline.toml", f"""
+        [pipeline]
+        name = "{method}-test"
+        seed = 7
+
+        [model]
+        path = {json.dumps(str(model))}
+
+        [data.pairs]
+        loader = "json"
+        path = {json.dumps(str(DATA / "dpo.json"))}
+        format = "sharegpt_preference"
+
+        [[stages]]
+        method = "{method}"
+        data = "pairs"
+        max_steps = 2
+        batch_size = 2
+        logging_steps = 1
+        learning_rate = 1e-3
+        max_length = 4096
+        {extra}
+    """)
+
+
+def logged_steps(out: Path, stage: str) -> list[dict]:
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [m for m in map(json.loads, lines) if m.get("stage") == stage and "loss" in m]
+
+
+@pytest.mark.parametrize(("method", "extra"), [("orpo", ""), ("simpo", "gamma = 0.3"),
+                                               ("orpo", "adapter = { r = 4 }")])
+def test_reference_free_methods_train_with_finite_metrics(tiny_model, tmp_path, method, extra):
+    out = run(pairs_pipeline(tmp_path, tiny_model, method, extra), tmp_path / "run")
+    logged = logged_steps(out, method)
+    assert [m["step"] for m in logged] == [1, 2]
+    for m in logged:
+        assert math.isfinite(m["loss"])
+        assert math.isfinite(m["rewards/margins"]) and math.isfinite(m["rewards/accuracies"])
+    assert (out / "model" / "config.json").is_file()
+
+
+def test_reward_method_trains_a_reward_model_the_reward_model_reward_scores(tiny_model,
+                                                                            tmp_path):
+    out = run(pairs_pipeline(tmp_path, tiny_model, "reward"), tmp_path / "run")
+    logged = logged_steps(out, "reward")
+    assert [m["step"] for m in logged] == [1, 2]
+    assert all(math.isfinite(m["loss"]) for m in logged)
+    config = json.loads((out / "model" / "config.json").read_text())
+    assert config["id2label"] == {"0": "reward"}
+    assert config["architectures"][0].endswith("ForSequenceClassification")
+
+    reward = RewardModel(RewardModel.Config(path=str(out / "model")))
+    prompts = ["What is 2 + 2?", [{"role": "user", "content": "Name a colour."}]]
+    scores = reward.score(prompts, ["4", "blue"], [{}, {}])
+    assert len(scores) == 2 and all(math.isfinite(s) for s in scores)
+    # Batched and one at a time agree: padding does not change a score.
+    one = RewardModel(RewardModel.Config(path=str(out / "model"), batch_size=1))
+    assert one.score(prompts, ["4", "blue"], [{}, {}]) == pytest.approx(scores, abs=1e-4)
+
+
+def test_reward_model_reward_without_a_model_is_one_clear_error(tmp_path):
+    reward = RewardModel(RewardModel.Config(path=str(tmp_path / "nothing")))
+    with pytest.raises(Exception, match="no model at .*nothing .no config.json."):
+        reward.score(["q"], ["a"], [{}])
