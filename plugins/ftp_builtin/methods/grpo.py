@@ -29,19 +29,28 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from ftp import Method, RewardRef, RunError, Shape, TrainContext, UserError, hookimpl
-from ftp_builtin.methods.common import TrainingOptions, run_trainer, training_arguments
+from ftp import (
+    RewardRef,
+    RunError,
+    Shape,
+    TrainContext,
+    TrainerMethod,
+    TrainingOptions,
+    UserError,
+    hookimpl,
+)
 
 GRPOLoss = Literal["dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo"]
 COMPLETIONS_FILE = "completions.jsonl"
 
 
-class GRPO(Method):
+class GRPO(TrainerMethod):
     """Group relative policy optimisation: learn from rewarded completions (TRL GRPOTrainer)."""
 
     name = "grpo"
     accepts = frozenset({Shape.PROMPT_ONLY})
     task = "causal-lm"
+    out_of_memory_hint = "batch_size, num_generations or max_completion_length"
 
     class Config(TrainingOptions):
         """GRPO options: the training options, the rewards, and how completions are drawn."""
@@ -73,6 +82,11 @@ class GRPO(Method):
         mask_truncated_completions: bool = Field(
             False, description="Leave completions cut at max_completion_length out of the loss."
         )
+        frozen_bf16: bool = Field(
+            False, description="Hold the frozen base weights in bf16 while training (with an "
+            "adapter and bf16); off by default: generation runs outside the trainer's autocast, "
+            "where bf16 base weights would meet the adapter's fp32 ones."
+        )
         generation: Literal["auto", "transformers", "vllm"] = Field(
             "auto", description="Who generates: 'auto' is vLLM on a GPU where it is installed, "
             "else transformers."
@@ -87,8 +101,8 @@ class GRPO(Method):
                     f"num_generations ({self.num_generations}): each step trains whole groups")
             return self
 
-    def train(self, ctx: TrainContext) -> Any:
-        """Build a GRPOTrainer with the stage's rewards, train, and return the model."""
+    def trainer(self, ctx: TrainContext) -> Any:
+        """The GRPOTrainer, with the stage's rewards as its reward functions."""
         from datasets import Dataset
         from transformers import set_seed
         from trl import GRPOConfig
@@ -105,8 +119,8 @@ class GRPO(Method):
         log_path.parent.mkdir(parents=True, exist_ok=True)
         log_path.write_text("", encoding="utf-8")
         funcs = [RewardFunction(ref, fields, log_path) for ref in cfg.rewards]
-        args = training_arguments(
-            cfg, ctx, GRPOConfig,
+        args = self.arguments(
+            ctx, GRPOConfig,
             num_generations=cfg.num_generations,
             max_completion_length=cfg.max_completion_length,
             temperature=cfg.temperature,
@@ -123,11 +137,7 @@ class GRPO(Method):
         if cfg.max_prompt_length is not None:
             ctx.train = [_cut_prompt(row, ctx.tokenizer, cfg.max_prompt_length)
                          for row in ctx.train]
-        trainer = _build_trainer(ctx, cfg.beta, funcs, args, Dataset.from_list(ctx.train))
-        # Frozen weights stay as they are: generation runs outside the trainer's autocast,
-        # where bf16 base weights would meet the adapter's fp32 ones.
-        return run_trainer(trainer, ctx.model, False,
-                           "batch_size, num_generations or max_completion_length")
+        return _build_trainer(ctx, cfg.beta, funcs, args, Dataset.from_list(ctx.train))
 
 
 def _build_trainer(ctx: TrainContext, beta: float, funcs: list[Any], args: Any,

@@ -1,10 +1,11 @@
 """Reference-free preference tuning: ``orpo`` and ``simpo``, on preference pairs.
 
-Neither needs a reference model: no second copy of the weights, no reference forward pass.
-TRL 1.16 keeps DPO, KTO, GRPO and the reward trainer in its main API, but moved ORPO and
-CPO (whose ``loss_type = "simpo"`` is SimPO) to ``trl.experimental``: these methods use
-``trl.experimental.orpo.ORPOTrainer`` and ``trl.experimental.cpo.CPOTrainer``. TRL renders the
-conversational pairs through the tokenizer's chat template, as for DPO.
+Neither needs a reference model: no second copy of the weights, no reference forward pass
+(`PreferenceMethod` with ``uses_reference = False``). TRL 1.16 keeps DPO, KTO, GRPO and the
+reward trainer in its main API, but moved ORPO and CPO (whose ``loss_type = "simpo"`` is
+SimPO) to ``trl.experimental``: these methods use ``trl.experimental.orpo.ORPOTrainer`` and
+``trl.experimental.cpo.CPOTrainer``. TRL renders the conversational pairs through the
+tokenizer's chat template, as for DPO.
 """
 
 from __future__ import annotations
@@ -14,27 +15,44 @@ from typing import Any
 
 from pydantic import Field
 
-from ftp import Method, Shape, TrainContext, hookimpl
-from ftp_builtin.methods.common import TrainingOptions, run_trainer, training_arguments
-from ftp_builtin.tokenize import require_chat_template
+from ftp import Shape, TrainContext, UserError, hookimpl
+from ftp.components import TokenizedExample
+from ftp_builtin.methods.preference import PreferenceMethod, PreferenceOptions
 
 
-class ReferenceFreeOptions(TrainingOptions):
-    """What ORPO and SimPO share: the training options plus the sequence length."""
+class ReferenceFreeOptions(PreferenceOptions):
+    """What ORPO and SimPO share: the preference options, with their own learning rate."""
 
     learning_rate: float = Field(
         8e-6, gt=0, description="8e-6 suits full finetuning; with a LoRA adapter use more, "
         "e.g. 5e-5 to 2e-4."
     )
-    max_length: int = Field(1024, gt=0, description="prompt + answer longer than this is cut.")
 
 
-class ORPO(Method):
+class _ReferenceFree(PreferenceMethod):
+    """A preference method of TRL's experimental, reference-free trainers."""
+
+    accepts = frozenset({Shape.PREFERENCE})
+    uses_reference = False
+
+    def prepared(self, ctx: TrainContext, trainer: Any) -> None:
+        """Record how many pairs TRL kept; refuse a run with none."""
+        kept = len(trainer.train_dataset)
+        ctx.log({"stage": ctx.stage, "event": "tokenized", "examples": kept,
+                 "dropped": len(ctx.train) - kept})
+        if not kept:
+            raise UserError(f"no pair fits max_length={self.config.max_length}; raise it")
+
+    def tokenize_examples(self, tokenizer: Any, records: list[dict[str, Any]]
+                          ) -> list[TokenizedExample] | None:
+        """None: TRL's experimental trainers tokenize their own way, not shown here."""
+        return None
+
+
+class ORPO(_ReferenceFree):
     """Odds-ratio preference optimisation: SFT plus a preference term, no reference (TRL)."""
 
     name = "orpo"
-    accepts = frozenset({Shape.PREFERENCE})
-    task = "causal-lm"
 
     class Config(ReferenceFreeOptions):
         """ORPO options: the weight of the odds-ratio term."""
@@ -42,22 +60,18 @@ class ORPO(Method):
         beta: float = Field(0.1, gt=0, description="Weight of the odds-ratio (preference) term "
                             "against the chosen answers' NLL (λ in the paper).")
 
-    def train(self, ctx: TrainContext) -> Any:
-        """Build an ORPOTrainer on the pairs, train, and return the model."""
+    def trl_trainer(self) -> tuple[Any, Any]:
+        """TRL's experimental ORPOConfig and ORPOTrainer."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TRL warns that trl.experimental may change
             from trl.experimental.orpo import ORPOConfig, ORPOTrainer
-        cfg = self.config
-        args = _arguments(ctx, cfg, ORPOConfig, beta=cfg.beta)
-        return _train(ctx, cfg, ORPOTrainer, args)
+        return ORPOConfig, ORPOTrainer
 
 
-class SimPO(Method):
+class SimPO(_ReferenceFree):
     """Simple preference optimisation: length-normalised reward margin, no reference (TRL CPO)."""
 
     name = "simpo"
-    accepts = frozenset({Shape.PREFERENCE})
-    task = "causal-lm"
 
     class Config(ReferenceFreeOptions):
         """SimPO options: the reward scale, the target margin, an optional SFT term."""
@@ -68,33 +82,17 @@ class SimPO(Method):
         sft_weight: float = Field(0.0, ge=0, description="Weight of the chosen answers' NLL "
                                   "added to the loss (CPO-SimPO) [cpo_alpha]; 0: pure SimPO.")
 
-    def train(self, ctx: TrainContext) -> Any:
-        """Build a CPOTrainer with the SimPO loss on the pairs, train, and return the model."""
+    def trl_trainer(self) -> tuple[Any, Any]:
+        """TRL's experimental CPOConfig and CPOTrainer."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             from trl.experimental.cpo import CPOConfig, CPOTrainer
+        return CPOConfig, CPOTrainer
+
+    def trl_options(self) -> dict[str, Any]:
+        """The SimPO loss, its margin, and the weight of the NLL term."""
         cfg = self.config
-        args = _arguments(ctx, cfg, CPOConfig, beta=cfg.beta, loss_type="simpo",
-                          simpo_gamma=cfg.gamma, cpo_alpha=cfg.sft_weight)
-        return _train(ctx, cfg, CPOTrainer, args)
-
-
-def _arguments(ctx: TrainContext, cfg: ReferenceFreeOptions, config_cls: Any,
-               **extra: Any) -> Any:
-    return training_arguments(cfg, ctx, config_cls, max_length=cfg.max_length,
-                              eval_strategy="no", **extra)
-
-
-def _train(ctx: TrainContext, cfg: ReferenceFreeOptions, trainer_cls: Any, args: Any) -> Any:
-    from datasets import Dataset
-    from transformers import set_seed
-
-    set_seed(ctx.seed)
-    require_chat_template(ctx.tokenizer)
-    trainer = trainer_cls(model=ctx.model, args=args, train_dataset=Dataset.from_list(ctx.train),
-                          processing_class=ctx.tokenizer, callbacks=ctx.callbacks)
-    lean = cfg.frozen_bf16 and bool(args.bf16) and ctx.adapter is not None
-    return run_trainer(trainer, ctx.model, lean, "batch_size or max_length")
+        return {"loss_type": "simpo", "simpo_gamma": cfg.gamma, "cpo_alpha": cfg.sft_weight}
 
 
 @hookimpl

@@ -12,20 +12,20 @@ from typing import Any
 
 from pydantic import Field
 
-from ftp import Method, Shape, TrainContext, UserError, hookimpl
-from ftp_builtin.methods.common import TrainingOptions, run_trainer, training_arguments
+from ftp import Shape, TrainContext, TrainerMethod, TrainingOptions, UserError, hookimpl
 from ftp_builtin.tokenize import require_chat_template
 
 #: The name of the reward model's one output, in its saved config.
 REWARD_LABEL = "reward"
 
 
-class RewardModelMethod(Method):
+class RewardModelMethod(TrainerMethod):
     """A reward model from preference pairs: chosen scores above rejected (TRL RewardTrainer)."""
 
     name = "reward"
     accepts = frozenset({Shape.PREFERENCE})
     task = "sequence-classification"
+    out_of_memory_hint = "batch_size or max_length"
 
     class Config(TrainingOptions):
         """Reward-model options: the training options plus length and centring."""
@@ -49,8 +49,8 @@ class RewardModelMethod(Method):
         return {"num_labels": 1, "id2label": {0: REWARD_LABEL},
                 "label2id": {REWARD_LABEL: 0}}
 
-    def train(self, ctx: TrainContext) -> Any:
-        """Build a RewardTrainer on the pairs, train, and return the model."""
+    def trainer(self, ctx: TrainContext) -> Any:
+        """TRL's RewardTrainer on the pairs (it tokenizes ``ctx.train`` here)."""
         from datasets import Dataset
         from transformers import set_seed
         from trl import RewardConfig, RewardTrainer
@@ -58,21 +58,23 @@ class RewardModelMethod(Method):
         cfg = self.config
         set_seed(ctx.seed)
         require_chat_template(ctx.tokenizer)
-        args = training_arguments(cfg, ctx, RewardConfig, max_length=cfg.max_length,
-                                  center_rewards_coefficient=cfg.center_rewards,
-                                  eval_strategy="no")
+        args = self.arguments(ctx, RewardConfig, max_length=cfg.max_length,
+                              center_rewards_coefficient=cfg.center_rewards,
+                              eval_strategy="no")
         if ctx.model.config.pad_token_id is None:
             ctx.model.config.pad_token_id = ctx.tokenizer.pad_token_id
-        trainer = RewardTrainer(model=ctx.model, args=args,
-                                train_dataset=Dataset.from_list(ctx.train),
-                                processing_class=ctx.tokenizer, callbacks=ctx.callbacks)
+        return RewardTrainer(model=ctx.model, args=args,
+                             train_dataset=Dataset.from_list(ctx.train),
+                             processing_class=ctx.tokenizer, callbacks=ctx.callbacks)
+
+    def prepared(self, ctx: TrainContext, trainer: Any) -> None:
+        """Record how many pairs fit ``max_length``; refuse a run with none."""
         kept = len(trainer.train_dataset)
         ctx.log({"stage": ctx.stage, "event": "tokenized", "examples": kept,
                  "dropped": len(ctx.train) - kept})
         if not kept:
-            raise UserError(f"every pair is longer than max_length={cfg.max_length}; raise it")
-        lean = cfg.frozen_bf16 and bool(args.bf16) and ctx.adapter is not None
-        return run_trainer(trainer, ctx.model, lean, "batch_size or max_length")
+            raise UserError(f"every pair is longer than max_length={self.config.max_length}; "
+                            "raise it")
 
 
 @hookimpl
