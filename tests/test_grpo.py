@@ -141,3 +141,40 @@ def test_groups_must_fit_the_batch(tiny_model, tmp_path):
                                       "--set", "stages[0].num_generations=3"])
     assert result.exit_code != 0
     assert "must be a multiple of num_generations (3)" in result.output
+
+
+def test_reward_evaluator_scores_greedy_and_sampled_completions_before_and_after(tiny_model,
+                                                                                 tmp_path):
+    pipeline = grpo_pipeline(tmp_path, tiny_model, REWARDS, "max_steps = 1")
+    text = pipeline.read_text().replace("max_steps = 2\n", "")
+    text = text.replace('format = "prompt"\n', 'format = "prompt"\neval_fraction = 0.25\n')
+    text += """
+[[evaluate]]
+evaluator = "reward"
+data = "sums"
+before = true
+max_new_tokens = 6
+samples = 2
+rewards = [
+    { reward = "length", max = 12, slack = 20, weight = 0.5 },
+    { reward = "numeric_answer" },
+]
+"""
+    pipeline.write_text(text)
+    out = tmp_path / "run"
+    result = invoke(pipeline, out)
+    assert result.exit_code == 0, result.output
+    stages = json.loads((out / "results.json").read_text())["stages"]
+    for stage in ("base", "grpo"):
+        found = stages[stage]["reward"]
+        metrics = found["metrics"]
+        assert metrics["prompts"] == 2
+        for mode in ("greedy", "sampled"):
+            for name in ("length", "numeric_answer"):
+                assert 0.0 <= metrics[f"{mode}/{name}"] <= 1.0
+            assert metrics[f"{mode}/reward"] == pytest.approx(
+                0.5 * metrics[f"{mode}/length"] + metrics[f"{mode}/numeric_answer"])
+        # The greedy completions kept are the ones scored: the length reward agrees.
+        completions = [s["completion"] for s in found["samples"]]
+        lengths = _rewards_of(pipeline)["length"].score(["q"] * 2, completions, [{}, {}])
+        assert metrics["greedy/length"] == pytest.approx(sum(lengths) / 2)

@@ -96,3 +96,25 @@ def test_reward_model_reward_without_a_model_is_one_clear_error(tmp_path):
     reward = RewardModel(RewardModel.Config(path=str(tmp_path / "nothing")))
     with pytest.raises(Exception, match="no model at .*nothing .no config.json."):
         reward.score(["q"], ["a"], [{}])
+
+
+def test_reward_accuracy_judges_the_reward_model_before_and_after(tiny_model, tmp_path):
+    pipeline = pairs_pipeline(tmp_path, tiny_model, "reward")
+    text = pipeline.read_text().replace('format = "sharegpt_preference"\n',
+                                        'format = "sharegpt_preference"\neval_fraction = 0.4\n')
+    text += """
+[[evaluate]]
+evaluator = "reward_accuracy"
+data = "pairs"
+before = true
+"""
+    pipeline.write_text(text)
+    out = run(pipeline, tmp_path / "run")
+    stages = json.loads((out / "results.json").read_text())["stages"]
+    # Before: the new, untrained head; after: the trained one. Both score the same 2 pairs.
+    before, after = (stages[s]["reward_accuracy"] for s in ("base", "reward"))
+    for found in (before, after):
+        assert found["metrics"]["pairs"] == 2
+        assert found["metrics"]["accuracy"] in (0.0, 0.5, 1.0)
+        assert math.isfinite(found["metrics"]["mean_margin"])
+    assert before["metrics"]["mean_margin"] != after["metrics"]["mean_margin"]
