@@ -114,6 +114,18 @@ def test_reward_options_are_validated_with_the_pipeline(tmp_path):
     assert "stages[0].rewards[2].wieght" in text and "did you mean 'weight'" in text
 
 
+def test_two_entries_of_one_reward_need_distinct_names(tmp_path):
+    twice = """[{ reward = "regex", pattern = "a" }, { reward = "regex", pattern = "b" }]"""
+    with pytest.raises(ConfigError, match="two rewards are called 'regex': give one a distinct"):
+        load_pipeline(pipeline_with_rewards(tmp_path, twice), plugin_set())
+    named = """[{ reward = "regex", pattern = "a" },
+               { reward = "regex", pattern = "b", name = "other" }]"""
+    refs = load_pipeline(pipeline_with_rewards(tmp_path, named),
+                         plugin_set()).stages[0].method.config.rewards
+    assert [r.label for r in refs] == ["regex", "other"]
+    assert refs[1].build().config.pattern == "b"
+
+
 def test_a_validated_reward_ref_builds_its_component(tmp_path):
     path = pipeline_with_rewards(tmp_path, """[
         { reward = "numeric_answer", weight = 2.0, extract = "<answer>(.*?)</answer>" },

@@ -321,3 +321,26 @@ class RewardRef(ComponentRef):
 
     reward: str = Field(description="The reward's name (`ftp components reward`).")
     weight: float = Field(1.0, description="Its weight in the summed reward.")
+    name: str | None = Field(None, description="What logs and results call it (e.g. "
+                             "'format'); default: the reward's name.")
+
+    @property
+    def label(self) -> str:
+        """What logs and results call this entry: ``name``, else the reward's name."""
+        return self.name or self.reward
+
+
+def unique_labels(refs: list[RewardRef]) -> list[RewardRef]:
+    """``refs``, checked to have distinct labels (a pydantic field validator's body).
+
+    Raises:
+        ValueError: naming the label used twice, and how to tell the entries apart.
+
+    """
+    seen: set[str] = set()
+    for ref in refs:
+        if ref.label in seen:
+            raise ValueError(f"two rewards are called {ref.label!r}: give one a distinct "
+                             "`name` (what logs and results call it)")
+        seen.add(ref.label)
+    return refs

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from ftp import EvalContext, Evaluator, RewardRef, Shape, StrictConfig, hookimpl
+from ftp.components import unique_labels
 
 
 class RewardEvaluator(Evaluator):
@@ -40,6 +41,8 @@ class RewardEvaluator(Evaluator):
         batch_size: int = Field(8, gt=0, description="Prompts generated at once.")
         keep: int = Field(5, ge=0, description="Completions kept in results.json.")
 
+        _distinct = field_validator("rewards")(unique_labels)
+
     def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
         """Generate, score with each reward, and average per reward and decoding."""
         cfg = self.config
@@ -60,7 +63,7 @@ class RewardEvaluator(Evaluator):
             for ref, reward in rewards:
                 scores = reward.score(prompts, completions, fields)
                 valid = [s for s in scores if s is not None]
-                metrics[f"{mode}/{ref.reward}"] = sum(valid) / len(valid) if valid else None
+                metrics[f"{mode}/{ref.label}"] = sum(valid) / len(valid) if valid else None
                 total = [t + ref.weight * (s or 0.0) for t, s in zip(total, scores, strict=True)]
             metrics[f"{mode}/reward"] = sum(total) / len(total) if total else None
             if mode == "greedy":

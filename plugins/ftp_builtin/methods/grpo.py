@@ -27,7 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ftp import (
     RewardRef,
@@ -39,6 +39,7 @@ from ftp import (
     UserError,
     hookimpl,
 )
+from ftp.components import unique_labels
 
 GRPOLoss = Literal["dapo", "grpo", "dr_grpo", "bnpo", "cispo", "sapo"]
 COMPLETIONS_FILE = "completions.jsonl"
@@ -91,6 +92,8 @@ class GRPO(TrainerMethod):
             "auto", description="Who generates: 'auto' is vLLM on a GPU where it is installed, "
             "else transformers."
         )
+
+        _distinct = field_validator("rewards")(unique_labels)
 
         @model_validator(mode="after")
         def _groups_fit_the_batch(self) -> GRPO.Config:
@@ -222,7 +225,7 @@ class RewardFunction:
         self.fields = fields
         self.log_path = log_path
         # TRL names the metric rewards/NAME/mean after the function's __name__.
-        self.__name__ = ref.reward
+        self.__name__ = ref.label
 
     def __call__(self, prompts: list[Any], completions: list[Any], **kwargs: Any
                  ) -> list[float | None]:
@@ -246,7 +249,7 @@ class RewardFunction:
         step = (state.global_step + 1) if state is not None else None
         with self.log_path.open("a", encoding="utf-8") as out:
             for prompt, text, row, value in zip(prompts, texts, rows, values, strict=True):
-                out.write(json.dumps({"step": step, "reward": self.ref.reward, "value": value,
+                out.write(json.dumps({"step": step, "reward": self.ref.label, "value": value,
                                       "prompt": prompt, "completion": text, "row": row},
                                      default=str) + "\n")
         return values
