@@ -18,10 +18,10 @@ DATA = Path(__file__).parent / "data"
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
-def invoke(pipeline: Path, out: Path):
+def invoke(pipeline: Path, out: Path, *extra: str):
     env = dict(os.environ)
     try:
-        return CliRunner().invoke(cli, ["run", str(pipeline), "--output-dir", str(out)])
+        return CliRunner().invoke(cli, ["run", str(pipeline), "--output-dir", str(out), *extra])
     finally:  # `ftp run` quiets libraries through the environment; keep that to the run
         os.environ.clear()
         os.environ.update(env)
@@ -127,7 +127,7 @@ def test_a_reward_that_raises_is_one_line_naming_the_reward_and_plugin(tiny_mode
         "    return [Broken]\n")
     pipeline = grpo_pipeline(tmp_path, tiny_model, '[{ reward = "broken" }]',
                              head='plugins = ["broken_reward.py"]')
-    result = invoke(pipeline, tmp_path / "run")
+    result = invoke(pipeline, tmp_path / "run", "--allow-code")
     assert result.exit_code != 0
     assert "Traceback" not in result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error")]

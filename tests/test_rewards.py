@@ -82,6 +82,7 @@ def test_json_valid_with_and_without_a_schema():
 
 
 def pipeline_with_rewards(tmp_path, rewards: str):
+    (tmp_path / "q.json").write_text('[{"question": "What is 1 + 1?", "answer": "2"}]')
     return write_pipeline(tmp_path / "p.toml", f"""
         [pipeline]
         name = "r"
