@@ -66,6 +66,11 @@ def test_prompt_format_keeps_the_other_fields():
                          "answer": row["answer"], "level": "easy"}
     plain = Prompt(Prompt.Config(prompt="question", chat=False)).convert(row)
     assert plain["prompt"] == row["question"]
+    shots = Prompt(Prompt.Config(prompt="question", chat=False,
+                                 template="Q: 2 + 2?\nA: {4}\nQ: {prompt}\nA:")).convert(row)
+    assert shots["prompt"] == f"Q: 2 + 2?\nA: {{4}}\nQ: {row['question']}\nA:"
+    with pytest.raises(ValueError, match="template must hold"):
+        Prompt.Config(template="no slot")
     with pytest.raises(ValueError, match="'completion' is reserved"):
         Prompt(Prompt.Config(prompt="question")).convert({**row, "completion": "x"})
 

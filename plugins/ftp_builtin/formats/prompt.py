@@ -28,11 +28,17 @@ class Prompt(Format):
             "with the generation prompt; false: plain text completed as it is (base models)."
         )
         system_prompt: str | None = Field(None, description="A system prompt for every row.")
+        template: str | None = Field(
+            None, description="Text around the prompt, '{prompt}' where it goes: an "
+            "instruction, or worked examples before it (few-shot)."
+        )
 
         @model_validator(mode="after")
         def _system_needs_chat(self) -> Prompt.Config:
             if not self.chat and self.system_prompt:
                 raise ValueError("system_prompt needs chat = true")
+            if self.template is not None and "{prompt}" not in self.template:
+                raise ValueError("template must hold '{prompt}', where the prompt goes")
             return self
 
     def convert(self, record: dict[str, Any]) -> dict[str, Any]:
@@ -50,6 +56,9 @@ class Prompt(Format):
             raise ValueError("a field named 'completion' is reserved for the generated text; "
                              "rename it (e.g. 'reference')")
         rest = {k: v for k, v in record.items() if k != c.prompt}
+        if c.template is not None:
+            # str.replace, not str.format: the template's own braces (JSON, say) stay as written.
+            prompt = c.template.replace("{prompt}", prompt)
         if not c.chat:
             return {**rest, "prompt": prompt}
         head = [{"role": "system", "content": c.system_prompt}] if c.system_prompt else []
