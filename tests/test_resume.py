@@ -341,3 +341,22 @@ def test_checkpoint_every_is_validated(tmp_path, tiny_model):
     result = ftp("validate", "p.toml", cwd=root)
     assert result.returncode == 2
     assert "stages[0].checkpoint_every" in result.stderr and "30m" in result.stderr
+
+
+def test_resume_with_a_secret_in_set_asks_for_it_again(tmp_path, tiny_model):
+    root = make_project(tmp_path, tiny_model, [stage_text("sft")],
+                       '\n[[evaluate]]\nevaluator = "flaky"\n')
+    secret = "--set=pipeline.description=https://me:hunter2@example.org/x"
+    failed = ftp("run", "p.toml", secret, cwd=root)
+    assert failed.returncode == 1
+    run = root / "runs" / "survive"
+    assert "hunter2" not in (run / "run.json").read_text()
+    resolved = json.loads((run / "resolved.json").read_text())
+    assert resolved["stages"][0]["checkpoints"] == {"steps": 3, "seconds": None, "keep": 2,
+                                                    "skip_nonfinite": 0}
+
+    refused = ftp("resume", str(run), cwd=root, FLAKY_OK="1")
+    assert refused.returncode == 2
+    assert "holding a secret" in refused.stderr and "--resume" in refused.stderr
+    resumed = ftp("run", "p.toml", secret, "--resume", cwd=root, FLAKY_OK="1")
+    assert resumed.returncode == 0, resumed.stderr

@@ -14,6 +14,7 @@ whose model is already saved.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import platform
 import shutil
@@ -596,6 +597,7 @@ class Runner:
                 {"name": s.name, "method": s.method.entry.name, "data": s.data,
                  "datasets": s.datasets, "weights": s.weights,
                  "adapter": s.adapter.model_dump() if s.adapter else None,
+                 "checkpoints": dataclasses.asdict(s.policy),
                  **s.method.config.model_dump()}
                 for s in p.stages
             ],

@@ -99,13 +99,15 @@ def make_guard_callback(stage: str, folder: Path, policy: Policy, parts: dict[st
                 control.should_save = True
 
         def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
-            final = checkpoints.finalize(folder, state.global_step, stage, parts)
-            checkpoints.prune(folder, policy.keep)
             self.last_save = time.monotonic()
-            log({"stage": stage, "step": state.global_step, "event": "checkpoint",
-                 "path": str(final)})
+            final = folder / f"{checkpoints.FINAL_PREFIX}{state.global_step}"
+            if args.should_save:  # the main process writes; under DDP the others only wait
+                final = checkpoints.finalize(folder, state.global_step, stage, parts)
+                checkpoints.prune(folder, policy.keep)
+                log({"stage": stage, "step": state.global_step, "event": "checkpoint",
+                     "path": str(final)})
             if STOP.signum is not None:
-                raise Interrupted(STOP.signum, str(final))
+                raise Interrupted(STOP.signum, str(final.absolute()))
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             STOP.training = False

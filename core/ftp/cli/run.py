@@ -19,6 +19,7 @@ from ftp.cli.common import (
     set_option,
 )
 from ftp.errors import FtpError, UserError
+from ftp.masking import MASK
 
 
 @click.command()
@@ -97,6 +98,11 @@ def resume(state: State, run_dir: Path, debug: bool) -> None:
                         f"file is unknown; use ftp run PIPELINE --output-dir {run_dir} "
                         "--resume") from None
     overrides = tuple(folder.status().get("overrides", []))
+    if any(MASK in item for item in overrides):
+        # A secret given with --set is masked in run.json: it cannot be replayed from there.
+        raise UserError(f"{run_dir} was started with a --set value holding a secret, which ftp "
+                        f"does not store; resume with: ftp run {source} --set ... "
+                        f"--output-dir {run_dir} --resume")
     runner = Runner(state.pipeline(source, overrides), folder, resume=True, overrides=overrides)
     _execute(runner, debug)
 
