@@ -29,7 +29,8 @@ def run(pipeline: Path, out: Path) -> Path:
     return out
 
 
-def pairs_pipeline(folder: Path, model: Path, method: str, extra: str = "") -> Path:
+def pairs_pipeline(folder: Path, model: Path, method: str, extra: str = "",
+                   max_length: int = 4096) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return write_pipeline(folder / "pipeline.toml", f"""
         [pipeline]
@@ -51,7 +52,7 @@ def pairs_pipeline(folder: Path, model: Path, method: str, extra: str = "") -> P
         batch_size = 2
         logging_steps = 1
         learning_rate = 1e-3
-        max_length = 4096
+        max_length = {max_length}
         {extra}
     """)
 
@@ -71,6 +72,15 @@ def test_reference_free_methods_train_with_finite_metrics(tiny_model, tmp_path, 
         assert math.isfinite(m["loss"])
         assert math.isfinite(m["rewards/margins"]) and math.isfinite(m["rewards/accuracies"])
     assert (out / "model" / "config.json").is_file()
+
+
+def test_a_pair_whose_prompt_fills_max_length_is_dropped_not_nan(tiny_model, tmp_path):
+    # Two of the five test pairs have a prompt over 120 tokens (system prompt; multi-turn).
+    out = run(pairs_pipeline(tmp_path, tiny_model, "orpo", max_length=120), tmp_path / "run")
+    events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    tokenized = next(m for m in events if m.get("event") == "tokenized")
+    assert tokenized["dropped"] > 0 and tokenized["examples"] > 0
+    assert all(math.isfinite(m["loss"]) for m in logged_steps(out, "orpo"))
 
 
 def test_reward_method_trains_a_reward_model_the_reward_model_reward_scores(tiny_model,

@@ -10,6 +10,7 @@ tokenizer's chat template, as for DPO.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import Any
 
@@ -18,6 +19,7 @@ from pydantic import Field
 from ftp import Shape, TrainContext, UserError, hookimpl
 from ftp.components import TokenizedExample
 from ftp_builtin.methods.preference import PreferenceMethod, PreferenceOptions
+from ftp_builtin.tokenize import render, require_chat_template
 
 
 class ReferenceFreeOptions(PreferenceOptions):
@@ -35,13 +37,27 @@ class _ReferenceFree(PreferenceMethod):
     accepts = frozenset({Shape.PREFERENCE})
     uses_reference = False
 
+    def trainer(self, ctx: TrainContext) -> Any:
+        """The TRL trainer, on the pairs whose prompt leaves room for an answer.
+
+        TRL's experimental trainers cut such a pair to an empty answer, whose mean
+        log-probability is NaN and poisons the loss; DPO's trainer drops them, and so does
+        ftp here (counted in metrics.jsonl).
+        """
+        require_chat_template(ctx.tokenizer)
+        limit = self.config.max_length
+        fits = [r for r in ctx.train
+                if len(render(ctx.tokenizer, r["prompt"], generation_prompt=True)) < limit]
+        if not fits:
+            raise UserError(f"every training prompt fills max_length={limit} on its own, so "
+                            "no answer token is left; raise max_length")
+        return super().trainer(dataclasses.replace(ctx, train=fits))
+
     def prepared(self, ctx: TrainContext, trainer: Any) -> None:
-        """Record how many pairs TRL kept; refuse a run with none."""
+        """Record how many pairs are trained on, and how many were dropped."""
         kept = len(trainer.train_dataset)
         ctx.log({"stage": ctx.stage, "event": "tokenized", "examples": kept,
                  "dropped": len(ctx.train) - kept})
-        if not kept:
-            raise UserError(f"no pair fits max_length={self.config.max_length}; raise it")
 
     def tokenize_examples(self, tokenizer: Any, records: list[dict[str, Any]]
                           ) -> list[TokenizedExample] | None:
