@@ -1,7 +1,6 @@
 """The `ftp` command line: help, exit codes, one-line errors, components and schema."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,15 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from ftp.cli import cli
+from ftp.testing import run_ftp as ftp
 from ftp.testing import write_pipeline
 
 COMMANDS = {"validate", "run", "plugins", "components", "schema"}
 
-
-def ftp(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("FTP_PLUGINS", "FTP_DISABLE_PLUGINS")}
-    return subprocess.run([sys.executable, "-m", "ftp", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:

@@ -1,13 +1,12 @@
 """Pipeline validation through `ftp validate`: every problem at once, with its TOML path."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from ftp.testing import run_ftp as ftp
 from ftp.testing import write_pipeline
 
 ROWS = [
@@ -56,11 +55,6 @@ def ftp_methods():
     return [Classify]
 '''
 
-
-def ftp(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("FTP_PLUGINS", "FTP_DISABLE_PLUGINS")}
-    return subprocess.run([sys.executable, "-m", "ftp", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture

@@ -3,14 +3,15 @@ keeps what finished and can be resumed with --from-stage."""
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from ftp.testing import run_ftp as ftp
 from ftp.testing import write_pipeline
+
+# Runs in subprocesses compute alike on one thread (OMP_NUM_THREADS, inherited).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 DATA = Path(__file__).parent / "data"
 WEIGHT = "model.layers.0.mlp.up_proj.weight"
@@ -48,11 +49,6 @@ def sha_of_saved(folder: Path) -> str:
     tensor = load_file(str(folder / "model.safetensors"))[WEIGHT].float().contiguous()
     return hashlib.sha256(tensor.numpy().tobytes()).hexdigest()
 
-
-def ftp(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    full = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **env}
-    return subprocess.run([sys.executable, "-m", "ftp", *args], cwd=cwd, env=full,
-                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")

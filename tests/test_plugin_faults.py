@@ -8,7 +8,6 @@ a recording plugin and a raising one on a real (tiny) `ftp run`.
 """
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from ftp.testing import make_tiny_causal_lm, write_pipeline
+from ftp.testing import run_ftp as ftp
 
 FAULTY = {
     "badimport.py": "import frobnicate_not_installed  # noqa: F401\n",
@@ -113,14 +113,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
                    check=True, capture_output=True, timeout=300)
     return target
 
-
-def ftp(*args: str, cwd: Path, site: Path | None = None, **env: str) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith("FTP_") and k != "PYTHONPATH"}
-    if site is not None:
-        base["PYTHONPATH"] = str(site)
-    return subprocess.run([sys.executable, "-m", "ftp", *args], cwd=cwd, env={**base, **env},
-                          capture_output=True, text=True, timeout=300)
 
 
 def listed(*args: str, cwd: Path, site: Path, **env: str) -> dict[str, dict]:

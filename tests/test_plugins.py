@@ -1,14 +1,12 @@
 """Plugin loading, blocking, failures and name conflicts, seen through `ftp plugins` and friends."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
+from ftp.testing import run_ftp as ftp
 from ftp.testing import write_pipeline
 
 BUILTINS = {
@@ -89,11 +87,6 @@ def ftp_cli_commands():
     return [hello]
 '''
 
-
-def ftp(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    base = {k: v for k, v in os.environ.items() if k not in ("FTP_PLUGINS", "FTP_DISABLE_PLUGINS")}
-    return subprocess.run([sys.executable, "-m", "ftp", *args], cwd=cwd, env={**base, **env},
-                          capture_output=True, text=True, timeout=120)
 
 
 def plugins_json(*args: str, cwd: Path, **env: str) -> dict[str, dict]:

@@ -1,13 +1,11 @@
 """`ftp run` on a tiny random model: the run directory, refusing to overwrite, and failures."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from ftp.testing import run_ftp as ftp
 from ftp.testing import write_pipeline
 
 ROWS = [
@@ -42,11 +40,6 @@ adapter = {{ r = 4 }}
 RUN_FILES = ["run.json", "results.json", "summary.md", "metrics.jsonl", "environment.json",
              "data.json", "resolved.json", "pipeline.toml"]
 
-
-def ftp(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("FTP_PLUGINS", "FTP_DISABLE_PLUGINS")}
-    return subprocess.run([sys.executable, "-m", "ftp", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 def make_project(folder: Path, model: Path, rows: list[dict]) -> Path:

@@ -11,6 +11,7 @@ import pytest
 
 from ftp.scaffold import Names, render
 from ftp.testing import make_tiny_causal_lm, run_cli, write_pipeline
+from ftp.testing import run_ftp as ftp
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTRIB = ROOT / "contrib" / "ftp-template"
@@ -23,10 +24,6 @@ def env(site: Path | None = None) -> dict[str, str]:
         base["PYTHONPATH"] = str(site)
     return base
 
-
-def ftp(*args: str, cwd: Path, site: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ftp", *args], cwd=cwd, env=env(site),
-                          capture_output=True, text=True, timeout=300)
 
 
 def test_contrib_template_is_exactly_what_ftp_new_plugin_writes():

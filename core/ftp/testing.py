@@ -6,7 +6,8 @@
 - ``plugin_set`` is a plugin manager with ftp's built-ins and the plugins you name, and no
   entry-point autoloading; ``plugin`` registers a plugin object for one ``with`` block.
 - ``run_pipeline`` runs a pipeline given as text and returns what its run directory holds;
-  ``run_cli`` runs the ``ftp`` command in-process.
+  ``run_cli`` runs the ``ftp`` command in-process, ``run_ftp`` in a subprocess, as a user
+  would.
 
 The same helpers are pytest fixtures in ``ftp.pytest_plugin``, which is opt-in: add
 ``pytest_plugins = ["ftp.pytest_plugin"]`` to a conftest.py, or run ``pytest -p
@@ -16,6 +17,7 @@ ftp.pytest_plugin``. Installing ftp registers nothing with pytest.
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -222,3 +224,36 @@ def run_cli(*args: str) -> Any:
     finally:
         os.environ.clear()
         os.environ.update(env)
+
+
+def run_ftp(*args: str, cwd: Path, site: Path | None = None, timeout: float = 600,
+            **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m ftp ARGS`` in a subprocess, as a user would; return what it did.
+
+    The subprocess gets this process's environment without the variables that choose
+    plugins (``FTP_PLUGINS``, ``FTP_DISABLE_PLUGINS``, ``FTP_ONLY_PLUGINS``,
+    ``FTP_TRACE_HOOKS``), so that it loads what is installed, plus ``HF_HUB_OFFLINE=1``,
+    ``TOKENIZERS_PARALLELISM=false`` and ``env``.
+
+    Args:
+        *args: The command line after ``ftp``.
+        cwd: Where to run it.
+        site: A folder of pip-installed distributions to put on ``PYTHONPATH`` (instead of the
+            caller's), for plugins installed only for the test.
+        timeout: Seconds before the run is killed.
+        **env: Environment variables to set, e.g. ``FTP_TRACE_HOOKS="1"``.
+
+    """
+    import os
+    import sys
+
+    from ftp.plugins import DISABLE_ENV, EXTRA_ENV, ONLY_ENV, TRACE_ENV
+
+    chosen = {DISABLE_ENV, EXTRA_ENV, ONLY_ENV, TRACE_ENV}
+    full = {k: v for k, v in os.environ.items() if k not in chosen}
+    full.setdefault("HF_HUB_OFFLINE", "1")
+    full.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if site is not None:
+        full["PYTHONPATH"] = str(site)
+    return subprocess.run([sys.executable, "-m", "ftp", *args], cwd=cwd, env={**full, **env},
+                          capture_output=True, text=True, timeout=timeout)

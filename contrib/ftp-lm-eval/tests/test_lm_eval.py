@@ -8,14 +8,13 @@ run directly, through lm_eval's own model loading, on the same saved weights.
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ftp import EvalContext, UserError
 from ftp.testing import make_tiny_causal_lm, write_pipeline
+from ftp.testing import run_ftp as ftp
 
 ftp_lm_eval = pytest.importorskip(
     "ftp_lm_eval", reason="ftp-lm-eval is not installed: pip install ./contrib/ftp-lm-eval",
@@ -58,12 +57,6 @@ TRAIN = [
     ]
 ]
 
-
-def ftp(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("FTP_DISABLE_PLUGINS", None)
-    return subprocess.run([sys.executable, "-m", "ftp", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=600)
 
 
 def write_yesno(folder: Path) -> Path:
