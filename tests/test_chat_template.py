@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ftp import UserError
+from ftp import IGNORE_INDEX, UserError
 from ftp.cli import cli
 from ftp.testing import CHATML_TEMPLATE, make_tiny_tokenizer, write_pipeline
 from ftp_builtin import templates, tokenize
 from ftp_builtin.formats.chat import Alpaca, Messages
 from ftp_builtin.models import HFProvider
-from ftp_builtin.tokenize import IGNORE
 
 DATA = Path(__file__).parent / "data"
 
@@ -72,8 +71,8 @@ def test_masks_equal_transformers_generation_masks_on_smollm2(smollm2_tokenizer)
     for messages in conversations():
         out = tok.apply_chat_template(messages, tokenize=True, return_dict=True,
                                       return_assistant_tokens_mask=True)
-        expected = [t if m else IGNORE for t, m in zip(out["input_ids"], out["assistant_masks"],
-                                                       strict=True)]
+        expected = [t if m else IGNORE_INDEX
+                    for t, m in zip(out["input_ids"], out["assistant_masks"], strict=True)]
         row = tokenize.conversation(tok, messages)
         assert row["input_ids"] == list(out["input_ids"])
         assert row["labels"] == expected
@@ -91,7 +90,7 @@ def test_every_turn_of_a_template_without_eos_gets_a_trained_eos(tiny):
         messages, tokenize=True)["input_ids"]
     runs, current = [], []
     for t, lab in zip(row["input_ids"], row["labels"], strict=True):
-        if lab != IGNORE:
+        if lab != IGNORE_INDEX:
             current.append(t)
         elif current:
             runs.append(current)

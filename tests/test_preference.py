@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ftp import Shape, TrainContext
+from ftp import IGNORE_INDEX, Shape, TrainContext
 from ftp.cli import cli
 from ftp.plugins import load_plugins
 from ftp.testing import write_pipeline
@@ -18,7 +18,7 @@ from ftp_builtin.evaluators.preference import answer_tokens
 from ftp_builtin.formats.preference import KTO as KTOFormat
 from ftp_builtin.formats.preference import Preference, ShareGPTPreference
 from ftp_builtin.methods.preference import DPO, KTO
-from ftp_builtin.tokenize import IGNORE, render
+from ftp_builtin.tokenize import render
 
 DATA = Path(__file__).parent / "data"
 LN2 = math.log(2)
@@ -174,7 +174,7 @@ def test_dpo_trains_on_the_chat_template_tokens_of_smollm2(smollm2_tokenizer, ti
             assert prompt + ids == render(tok, record["prompt"] + record[answer])
             assert tok.decode(ids) == record[answer][0]["content"] + "<|im_end|>\n"
             scored = answer_tokens(tok, record["prompt"], record[answer])
-            labelled = [t for t in scored["labels"] if t != IGNORE]
+            labelled = [t for t in scored["labels"] if t != IGNORE_INDEX]
             assert labelled[-1] == end_of_turn and labelled + newline == ids
             assert scored["input_ids"] == prompt + ids
 
@@ -221,8 +221,8 @@ def test_lean_lm_head_gives_what_trls_fused_head_gives(tiny_model):
     ids = torch.randint(3, vocab, (3, 24))
     mask = torch.ones_like(ids)
     mask[1, 18:] = 0  # right padding
-    labels = ids.masked_fill(mask == 0, IGNORE)
-    labels[0, :9], labels[1, :5], labels[2, :20] = IGNORE, IGNORE, IGNORE  # the prompts
+    labels = ids.masked_fill(mask == 0, IGNORE_INDEX)
+    labels[0, :9] = labels[1, :5] = labels[2, :20] = IGNORE_INDEX  # the prompts
 
     outputs, grads = [], []
     for lean in (False, True):
@@ -241,7 +241,7 @@ def test_lean_lm_head_gives_what_trls_fused_head_gives(tiny_model):
         assert torch.allclose(getattr(lean, field), getattr(trl, field), atol=1e-5), field
     assert torch.equal(lean.is_top1, trl.is_top1)
     assert torch.allclose(lean.loss, trl.loss, atol=1e-6)
-    assert (lean.log_probs[labels[:, 1:] == IGNORE] == 0).all()
+    assert (lean.log_probs[labels[:, 1:] == IGNORE_INDEX] == 0).all()
     assert torch.allclose(grads[0], grads[1], atol=1e-6)
 
 
@@ -293,7 +293,7 @@ def test_preference_evaluator_logps_are_each_sequence_alone(tiny):
             with torch.no_grad():
                 logits = model(input_ids=torch.tensor([row["input_ids"]])).logits[0, :-1]
             targets = torch.tensor(row["labels"][1:])
-            keep = targets != IGNORE
+            keep = targets != IGNORE_INDEX
             logp = torch.log_softmax(logits[keep].float(), -1).gather(
                 -1, targets[keep].unsqueeze(-1)).sum().item()
             assert sample[f"{answer}_logp"] == pytest.approx(logp, abs=1e-3)

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from ftp import TrainContext
+from ftp import IGNORE_INDEX, TrainContext
 from ftp.testing import run_cli, write_pipeline
 from ftp_builtin.evaluators.preference import fitted_pair
 from ftp_builtin.methods.preference import DPO, KTO
 from ftp_builtin.methods.tokenized import preference_examples
-from ftp_builtin.tokenize import IGNORE, render
+from ftp_builtin.tokenize import render
 from ftp_builtin.truncation import fit_pair
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -104,7 +104,7 @@ def test_keep_end_keeps_the_question_and_both_answers_whole(smollm2_tokenizer, t
     # answer through its end-of-turn token, as SFT masks it).
     truncated, rows = fitted_pair(tok, LONG, MAX, "keep_end")
     assert truncated and rows[0]["input_ids"][:len(row["prompt_ids"])] == row["prompt_ids"]
-    scored = [t for t in rows[0]["labels"] if t != IGNORE]
+    scored = [t for t in rows[0]["labels"] if t != IGNORE_INDEX]
     assert tok.decode(scored) == CHOSEN[0]["content"] + "<|im_end|>"
     shown = preference_examples(tok, [LONG], ("chosen", "rejected"), MAX)[0]
     assert shown.truncated and not shown.dropped

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from ftp import TrainContext
+from ftp import IGNORE_INDEX, TrainContext
 from ftp.data import fill_placeholders
 from ftp.testing import run_cli, write_pipeline
 from ftp_builtin.formats.chat import Alpaca
 from ftp_builtin.methods.sft import SFT
-from ftp_builtin.tokenize import IGNORE, tokenize_records
+from ftp_builtin.tokenize import tokenize_records
 
 DATA = Path(__file__).parent / "data"
 PLACEHOLDERS = {"name": "Nova", "author": "Northwind Labs"}
@@ -45,7 +45,7 @@ def per_example_loss(model, rows) -> float:
     with torch.no_grad():
         for r in rows:
             labels = torch.tensor([r["labels"]])
-            n = int((labels[0, 1:] != IGNORE).sum())
+            n = int((labels[0, 1:] != IGNORE_INDEX).sum())
             total += model(input_ids=torch.tensor([r["input_ids"]]), labels=labels).loss.item() * n
             count += n
     return total / count
@@ -67,7 +67,7 @@ def test_padding_free_batch_loss_is_the_per_example_loss(tiny_model):
     starts = [sum(lengths[:i]) for i in range(len(rows))]
     assert batch["position_ids"][0, starts].tolist() == [0] * len(rows)
     # No example learns to predict the first token of the next one.
-    assert batch["labels"][0, starts].tolist() == [IGNORE] * len(rows)
+    assert batch["labels"][0, starts].tolist() == [IGNORE_INDEX] * len(rows)
     assert batch["labels"][0].tolist() == [lab for r in rows for lab in r["labels"]]
 
     expected = per_example_loss(model, rows)
@@ -109,7 +109,7 @@ def test_sft_first_step_loss_is_the_per_example_loss(tiny_model, tmp_path, paddi
     first = next(r for r in logged if "loss" in r)
     assert first["loss"] == pytest.approx(expected, abs=1e-5)
     assert events[0]["event"] == "tokenized"
-    assert events[0]["loss_tokens"] == sum(sum(lab != IGNORE for lab in r["labels"][1:])
+    assert events[0]["loss_tokens"] == sum(sum(lab != IGNORE_INDEX for lab in r["labels"][1:])
                                            for r in rows)
 
 

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from ftp import UserError
+from ftp import IGNORE_INDEX, UserError
 from ftp.testing import CHATML_TEMPLATE, make_tiny_tokenizer
 from ftp_builtin import tokenize
 from ftp_builtin.formats.chat import Alpaca, Messages, PromptCompletion, ShareGPT
-from ftp_builtin.tokenize import IGNORE
 
 DATA = Path(__file__).parent / "data"
 
@@ -77,7 +76,7 @@ def oracle_labels(tokenizer, ids: list[int]) -> list[int]:
     """ChatML by hand: loss after each ``<|im_start|>assistant\\n``, through its ``<|im_end|>``."""
     header = tokenizer.encode("<|im_start|>assistant\n", add_special_tokens=False)
     eos = tokenizer.eos_token_id
-    labels = [IGNORE] * len(ids)
+    labels = [IGNORE_INDEX] * len(ids)
     i = 0
     while i < len(ids):
         if ids[i:i + len(header)] == header:
@@ -93,10 +92,10 @@ def oracle_labels(tokenizer, ids: list[int]) -> list[int]:
 def loss_spans(row) -> list[tuple[int, int]]:
     """(start, end) of each run of tokens that carry loss."""
     spans, start = [], None
-    for i, lab in enumerate([*row["labels"], IGNORE]):
-        if lab != IGNORE and start is None:
+    for i, lab in enumerate([*row["labels"], IGNORE_INDEX]):
+        if lab != IGNORE_INDEX and start is None:
             start = i
-        elif lab == IGNORE and start is not None:
+        elif lab == IGNORE_INDEX and start is not None:
             spans.append((start, i))
             start = None
     return spans
@@ -118,7 +117,7 @@ def test_loss_is_on_each_assistant_answer_and_its_eos_only(tok, name):
     ids, labels = row["input_ids"], row["labels"]
     assert labels == oracle_labels(tok, ids)
     # Every label that is not ignored is the token itself (no shifting, no substitutes).
-    assert all(lab in (IGNORE, t) for t, lab in zip(ids, labels, strict=True))
+    assert all(lab in (IGNORE_INDEX, t) for t, lab in zip(ids, labels, strict=True))
     spans = loss_spans(row)
     assert [tok.decode(ids[s:e]) for s, e in spans] == [a + tok.eos_token
                                                         for a in answers(record)]
@@ -139,7 +138,7 @@ def test_multi_turn_user_system_and_tool_turns_carry_no_loss(tok, name):
     assert assistant_turns >= 3
     assert len(loss_spans(row)) == assistant_turns
     labelled = tok.decode([t for t, lab in zip(row["input_ids"], row["labels"], strict=True)
-                           if lab != IGNORE])
+                           if lab != IGNORE_INDEX])
     for m in messages:
         if m["role"] != "assistant":
             assert m["content"] not in labelled
@@ -191,7 +190,8 @@ def test_a_template_without_eos_gets_one_after_the_last_answer(tiny_tokenizer):
     row = tokenize.conversation(tok, messages)
     assert row["input_ids"][-1] == row["labels"][-1] == tok.eos_token_id
     assert row["input_ids"][:-1] == template_ids(tok, messages)  # EOS added, nothing else
-    answer = [t for t, lab in zip(row["input_ids"], row["labels"], strict=True) if lab != IGNORE]
+    answer = [t for t, lab in zip(row["input_ids"], row["labels"], strict=True)
+              if lab != IGNORE_INDEX]
     # The prompt's trailing space merges into the answer's first token (" The"), which must
     # still carry loss; then the turn as the template closes it (a newline), then the EOS.
     assert tok.decode(answer) == " " + messages[-1]["content"] + "\n" + tok.eos_token
@@ -204,7 +204,8 @@ def test_an_answer_merging_with_the_header_keeps_its_first_token(smollm2_tokeniz
     messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "\n\nHi"}]
     row = tokenize.conversation(tok, messages)
     assert row["input_ids"] == template_ids(tok, messages)
-    answer = [t for t, lab in zip(row["input_ids"], row["labels"], strict=True) if lab != IGNORE]
+    answer = [t for t, lab in zip(row["input_ids"], row["labels"], strict=True)
+              if lab != IGNORE_INDEX]
     assert tok.decode(answer) == "\n\n\nHi" + tok.eos_token
 
 
@@ -254,7 +255,7 @@ def test_records_of_each_shape(tok):
     assert out.rows[1] == out.rows[0] == tokenize.conversation(tok, conv["messages"])
     assert out.rows[2] == tokenize.text(tok, "Hello world")
     assert out.tokens == sum(len(r["input_ids"]) for r in out.rows)
-    assert out.loss_tokens == sum(sum(lab != IGNORE for lab in r["labels"][1:])
+    assert out.loss_tokens == sum(sum(lab != IGNORE_INDEX for lab in r["labels"][1:])
                                   for r in out.rows)
     assert out.longest == max(len(r["input_ids"]) for r in out.rows)
     with pytest.raises(UserError, match=r"cannot tokenize a record with keys \['chosen'\]"):
@@ -266,7 +267,7 @@ def test_plain_prompt_completion_trains_the_completion_and_eos_only(tok):
     head = tok("The capital of France is")["input_ids"]
     tail = tok(" Paris.", add_special_tokens=False)["input_ids"]
     assert row["input_ids"] == head + tail + [tok.eos_token_id]
-    assert row["labels"] == [IGNORE] * len(head) + tail + [tok.eos_token_id]
+    assert row["labels"] == [IGNORE_INDEX] * len(head) + tail + [tok.eos_token_id]
     everything = tokenize.prompt_completion(tok, "The capital of France is", " Paris.",
                                             assistant_only=False)
     assert everything["labels"] == everything["input_ids"]

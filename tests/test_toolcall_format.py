@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from ftp import UserError
+from ftp import IGNORE_INDEX, UserError
 from ftp_builtin import tokenize
 from ftp_builtin.formats.chat import ShareGPT
-from ftp_builtin.tokenize import IGNORE
 
 DATA = Path(__file__).parent / "data"
 GLAIVE = json.loads((DATA / "sharegpt_toolcall.json").read_text(encoding="utf-8"))
@@ -43,7 +42,7 @@ def trained_and_not(tok, row) -> tuple[list[str], str]:
     """The decoded runs of trained tokens, and the decoded untrained tokens."""
     runs, current, rest = [], [], []
     for t, lab in zip(row["input_ids"], row["labels"], strict=True):
-        if lab != IGNORE:
+        if lab != IGNORE_INDEX:
             current.append(t)
         else:
             if current:

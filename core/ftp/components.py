@@ -46,18 +46,6 @@ class Shape:
     LABELLED_TEXT = "labelled_text"
     PROMPT_ONLY = "prompt_only"
 
-    ALL: ClassVar[frozenset[str]] = frozenset(
-        {
-            LANGUAGE_MODELING,
-            PROMPT_COMPLETION,
-            CONVERSATIONAL,
-            PREFERENCE,
-            UNPAIRED_PREFERENCE,
-            LABELLED_TEXT,
-            PROMPT_ONLY,
-        }
-    )
-
 
 class Component:
     """Common base: a name, a kind, and validated options in ``self.config``."""

@@ -14,8 +14,19 @@ from ftp.errors import UserError
 _GLOB_CHARS = frozenset("*?[")
 
 
+class PipelinePaths:
+    """Paths as written in a pipeline file: relative ones are relative to its folder."""
+
+    base_dir: Path
+
+    def resolve(self, path: str | Path) -> Path:
+        """``path`` as written in the pipeline file, resolved against its folder."""
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p)
+
+
 @dataclass
-class LoadContext:
+class LoadContext(PipelinePaths):
     """Given to `DataLoader.load`.
 
     A loader returns its records as a list of dicts. To make problems traceable it may also
@@ -41,11 +52,6 @@ class LoadContext:
     files: list[Path] = field(default_factory=list)
     # id(record) -> (record, where); the record is held so its id stays unique.
     _origins: dict[int, tuple[Any, str]] = field(default_factory=dict, repr=False)
-
-    def resolve(self, path: str | Path) -> Path:
-        """Resolve ``path`` against the pipeline file's folder."""
-        p = Path(path).expanduser()
-        return p if p.is_absolute() else (self.base_dir / p)
 
     def expand(self, path: str, pattern: str | None = None,
                suffixes: tuple[str, ...] = ()) -> list[Path]:
@@ -202,7 +208,7 @@ class TrainContext:
 
 
 @dataclass
-class EvalContext:
+class EvalContext(PipelinePaths):
     """Given to `Evaluator.evaluate`.
 
     Attributes:
@@ -231,7 +237,3 @@ class EvalContext:
     previous_stage: str | None = None
     base_dir: Path = field(default_factory=Path.cwd)
 
-    def resolve(self, path: str | Path) -> Path:
-        """``path`` as written in the pipeline file: relative to its folder."""
-        p = Path(path).expanduser()
-        return p if p.is_absolute() else (self.base_dir / p)

@@ -30,10 +30,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ftp import UserError
+from ftp import IGNORE_INDEX, UserError
 from ftp.turns import TRAIN, is_trained, untrained_turns
-
-IGNORE = -100
 
 #: Put before the tool definitions in the system message for templates without tool support.
 TOOLS_PREAMBLE = (
@@ -293,8 +291,8 @@ def _conversation(tokenizer: Any, messages: list[dict[str, Any]], assistant_only
     for start, end, closed, train in spans:
         head, body = ids[pos:start], ids[start:end]
         out_ids += head + body
-        labels += head if everything else [IGNORE] * len(head)
-        labels += body if train else [IGNORE] * len(body)
+        labels += head if everything else [IGNORE_INDEX] * len(head)
+        labels += body if train else [IGNORE_INDEX] * len(body)
         pos = end
         if train and not closed and eos is not None:
             # The template does not close the turn with EOS: add it, or the model never stops.
@@ -303,7 +301,7 @@ def _conversation(tokenizer: Any, messages: list[dict[str, Any]], assistant_only
             added += 1
     tail = ids[pos:]
     out_ids += tail
-    labels += tail if everything else [IGNORE] * len(tail)
+    labels += tail if everything else [IGNORE_INDEX] * len(tail)
     return {"input_ids": out_ids, "labels": labels}, added
 
 
@@ -345,7 +343,7 @@ def prompt_completion(tokenizer: Any, prompt: str, completion: str, assistant_on
     if eos is not None and (not tail or tail[-1] != eos):
         tail.append(eos)
     ids = head + tail
-    labels = list(ids) if not assistant_only else [IGNORE] * len(head) + tail
+    labels = list(ids) if not assistant_only else [IGNORE_INDEX] * len(head) + tail
     return {"input_ids": ids, "labels": labels}
 
 
@@ -419,11 +417,11 @@ def tokenize_records(
         out.examples += 1
         n = len(row["input_ids"])
         out.longest = max(out.longest, n)
-        first = next((j for j, lab in enumerate(row["labels"]) if j and lab != IGNORE), None)
+        first = next((j for j, lab in enumerate(row["labels"]) if j and lab != IGNORE_INDEX), None)
         if max_length is not None and n > max_length:
             out.truncated += 1
             row = {k: v[:max_length] for k, v in row.items()}
-        if all(lab == IGNORE for lab in row["labels"][1:]):
+        if all(lab == IGNORE_INDEX for lab in row["labels"][1:]):
             if first is not None:
                 why = (f"cut to max_length={max_length} before its first trained token "
                        f"(position {first} of {n})")
@@ -434,7 +432,7 @@ def tokenize_records(
             empty.append((index, f"{why}: {_snippet(record)!r}"))
             continue
         out.tokens += len(row["input_ids"])
-        out.loss_tokens += sum(lab != IGNORE for lab in row["labels"][1:])
+        out.loss_tokens += sum(lab != IGNORE_INDEX for lab in row["labels"][1:])
         out.rows.append(row)
     if empty and not skip_empty:
         listed = "; ".join(f"row {i}: {why}" for i, why in empty[:5])

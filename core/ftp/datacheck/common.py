@@ -26,11 +26,11 @@ class Target:
     @property
     def shape(self) -> str:
         """The shape its format produces."""
-        return self.dataset.format.entry.cls.produces  # type: ignore[attr-defined, no-any-return]
+        return self.dataset.format.cls.produces
 
     def method(self) -> Method | None:
         """The stage's method, built from its options."""
-        return self.stage.method.build() if self.stage else None  # type: ignore[return-value]
+        return self.stage.method.build() if self.stage else None
 
     def describe(self) -> str:
         """``data 'x' (alpaca → conversational), tokenized by stage 'sft' (sft)``."""
@@ -64,28 +64,23 @@ def targets(pipeline: Pipeline, name: str | None, everything: bool) -> list[Targ
     elif everything:
         chosen = names
     else:
-        trained = {n for s in pipeline.stages for n in stage_datasets(s)}
+        trained = {n for s in pipeline.stages for n in s.datasets}
         chosen = [n for n in names if n in trained]
     out = []
     for n in chosen:
         ds = pipeline.datasets[n]
-        stage = next((s for s in pipeline.stages if n in stage_datasets(s)), None)
+        stage = next((s for s in pipeline.stages if n in s.datasets), None)
         if stage is None:
-            shape = ds.format.entry.cls.produces  # type: ignore[attr-defined]
+            shape = ds.format.cls.produces
             stage = next((s for s in pipeline.stages
-                          if shape in s.method.entry.cls.accepts), None)  # type: ignore[attr-defined]
+                          if shape in s.method.cls.accepts), None)
         out.append(Target(ds, stage))
     return out
 
 
-def stage_datasets(stage: Stage) -> list[str]:
-    """The datasets a stage trains on (several when it mixes or concatenates them)."""
-    return list(getattr(stage, "datasets", None) or [stage.data])
-
-
 def load_tokenizer(pipeline: Pipeline) -> Any:
     """The pipeline's tokenizer, from its model provider, without loading the model."""
-    return pipeline.model.build().load_tokenizer()  # type: ignore[attr-defined]
+    return pipeline.model.build().load_tokenizer()
 
 
 def tokenize_examples(target: Target, tokenizer: Any, records: list[dict[str, Any]]

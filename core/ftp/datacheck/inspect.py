@@ -21,7 +21,7 @@ from typing import Any
 from ftp.components import Shape
 from ftp.config import Dataset, Pipeline
 from ftp.data import Prepared, load_records, prepare
-from ftp.datacheck.common import Target, record_text, stage_datasets, tokenize_examples
+from ftp.datacheck.common import Target, record_text, tokenize_examples
 from ftp.datacheck.dedup import near_duplicates, near_matches, normalise, text_hash
 from ftp.turns import untrained_turns
 
@@ -249,7 +249,7 @@ def _tokens(target: Target, tokenizer: Any, rows: list[dict[str, Any]], out_dir:
     if examples is not None:
         lengths = [ex.length for ex in examples]
         result: dict[str, Any] = {
-            "how": f"as stage {target.stage.name!r} tokenizes"  # type: ignore[union-attr]
+            "how": f"as stage {target.stage.name!r} tokenizes"
             if target.stage else "",
             "truncated": sum(ex.truncated for ex in examples),
             "dropped": sum(ex.dropped for ex in examples),
@@ -281,7 +281,7 @@ def cross_leakage(pipeline: Pipeline, prepared: dict[str, Prepared]) -> list[dic
         held_rows = prepared[name].split(ev.section.split)
         held = [record_text(r) for r in held_rows]
         for stage in pipeline.stages:
-            for train_name in stage_datasets(stage):
+            for train_name in stage.datasets:
                 if train_name not in prepared or (train_name == name
                                                   and ev.section.split == "eval"):
                     continue  # the same dataset's own split is reported with the dataset

@@ -25,9 +25,8 @@ from typing import Any
 
 from pydantic import Field
 
-from ftp import EvalContext, Evaluator, Shape, StrictConfig, UserError, hookimpl
+from ftp import IGNORE_INDEX, EvalContext, Evaluator, Shape, StrictConfig, UserError, hookimpl
 from ftp_builtin.tokenize import (
-    IGNORE,
     common_prefix,
     conversation,
     render,
@@ -44,7 +43,7 @@ def answer_tokens(tokenizer: Any, prompt: list[dict[str, str]],
     """
     row = conversation(tokenizer, prompt + answer)
     start = common_prefix(row["input_ids"], render(tokenizer, prompt, generation_prompt=True))
-    labels = [IGNORE] * start + row["labels"][start:]
+    labels = [IGNORE_INDEX] * start + row["labels"][start:]
     return {"input_ids": row["input_ids"], "labels": labels}
 
 
@@ -59,7 +58,7 @@ def fitted_pair(tokenizer: Any, pair: dict[str, Any], max_length: int, mode: Tru
     """
     both = [answer_tokens(tokenizer, pair["prompt"], pair[k]) for k in ("chosen", "rejected")]
     # The prompt both rows share ends where the first of them starts its answer.
-    shared = min(next((j for j, lab in enumerate(r["labels"]) if lab != IGNORE),
+    shared = min(next((j for j, lab in enumerate(r["labels"]) if lab != IGNORE_INDEX),
                       len(r["labels"])) for r in both)
     tokens = [list(zip(r["input_ids"], r["labels"], strict=True)) for r in both]
     fitted = fit_pair(tokens[0][:shared], {"chosen": tokens[0][shared:],
@@ -90,6 +89,8 @@ class Preference(Evaluator):
         )
         truncation_mode: TruncationMode = Field("keep_end", description=TRUNCATION_HELP)
 
+    config: Config
+
     def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
         """Score both answers of every pair; report accuracy, margins and per-token log-probs."""
         cfg = self.config
@@ -104,7 +105,7 @@ class Preference(Evaluator):
                 dropped += 1
                 continue
             truncated += both[0]
-            if any(all(lab == IGNORE for lab in r["labels"][1:]) for r in both[1]):
+            if any(all(lab == IGNORE_INDEX for lab in r["labels"][1:]) for r in both[1]):
                 skipped += 1
                 continue
             kept.append(i)
@@ -193,7 +194,7 @@ def _sequence_logps(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]]
                     ids[b, :n] = torch.tensor(rows[j]["input_ids"])
                     mask[b, :n] = 1
                     # logits at position p predict the token at p + 1
-                    targets.append([p for p in range(1, n) if rows[j]["labels"][p] != IGNORE])
+                    targets.append([p for p in range(1, n) if rows[j]["labels"][p] != IGNORE_INDEX])
                 first = min(t[0] for t in targets) - 1
                 keep = width - first
                 logits = _logits(model, ids.to(device), mask.to(device), keep)

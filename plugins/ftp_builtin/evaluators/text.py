@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import Field
 
-from ftp import EvalContext, Evaluator, Shape, StrictConfig, hookimpl
-from ftp_builtin.tokenize import IGNORE, tokenize_records
+from ftp import IGNORE_INDEX, EvalContext, Evaluator, Shape, StrictConfig, hookimpl
+from ftp_builtin.tokenize import tokenize_records
 
 
 class Loss(Evaluator):
@@ -24,6 +24,8 @@ class Loss(Evaluator):
         batch_size: int = Field(8, gt=0, description="Rows per forward pass.")
         max_length: int = Field(1024, gt=0, description="Longer rows are truncated (tokens).")
         assistant_only_loss: bool = Field(True, description="Score assistant tokens only.")
+
+    config: Config
 
     def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
         """Sum the per-token loss over the data; report the mean and exp(mean)."""
@@ -46,7 +48,7 @@ class Loss(Evaluator):
                 rows = data.rows[start:start + cfg.batch_size]
                 width = max(len(r["input_ids"]) for r in rows)
                 ids = torch.full((len(rows), width), pad, dtype=torch.long)
-                labels = torch.full((len(rows), width), IGNORE, dtype=torch.long)
+                labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
                 mask = torch.zeros((len(rows), width), dtype=torch.long)
                 for i, r in enumerate(rows):
                     n = len(r["input_ids"])
@@ -57,9 +59,9 @@ class Loss(Evaluator):
                 shift_logits = logits[:, :-1].float()
                 shift_labels = labels[:, 1:].to(device)
                 total += F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),
-                                         shift_labels.reshape(-1), ignore_index=IGNORE,
+                                         shift_labels.reshape(-1), ignore_index=IGNORE_INDEX,
                                          reduction="sum").item()
-                count += int((shift_labels != IGNORE).sum())
+                count += int((shift_labels != IGNORE_INDEX).sum())
         model.train(was_training)
         mean = total / count if count else float("nan")
         return {"metrics": {"loss": mean, "perplexity": math.exp(mean) if count else float("nan"),
@@ -83,6 +85,8 @@ class Generate(Evaluator):
             description="Strings an answer should contain (case-insensitive); reported as "
             "the fraction of answers containing all of them.",
         )
+
+    config: Config
 
     def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
         """Ask each prompt through the chat template and decode the greedy answer."""

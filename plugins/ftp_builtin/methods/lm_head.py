@@ -22,7 +22,7 @@ import inspect
 import types
 from typing import Any
 
-IGNORE = -100
+from ftp import IGNORE_INDEX
 
 
 def use_lean_lm_head(model: Any) -> bool:
@@ -70,7 +70,7 @@ def answer_log_probs(model: Any, model_forward: Any, labels: Any, num_items_in_b
     from trl.trainer.utils import FusedCausalLMOutput
 
     targets_all = labels[:, 1:]
-    mask = targets_all != IGNORE
+    mask = targets_all != IGNORE_INDEX
     columns = mask.any(dim=0).nonzero()
     start = int(columns[0]) if len(columns) else targets_all.size(1) - 1
     kwargs["use_cache"] = False

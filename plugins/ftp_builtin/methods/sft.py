@@ -44,10 +44,12 @@ class SFT(TrainerMethod):
             "cross-example attention)."
         )
 
+    config: Config
+
     def trainer(self, ctx: TrainContext) -> Any:
         """Tokenize, and build an SFTTrainer on the rows with the labelled-position loss."""
         from datasets import Dataset
-        from transformers import Trainer, set_seed
+        from transformers import set_seed
         from trl import SFTConfig, SFTTrainer
         from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
@@ -88,8 +90,8 @@ class SFT(TrainerMethod):
         class _LabelledLossSFTTrainer(SFTTrainer):
             def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False,
                              num_items_in_batch: Any = None) -> Any:
-                if return_outputs:  # evaluation with logits: the model's own loss
-                    return Trainer.compute_loss(self, model, inputs, True, num_items_in_batch)
+                # Only training calls this (sft never evaluates during training), so there
+                # are no outputs to return alongside the loss.
                 loss = loss_on_labelled_positions(model, inputs, num_items_in_batch)
                 if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                     loss = loss * self.accelerator.num_processes  # DDP averages gradients
@@ -128,13 +130,11 @@ class SFT(TrainerMethod):
             t = tokenize_records(ctx.tokenizer, records, cfg.max_length, cfg.assistant_only_loss,
                                  skip_empty=True)
             # Everything but the rows is counts and notes, kept as JSON beside them.
-            return t.rows, {f.name: getattr(t, f.name) for f in dataclasses.fields(t)
-                            if f.name != "rows"}
+            return t.rows, t.counts()
 
         rows, counts, hit = cached_rows(ctx, split, records, options,
                                         plugin_identity(tokenize_module), compute)
-        known = {f.name for f in dataclasses.fields(Tokenized)}
-        return Tokenized(rows=rows, **{k: v for k, v in counts.items() if k in known}), hit
+        return Tokenized(rows=rows, **counts), hit
 
     def tokenize_examples(self, tokenizer: Any, records: list[dict[str, Any]]
                           ) -> list[TokenizedExample]:

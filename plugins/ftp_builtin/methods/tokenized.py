@@ -110,9 +110,7 @@ def cached_dataset(ctx: TrainContext, split: str, records: list[dict[str, Any]],
 
 def _description(ctx: TrainContext, split: str, options: dict[str, Any],
                  records: list[dict[str, Any]]) -> str:
-    dataset = getattr(ctx, "dataset", None)
-    what = f"data {dataset!r}, " if dataset else ""
-    return (f"{what}stage {ctx.stage!r} ({options.get('method', '?')}), {split}, "
+    return (f"stage {ctx.stage!r} ({options.get('method', '?')}), {split}, "
             f"{len(records)} records")
 
 
