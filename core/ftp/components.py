@@ -317,6 +317,12 @@ class RewardRef(ComponentRef):
         """What logs and results call this entry: ``name``, else the reward's name."""
         return self.name or self.reward
 
+    def build(self) -> Reward:
+        """Instantiate the reward with its validated options."""
+        reward = super().build()
+        assert isinstance(reward, Reward)  # the registry accepts only Reward subclasses
+        return reward
+
 
 def unique_labels(refs: list[RewardRef]) -> list[RewardRef]:
     """``refs``, checked to have distinct labels (a pydantic field validator's body).

@@ -14,15 +14,26 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 
 from ftp.checkpoints import DEFAULT_EVERY, DEFAULT_KEEP, Policy, parse_every
-from ftp.components import Component, ComponentRef, StrictConfig
+from ftp.components import (
+    Component,
+    ComponentRef,
+    DataLoader,
+    Evaluator,
+    Format,
+    Method,
+    ModelProvider,
+    StrictConfig,
+)
 from ftp.errors import ConfigError, Problem, UserError
 from ftp.plugins import PluginSet
 from ftp.registry import Entry
+
+C = TypeVar("C", bound=Component)
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
@@ -174,15 +185,20 @@ class PipelineFile(_Shape):
 
 
 @dataclass
-class Bound:
-    """A component chosen by name, with its validated options."""
+class Bound(Generic[C]):
+    """A component chosen by name, with its validated options; ``C`` is its kind's base."""
 
     entry: Entry
     config: StrictConfig
 
-    def build(self) -> Component:
+    @property
+    def cls(self) -> type[C]:
+        """The component's class (the registry checked that it subclasses its kind's base)."""
+        return cast("type[C]", self.entry.cls)
+
+    def build(self) -> C:
         """Instantiate the component with its options."""
-        return self.entry.cls(self.config)
+        return self.cls(self.config)
 
 
 @dataclass
@@ -191,8 +207,8 @@ class Dataset:
 
     name: str
     section: DataSection
-    loader: Bound
-    format: Bound
+    loader: Bound[DataLoader]
+    format: Bound[Format]
 
 
 @dataclass
@@ -210,7 +226,7 @@ class Stage:
     index: int
     name: str
     data: str
-    method: Bound
+    method: Bound[Method]
     adapter: AdapterSection | None
     datasets: list[str] = field(default_factory=list)
     weights: dict[str, float] | None = None
@@ -229,7 +245,7 @@ class Evaluation:
     index: int
     name: str
     section: EvaluateSection
-    evaluator: Bound
+    evaluator: Bound[Evaluator]
     after_stages: list[str]
 
 
@@ -240,7 +256,7 @@ class Pipeline:
     source: Path
     raw: dict[str, Any]
     file: PipelineFile
-    model: Bound
+    model: Bound[ModelProvider]
     datasets: dict[str, Dataset]
     stages: list[Stage]
     evaluations: list[Evaluation]
@@ -422,7 +438,8 @@ def _salvage(model: type[_Open], data: Any, prefix: str, found: list[Problem]) -
     except ValidationError:
         return None
     if "name" in bad and isinstance(data.get("name"), str):
-        section.name = data["name"]  # keep the name the user wrote, for cross-references
+        # The name the user wrote, for cross-references; only tables with a name get here.
+        section.name = data["name"]  # type: ignore[attr-defined]
     return section
 
 
@@ -730,13 +747,13 @@ def load_pipeline(
                                         "`path` option, so eval_path cannot be read with it"))
             elif loader:
                 # The held-out file is read by the same loader, with eval_path as its path.
-                held_out = Bound(loader.entry, loader.config.model_copy(
+                held_out: Bound[DataLoader] = Bound(loader.entry, loader.config.model_copy(
                     update={"path": section.eval_path}))
                 _check_files(held_out, base_dir, where, problems, {"path": "eval_path"})
         if loader and fmt:
             datasets[name] = Dataset(name, section, loader, fmt)
 
-    raw_data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    raw_data: dict[str, Any] = raw["data"] if isinstance(raw.get("data"), dict) else {}
     stages: list[Stage] = []
     seen_names: dict[str, int] = {}
     stage_names: list[str] = []
@@ -841,12 +858,12 @@ def _check_stage_data(section: StageSection, method: Bound | None, names: list[s
             continue
         if name not in datasets:
             continue
-        produced = datasets[name].format.entry.cls.produces
+        produced = datasets[name].format.cls.produces
         shapes[name] = produced
-        if method and produced not in method.entry.cls.accepts:
+        if method and produced not in method.cls.accepts:
             problems.append(Problem(
                 path,
-                f"method {section.method!r} trains on {_list(method.entry.cls.accepts)} data, "
+                f"method {section.method!r} trains on {_list(method.cls.accepts)} data, "
                 f"but dataset {name!r} (format {datasets[name].section.format!r}) "
                 f"produces {produced}",
             ))
@@ -859,8 +876,8 @@ def _check_stage_data(section: StageSection, method: Bound | None, names: list[s
 def _check_chain(previous: Stage, method: Bound, method_name: str, where: str,
                  problems: list[Problem]) -> None:
     """A stage must be able to start from the model the previous stage leaves."""
-    leaves = previous.method.entry.cls.task
-    cls = method.entry.cls
+    leaves = previous.method.cls.task
+    cls = method.cls
     if leaves not in cls.starts_from():
         problems.append(Problem(
             f"{where}.method",
@@ -873,13 +890,13 @@ def _check_chain(previous: Stage, method: Bound, method_name: str, where: str,
 def _check_eval_tasks(section: EvaluateSection, ev: Bound, stages: list[Stage],
                       after: list[str], where: str, problems: list[Problem]) -> None:
     """An evaluator must be able to judge the model it is given (text vs classifier)."""
-    tasks = ev.entry.cls.tasks
+    tasks = ev.cls.tasks
     by_name = {s.name: s for s in stages}
     judged = [(s, by_name[s]) for s in after if s in by_name]
     if section.before and stages:
         judged.insert(0, ("base", stages[0]))
     for label, stage in judged:
-        task = stage.method.entry.cls.task
+        task = stage.method.cls.task
         if task not in tasks:
             when = "before training" if label == "base" else f"after stage {label!r}"
             problems.append(Problem(
@@ -916,7 +933,7 @@ def _check_eval_data(
     where: str,
     problems: list[Problem],
 ) -> None:
-    cls = ev.entry.cls
+    cls = ev.cls
     if section.data is None:
         if cls.needs_data:
             problems.append(Problem(f"{where}.data", f"evaluator {section.evaluator!r} needs a "
@@ -929,7 +946,7 @@ def _check_eval_data(
     ds = datasets.get(section.data)
     if ds is None:
         return
-    produced = ds.format.entry.cls.produces
+    produced = ds.format.cls.produces
     if cls.accepts and produced not in cls.accepts:
         problems.append(Problem(
             f"{where}.data",

@@ -76,7 +76,7 @@ def fill_placeholders(value: Any, values: dict[str, str], where: str) -> Any:
     return value
 
 
-class Records(list):  # type: ignore[type-arg]
+class Records(list):
     """A loader's records (a plain list of dicts), with what ftp learnt while loading them.
 
     Attributes:
@@ -105,11 +105,11 @@ def load_records(ds: Dataset, base_dir: Path, seed: int) -> Records:
             rows at all.
 
     """
-    records = _load(ds, ds.loader.build(), base_dir, seed, "")  # type: ignore[arg-type]
+    records = _load(ds, ds.loader.build(), base_dir, seed, "")
     if ds.section.eval_path is not None:
         # The same loader and options, pointed at the held-out file.
         config = ds.loader.config.model_copy(update={"path": ds.section.eval_path})
-        loader = ds.loader.entry.cls(config)
+        loader = ds.loader.cls(config)
         records.eval_records = _load(ds, loader, base_dir, seed, " (eval_path)")
     return records
 
@@ -143,8 +143,7 @@ class _Formatter:
         for i, record in enumerate(records):
             if limit is not None and len(out) >= limit:
                 break
-            where = origins[i] if i < len(origins) and origins[i] else \
-                f"data.{self.ds.name} row {i}"
+            where = (origins[i] if i < len(origins) else None) or f"data.{self.ds.name} row {i}"
             if section.placeholders:
                 record = fill_placeholders(record, section.placeholders, where)
             elif _has_placeholder(record):
@@ -187,7 +186,7 @@ def prepare(ds: Dataset, records: list[dict[str, Any]], base_dir: Path, seed: in
     section = ds.section
     origins = list(getattr(records, "origins", []))
     skipped = dict(getattr(records, "skipped", {}))
-    fmt: Format = ds.format.build()  # type: ignore[assignment]
+    fmt: Format = ds.format.build()
     formatter = _Formatter(ds, fmt, skipped)
     formatted = formatter.run(list(records), origins, section.limit)
     formatted_origins = formatter.origins
@@ -305,7 +304,7 @@ def combine(label: str, parts: list[Prepared], weights: dict[str, float] | None,
         if empty:
             raise UserError(f"mixture {label}: dataset {empty[0]!r} would give no rows at these "
                             f"weights ({mix_summary(counts)}); raise its weight")
-        picks = []
+        picks: list[tuple[dict[str, Any], str]] = []
         for p in parts:
             picked = sorted(rng.sample(range(len(p.train)), counts[p.name]))
             picks.extend((p.train[i], _origin(p, i)) for i in picked)

@@ -413,7 +413,7 @@ def registered(plugin: object, name: str | None = None) -> Iterator[None]:
     ``CliRunner``) then sees the plugin as if it were installed, as distribution
     ``<in-process>``.
     """
-    entry = (name or getattr(plugin, "__name__", type(plugin).__name__), plugin)
+    entry = (name or str(getattr(plugin, "__name__", type(plugin).__name__)), plugin)
     _IN_PROCESS.append(entry)
     try:
         yield

@@ -409,8 +409,8 @@ class Runner:
         for i in range(first, len(p.stages)):
             stage = p.stages[i]
             if not (i == first and self.start_trained):
-                if i > first and (stage.method.entry.cls.task
-                                  != p.stages[i - 1].method.entry.cls.task):
+                if i > first and (stage.method.cls.task
+                                  != p.stages[i - 1].method.cls.task):
                     # A new head (e.g. a classifier after SFT): start from the saved LM.
                     del model
                     model = self._load_for(stage, provider, self._model_dir(i - 1))
@@ -437,7 +437,7 @@ class Runner:
         where = f" from {init_from}" if init_from else ""
         _seed_everything(self.pipeline.seed)  # a new head's random init is seeded too
         with self.step(f"load model{where}", self.pipeline.model):
-            return provider.load_model(stage.method.entry.cls.task, init_from=init_from,
+            return provider.load_model(stage.method.cls.task, init_from=init_from,
                                        **options)
 
     def _save_model(self, provider: Any, model: Any, tokenizer: Any, final: Path,

@@ -32,7 +32,7 @@ def render_summary(
         lines.append("- earlier outputs in this folder are kept; fix the problem and rerun "
                      "with `--overwrite` or another `--output-dir`")
     if status == "finished":
-        task = pipeline.stages[-1].method.entry.cls.task
+        task = pipeline.stages[-1].method.cls.task
         auto = AUTO_CLASSES.get(task, "the transformers Auto class for " + task)
         lines.append(f"- final model: `{run_dir / 'model'}` (loads with "
                      f"`{auto}.from_pretrained`)")

@@ -119,7 +119,9 @@ class TrainerMethod(Method):
     `while_training` and `prepared` are optional steps around the build.
     """
 
-    Config = TrainingOptions
+    class Config(TrainingOptions):
+        """ftp's training options (subclass `TrainingOptions` for a method's own)."""
+
     config: TrainingOptions
     out_of_memory_hint: ClassVar[str] = "batch_size"
     build_while_training: ClassVar[bool] = False

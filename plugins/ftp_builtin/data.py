@@ -98,6 +98,8 @@ class _FileLoader(DataLoader):
     """A loader of local files named by ``path`` (and ``glob``): validation checks they exist."""
 
     suffixes: tuple[str, ...] = ()
+    #: Its subclasses' options all have ``path`` and ``glob``.
+    config: Any
 
     def check_files(self, base_dir: Path) -> list[tuple[str, str]]:
         """``path`` names at least one file, exactly as `load` will look for them."""
@@ -120,6 +122,8 @@ class JsonLoader(_FileLoader):
         field: str | None = Field(
             None, description="For a JSON object holding the rows: the key of the list."
         )
+
+    config: Config
 
     def load(self, ctx: LoadContext) -> list[dict[str, Any]]:
         """Read each file; JSON Lines when it ends in .jsonl or is not one JSON document."""
@@ -202,6 +206,8 @@ class CsvLoader(_FileLoader):
             description="One character; by default a tab for .tsv files, else a comma.",
         )
 
+    config: Config
+
     def load(self, ctx: LoadContext) -> list[dict[str, Any]]:
         """Read every file's rows as dicts keyed by its header."""
         rows: list[dict[str, Any]] = []
@@ -253,6 +259,8 @@ class ParquetLoader(_FileLoader):
             None, description="Read only these columns (default: all)."
         )
 
+    config: Config
+
     def load(self, ctx: LoadContext) -> list[dict[str, Any]]:
         """Read every file's rows."""
         import pyarrow as pa
@@ -294,6 +302,8 @@ class TextLoader(_FileLoader):
         min_chars: int = Field(
             1, ge=1, description="Skip documents shorter than this, after trimming whitespace."
         )
+
+    config: Config
 
     def load(self, ctx: LoadContext) -> list[dict[str, Any]]:
         """Read the file(s) and split them into documents, in file order."""
@@ -357,6 +367,8 @@ class DiskLoader(DataLoader):
             "one). Not allowed for a single Dataset.",
         )
 
+    config: Config
+
     def check_files(self, base_dir: Path) -> list[tuple[str, str]]:
         """The folder exists (whether `datasets` can read it is found out when loading)."""
         path = LoadContext("", base_dir).resolve(self.config.path)
@@ -403,6 +415,8 @@ class HubLoader(DataLoader):
         subset: str | None = Field(None, description="Configuration name, if any.")
         split: str = Field("train", description="Which split of the Hub dataset.")
         revision: str | None = Field(None, description="Hub revision (branch, tag or commit).")
+
+    config: Config
 
     def load(self, ctx: LoadContext) -> list[dict[str, Any]]:
         """Download (or read from cache) and return the split's rows."""

@@ -49,6 +49,8 @@ class HFProvider(ModelProvider):
         def _template(cls, value: str | None) -> str | None:
             return None if value is None else templates.check_option(value)
 
+    config: Config
+
     def __init__(self, config: Any = None) -> None:
         super().__init__(config)
         self._source: Path | str | None = None
@@ -235,12 +237,13 @@ def _converted_gguf(gguf: Path, alias: str | None) -> Path:
     from ftp.hashing import digest
 
     entry = CATALOG.get(alias or "")
+    source: dict[str, Any]
     if entry is not None:
         source = {"package": entry.package, "version": entry.version, "sha256": entry.sha256}
     else:
         stat = gguf.stat()
         source = {"file": str(gguf.resolve()), "size": stat.st_size, "mtime": stat.st_mtime_ns}
-    versions = {}
+    versions: dict[str, str | None] = {}
     for name in ("transformers", "gguf"):
         try:
             versions[name] = version(name)
@@ -265,8 +268,9 @@ def _convert(gguf: Path, dest: Path) -> None:
         raise RunError(f"could not read GGUF file {gguf}: {exc}") from None
     # transformers keeps a GGUF quantizer attached even though the weights are now dense
     # floats; with it, saving and training refuse. Detach it: this is a plain model now.
-    model.hf_quantizer = None
-    model.is_quantized = False
+    # transformers declares these attributes loosely (a Module's __setattr__ types).
+    model.hf_quantizer = None  # type: ignore[assignment]
+    model.is_quantized = False  # type: ignore[assignment]
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(str(dest))

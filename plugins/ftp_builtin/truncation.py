@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Generic, Literal, TypeVar
 
 T = TypeVar("T")
 
@@ -39,7 +39,7 @@ TRUNCATION_HELP = (
 
 
 @dataclass
-class FittedPair:
+class FittedPair(Generic[T]):
     """A pair after `fit_pair`.
 
     Attributes:
@@ -50,8 +50,8 @@ class FittedPair:
 
     """
 
-    prompt: Sequence[object]
-    answers: dict[str, Sequence[object]]
+    prompt: Sequence[T]
+    answers: dict[str, Sequence[T]]
     truncated: bool = False
     dropped: bool = False
 
@@ -62,7 +62,7 @@ class FittedPair:
 
 
 def fit_pair(prompt: Sequence[T], answers: dict[str, Sequence[T]], max_length: int,
-             mode: TruncationMode) -> FittedPair:
+             mode: TruncationMode) -> FittedPair[T]:
     """Fit ``prompt + answer`` for every answer into ``max_length`` (see the module docstring).
 
     Args:

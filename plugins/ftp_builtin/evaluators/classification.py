@@ -70,6 +70,8 @@ class Classification(Evaluator):
             10, ge=0, description="Misclassified examples kept in the results, first ones first."
         )
 
+    config: Config
+
     def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
         """Predict every record's label in batches; compare with the true labels."""
         import torch

@@ -32,6 +32,8 @@ class Perplexity(Evaluator):
         )
         batch_size: int = Field(8, gt=0, description="Blocks per forward pass.")
 
+    config: Config
+
     def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
         """Sum the token losses over all blocks; report the mean and exp(mean)."""
         import torch

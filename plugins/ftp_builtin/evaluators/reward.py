@@ -43,6 +43,8 @@ class RewardEvaluator(Evaluator):
 
         _distinct = field_validator("rewards")(unique_labels)
 
+    config: Config
+
     def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
         """Generate, score with each reward, and average per reward and decoding."""
         cfg = self.config
@@ -116,6 +118,8 @@ class RewardAccuracy(Evaluator):
         batch_size: int = Field(8, gt=0, description="Sequences per forward pass.")
         max_length: int = Field(1024, gt=0, description="Longer sequences are cut.")
         keep: int = Field(5, ge=0, description="Pairs kept in results.json.")
+
+    config: Config
 
     def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
         """Score prompt + chosen and prompt + rejected; count the pairs ordered right."""

@@ -222,6 +222,8 @@ class Alpaca(Format):
         )
         system_prompt: str | None = Field(None, description="A system prompt for every row.")
 
+    config: Config
+
     def convert(self, record: dict[str, Any]) -> dict[str, Any]:
         """Earlier turns, then instruction and input as the user turn, output as the answer."""
         c = self.config
@@ -302,6 +304,8 @@ class Messages(Format):
             "warn", description="A message key the format does not read: \"warn\" (counted, "
             "shown once) or \"error\" (a bad row).",
         )
+
+    config: Config
 
     def __init__(self, config: StrictConfig | None = None) -> None:
         super().__init__(config)
@@ -403,6 +407,8 @@ class ShareGPT(Format):
             "shown once) or \"error\" (a bad row).",
         )
 
+    config: Config
+
     def __init__(self, config: StrictConfig | None = None) -> None:
         super().__init__(config)
         self.unknown = UnknownKeys(self.config.unknown_keys, "turn")
@@ -488,6 +494,8 @@ class PromptCompletion(Format):
                 raise ValueError("system prompts need chat = true")
             return self
 
+    config: Config
+
     def convert(self, record: dict[str, Any]) -> dict[str, Any]:
         """Keep both texts: as messages (``chat``) or as they are."""
         c = self.config
@@ -517,6 +525,8 @@ class Text(Format):
         """Which column holds the text."""
 
         text: str = Field("text", description="Column with the text.")
+
+    config: Config
 
     def convert(self, record: dict[str, Any]) -> dict[str, Any]:
         """Keep the text column."""

@@ -71,6 +71,8 @@ class Classification(Format):
                 raise ValueError(f"labels listed more than once: {', '.join(doubled)}")
             return labels
 
+    config: Config
+
     def __init__(self, config: Any = None) -> None:
         super().__init__(config)
         fixed = self.config.labels

@@ -83,6 +83,8 @@ class ShareGPTPreference(Format):
         roles: dict[str, ChatRole] = _roles_field("human/user, gpt/assistant, system, "
                                                   "observation/tool")
 
+    config: Config
+
     def convert(self, record: dict[str, Any]) -> dict[str, Any]:
         """Map ShareGPT roles to chat roles; each answer becomes one assistant message."""
         c = self.config
@@ -127,6 +129,8 @@ class Preference(Format):
         roles: dict[str, ChatRole] = _roles_field("the standard ones (developer → system, "
                                                   "function → tool)")
         system_prompt: str | None = Field(None, description="Prepended when a prompt has none.")
+
+    config: Config
 
     def _messages(self, value: Any, column: str, role: str) -> list[Message]:
         c = self.config
@@ -189,6 +193,8 @@ class KTO(Format):
         roles: dict[str, ChatRole] = _roles_field("the standard ones (developer → system, "
                                                   "function → tool)")
         system_prompt: str | None = Field(None, description="Prepended when a row has none.")
+
+    config: Config
 
     def convert(self, record: dict[str, Any]) -> dict[str, Any]:
         """The last assistant message is the completion; the messages before it, the prompt."""

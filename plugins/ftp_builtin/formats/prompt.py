@@ -41,6 +41,8 @@ class Prompt(Format):
                 raise ValueError("template must hold '{prompt}', where the prompt goes")
             return self
 
+    config: Config
+
     def convert(self, record: dict[str, Any]) -> dict[str, Any]:
         """The prompt (as messages with ``chat``) plus every other field of the row."""
         c = self.config

@@ -77,6 +77,8 @@ class Classify(TrainerMethod):
             "which batch comes when is still random."
         )
 
+    config: Config
+
     @classmethod
     def starts_from(cls) -> frozenset[str]:
         """A classifier can start from a language model (e.g. after ``sft`` or ``cpt``)."""

@@ -46,6 +46,8 @@ class CPT(TrainerMethod):
             "stream cut into blocks of this length, the last partial block dropped."
         )
 
+    config: Config
+
     def trainer(self, ctx: TrainContext) -> Any:
         """Pack the text into blocks, and build a transformers Trainer on them."""
         from transformers import Trainer, set_seed

@@ -104,6 +104,8 @@ class GRPO(TrainerMethod):
                     f"num_generations ({self.num_generations}): each step trains whole groups")
             return self
 
+    config: Config
+
     def trainer(self, ctx: TrainContext) -> Any:
         """The GRPOTrainer, with the stage's rewards as its reward functions."""
         from datasets import Dataset

@@ -85,7 +85,9 @@ class PreferenceMethod(TrainerMethod):
     and implements `trl_trainer` (and `trl_options` for its own options).
     """
 
-    Config = PreferenceOptions
+    class Config(PreferenceOptions):
+        """The preference options (subclass `PreferenceOptions` for a method's own)."""
+
     config: PreferenceOptions
     task = "causal-lm"
     out_of_memory_hint = "batch_size or max_length"
@@ -147,7 +149,7 @@ class PreferenceMethod(TrainerMethod):
         return _quiet_progress()
 
     def tokenize_examples(self, tokenizer: Any, records: list[dict[str, Any]]
-                          ) -> list[TokenizedExample]:
+                          ) -> list[TokenizedExample] | None:
         """Each record as the TRL trainer tokenizes it: the prompt, then each answer."""
         require_chat_template(tokenizer)
         return preference_examples(tokenizer, records, self.answers, self.config.max_length,
@@ -175,6 +177,8 @@ class DPO(PreferenceMethod):
             if self.loss_type == "robust" and self.label_smoothing >= 0.5:
                 raise ValueError("loss_type 'robust' needs label_smoothing < 0.5")
             return self
+
+    config: Config
 
     def trl_trainer(self) -> tuple[Any, Any]:
         """TRL's DPOConfig and DPOTrainer."""
@@ -219,6 +223,8 @@ class KTO(PreferenceMethod):
                 raise ValueError("loss_type 'kto' estimates its KL term from the other answers "
                                  "of a batch: batch_size must be at least 2")
             return self
+
+    config: Config
 
     def trl_trainer(self) -> tuple[Any, Any]:
         """TRL's KTOConfig and KTOTrainer."""
@@ -277,7 +283,7 @@ def _with_cached_tokens(trainer_cls: Any, ctx: TrainContext, cfg: PreferenceOpti
 
     from datasets import Dataset
 
-    class _Cached(trainer_cls):  # type: ignore[misc, valid-type]
+    class _Cached(trainer_cls):
         def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any,
                              dataset_name: str) -> Any:
             options = {"method": trainer_cls.__name__, "trl": version("trl")}

@@ -76,6 +76,8 @@ class ORPO(_ReferenceFree):
         beta: float = Field(0.1, gt=0, description="Weight of the odds-ratio (preference) term "
                             "against the chosen answers' NLL (λ in the paper).")
 
+    config: Config
+
     def trl_trainer(self) -> tuple[Any, Any]:
         """TRL's experimental ORPOConfig and ORPOTrainer."""
         with warnings.catch_warnings():
@@ -97,6 +99,8 @@ class SimPO(_ReferenceFree):
                              "rejected [simpo_gamma].")
         sft_weight: float = Field(0.0, ge=0, description="Weight of the chosen answers' NLL "
                                   "added to the loss (CPO-SimPO) [cpo_alpha]; 0: pure SimPO.")
+
+    config: Config
 
     def trl_trainer(self) -> tuple[Any, Any]:
         """TRL's experimental CPOConfig and CPOTrainer."""

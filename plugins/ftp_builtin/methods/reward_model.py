@@ -39,6 +39,8 @@ class RewardModelMethod(TrainerMethod):
             "so that scores of different runs compare [center_rewards_coefficient]."
         )
 
+    config: Config
+
     @classmethod
     def starts_from(cls) -> frozenset[str]:
         """A reward model starts from a language model (its head is new) or another one."""

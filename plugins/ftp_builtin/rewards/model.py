@@ -30,6 +30,8 @@ class RewardModel(Reward):
                                 "many tokens.")
         batch_size: int = Field(8, gt=0, description="Completions scored per forward pass.")
 
+    config: Config
+
     def __init__(self, config: StrictConfig | None = None) -> None:
         super().__init__(config)
         self._loaded: tuple[Any, Any, int | None] | None = None

@@ -75,6 +75,8 @@ class RegexReward(Reward):
             _compile(v)
             return v
 
+    config: Config
+
     def score(self, prompts: list[Any], completions: list[str],
               rows: list[dict[str, Any]]) -> list[float | None]:
         """1.0 per completion that matches."""
@@ -94,6 +96,8 @@ class ExactMatch(Reward):
 
         field: str = Field("answer", description="The row field holding the reference answer.")
         ignore_case: bool = Field(False, description="Compare case-insensitively.")
+
+    config: Config
 
     def score(self, prompts: list[Any], completions: list[str],
               rows: list[dict[str, Any]]) -> list[float | None]:
@@ -138,6 +142,8 @@ class NumericAnswer(Reward):
         tolerance: float = Field(1e-6, ge=0, description="Largest absolute difference that "
                                  "still counts as equal.")
 
+    config: Config
+
     def score(self, prompts: list[Any], completions: list[str],
               rows: list[dict[str, Any]]) -> list[float | None]:
         """1.0 per completion whose number is within ``tolerance`` of its row's."""
@@ -177,6 +183,8 @@ class Length(Reward):
                 raise ValueError(f"min ({self.min}) is above max ({self.max})")
             return self
 
+    config: Config
+
     def score(self, prompts: list[Any], completions: list[str],
               rows: list[dict[str, Any]]) -> list[float | None]:
         """The score of each completion's length."""
@@ -206,6 +214,8 @@ class JsonValid(Reward):
             None, alias="schema", description="A JSON Schema subset the value must satisfy: "
             "type, properties, required, items, enum."
         )
+
+    config: Config
 
     def score(self, prompts: list[Any], completions: list[str],
               rows: list[dict[str, Any]]) -> list[float | None]:

@@ -74,6 +74,8 @@ class LmEval(Evaluator):
                                  "(e.g. 0.1)")
             return v
 
+    config: Config
+
     def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
         """Run the tasks on ``ctx.model``; return flattened metrics and per-task details."""
         import lm_eval

@@ -26,6 +26,8 @@ class ExactMatch(Evaluator):
         limit: int | None = Field(None, ge=1, description="Score only the first N rows.")
         samples: int = Field(5, ge=0, description="How many answers to keep in results.json.")
 
+    config: Config
+
     def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
         """Generate an answer per row, greedily, and score it against the completion."""
         import torch

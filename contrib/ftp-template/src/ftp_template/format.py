@@ -32,6 +32,8 @@ class QAFormat(Format):
             description="The prompt; {context} becomes 'Context: ...' plus a newline, or ''.",
         )
 
+    config: Config
+
     def convert(self, record: dict[str, Any]) -> dict[str, Any]:
         """Build ``{"prompt", "completion"}``; a record without question or answer is refused."""
         cfg = self.config

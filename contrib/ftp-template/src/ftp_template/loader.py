@@ -24,6 +24,8 @@ class SQLiteLoader(DataLoader):
             None, description="Or run this SELECT query (the database is opened read-only)."
         )
 
+    config: Config
+
     def load(self, ctx: LoadContext) -> list[dict[str, Any]]:
         """Run the query and return each row as a dict keyed by column name."""
         cfg = self.config

@@ -33,6 +33,8 @@ class NormTune(TrainerMethod):
         max_length: int = Field(256, ge=8, description="Rows are cut to this many tokens.")
         logging_steps: int = Field(10, ge=1, description="Log the loss every N steps.")
 
+    config: Config
+
     def trainer(self, ctx: TrainContext) -> Any:
         """Unfreeze norms and biases only, tokenize, and build a transformers Trainer."""
         from transformers import Trainer, set_seed

@@ -30,6 +30,8 @@ class PartlyFrozenHF(HFProvider):
         )
         freeze_embeddings: bool = Field(True, description="Freeze the input embeddings too.")
 
+    config: Config
+
     def load_model(self, task: str, init_from: Path | None = None, **options: Any) -> Any:
         """Load as ``hf`` does, then switch off gradients for the frozen part."""
         model = super().load_model(task, init_from=init_from, **options)
