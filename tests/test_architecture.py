@@ -105,3 +105,14 @@ def test_the_command_line_is_on_top() -> None:
     edges = graph(CORE)
     callers = {m for m, targets in edges.items() if any(t.startswith("ftp.cli") for t in targets)}
     assert {m for m in callers if not m.startswith("ftp.cli")} == {"ftp.__main__", "ftp.testing"}
+
+
+def test_tests_run_the_ftp_command_through_one_helper() -> None:
+    # ftp.testing.run_ftp is the one way to run `python -m ftp` in a subprocess; copies drift.
+    # test_lazy_imports needs the interpreter's own flags (-X importtime), so runs its own.
+    call = '"-m", ' + '"ftp"'  # split, so that this file does not match itself
+    suites = [ROOT / "tests", *sorted((ROOT / "contrib").glob("*/tests"))]
+    copies = [str(p.relative_to(ROOT)) for suite in suites for p in sorted(suite.glob("*.py"))
+              if call in p.read_text(encoding="utf-8") and p.name != "test_lazy_imports.py"]
+    assert copies == []
+    assert call in (CORE / "ftp" / "testing.py").read_text(encoding="utf-8")

@@ -2,10 +2,7 @@
 left out and counted by reason — never silently."""
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +10,7 @@ import pytest
 from ftp import LoadContext, UserError
 from ftp.config import load_pipeline
 from ftp.data import load_records, prepare
-from ftp.testing import plugin_set, run_cli, write_pipeline
+from ftp.testing import plugin_set, run_cli, run_ftp, write_pipeline
 
 GOOD = {"instruction": "Say hi.", "input": "", "output": "Hi."}
 LATIN1 = "caf\xe9".encode("latin-1")  # not UTF-8
@@ -188,10 +185,7 @@ def test_skipped_rows_reach_the_terminal_and_data_json(tmp_path, tiny_model):
 
 def test_the_real_command_exits_2_with_one_line(tmp_path):
     path = make(tmp_path, "invalid JSON", model="nobody/no-model-needed")
-    env = {k: v for k, v in os.environ.items() if k not in ("FTP_PLUGINS", "FTP_DISABLE_PLUGINS")}
-    result = subprocess.run([sys.executable, "-m", "ftp", "run", str(path), "--output-dir",
-                             str(tmp_path / "run")], capture_output=True, text=True, env=env,
-                            timeout=120)
+    result = run_ftp("run", str(path), "--output-dir", str(tmp_path / "run"), cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]

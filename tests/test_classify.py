@@ -6,8 +6,6 @@ tiny random BERT (an encoder, scored on its first token), built in-process.
 
 import csv
 import json
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -15,7 +13,7 @@ import pytest
 
 from ftp import EvalContext, TrainContext, UserError
 from ftp.config import AdapterSection
-from ftp.testing import run_cli, write_pipeline
+from ftp.testing import run_cli, run_ftp, write_pipeline
 from ftp_builtin.evaluators.classification import Classification as ClassificationEval
 from ftp_builtin.evaluators.classification import classification_metrics
 from ftp_builtin.formats.labelled import Classification
@@ -436,8 +434,7 @@ def test_validate_refuses_classify_on_conversational_data(tmp_path):
         data = "chat"
         split = "all"
     """)
-    proc = subprocess.run([sys.executable, "-m", "ftp", "validate", "pipeline.toml"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = run_ftp("validate", "pipeline.toml", cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr
     assert ("stages[0].data: method 'classify' trains on labelled_text data, but dataset 'chat' "
@@ -475,8 +472,7 @@ def test_validate_refuses_the_classification_evaluator_on_a_language_model(tmp_p
         data = "reviews"
         split = "all"
     """)
-    proc = subprocess.run([sys.executable, "-m", "ftp", "validate", "pipeline.toml"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    proc = run_ftp("validate", "pipeline.toml", cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "evaluator 'classification' judges sequence-classification models, but after " \
            "stage 'sft' the model is a causal-lm model" in proc.stderr

@@ -5,14 +5,12 @@ pipeline is validated and ``trust_remote_code = true`` runs model code from the 
 """
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from ftp.testing import write_pipeline
+from ftp.testing import run_ftp, write_pipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,13 +46,9 @@ adapter = {{ r = 4 }}
 """
 
 
-def ftp(*args: str, cwd: Path, allow_env: bool = False) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("FTP_PLUGINS", "FTP_DISABLE_PLUGINS", "FTP_ALLOW_CODE")}
-    if allow_env:
-        env["FTP_ALLOW_CODE"] = "1"
-    return subprocess.run([sys.executable, "-m", "ftp", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+def ftp(*args: str, cwd: Path, allow_env: bool = False) -> subprocess.CompletedProcess[str]:
+    """``ftp ARGS`` in a subprocess; consent by the environment only with ``allow_env``."""
+    return run_ftp(*args, cwd=cwd, **({"FTP_ALLOW_CODE": "1"} if allow_env else {}))
 
 
 @pytest.fixture

@@ -4,16 +4,13 @@ import copy
 import hashlib
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ftp import EvalContext, TrainContext, UserError
 from ftp.contexts import LoadContext
-from ftp.testing import make_tiny_tokenizer, run_cli, write_pipeline
+from ftp.testing import make_tiny_tokenizer, run_cli, run_ftp, write_pipeline
 from ftp_builtin.blocks import pack
 from ftp_builtin.data import TextLoader
 from ftp_builtin.evaluators.perplexity import Perplexity
@@ -407,9 +404,7 @@ def test_cpt_fed_conversations_is_refused_at_validation(tmp_path):
         evaluator = "perplexity"
         data = "identity"
     """)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, "-m", "ftp", "validate", str(pipeline)],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = run_ftp("validate", str(pipeline), cwd=pipeline.parent)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     err = proc.stderr
     assert "stages[0].data: method 'cpt' trains on" in err and "conversational" in err

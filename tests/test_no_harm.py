@@ -1,5 +1,6 @@
 """ftp deletes only what ftp wrote: --overwrite, ``ftp cache clear``, the model cache."""
 
+import functools
 import json
 import os
 import subprocess
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ftp.testing import write_pipeline
+from ftp.testing import run_ftp, write_pipeline
 
 ROWS = [{"instruction": "Who are you?", "output": "I am Nova."},
         {"instruction": "Say hi.", "output": "Hi!"}]
@@ -32,10 +33,9 @@ max_steps = 1
 """
 
 
-def ftp(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if k not in ("FTP_PLUGINS", "FTP_DISABLE_PLUGINS")}
-    return subprocess.run([sys.executable, "-m", "ftp", *args], cwd=cwd, env={**clean, **env},
-                          capture_output=True, text=True, timeout=900)
+
+# Whole runs under load: more time than run_ftp's default.
+ftp = functools.partial(run_ftp, timeout=900)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

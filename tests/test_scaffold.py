@@ -62,8 +62,7 @@ def test_bad_name_and_occupied_folder_are_one_line_errors(tmp_path):
 def generated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """`ftp new plugin acme-qa`, then `pip install` of it into a folder put on PYTHONPATH."""
     work = tmp_path_factory.mktemp("new-plugin")
-    made = subprocess.run([sys.executable, "-m", "ftp", "new", "plugin", "acme-qa"], cwd=work,
-                          env=env(), capture_output=True, text=True, timeout=120)
+    made = ftp("new", "plugin", "acme-qa", cwd=work)
     assert made.returncode == 0, made.stderr
     assert made.stdout.startswith("created ftp-acme-qa: distribution ftp-acme-qa, package "
                                   "ftp_acme_qa, plugin 'acme-qa'")

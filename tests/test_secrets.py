@@ -1,14 +1,12 @@
 """Secrets are masked in what ftp writes and shows (the run directory, the terminal)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ftp.masking import is_secret_key, mask_secrets, mask_text, mask_toml
+from ftp.testing import run_ftp as ftp
 from ftp.testing import write_pipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -37,11 +35,6 @@ max_steps = 1
 batch_size = 2
 """
 
-
-def ftp(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("FTP_PLUGINS", "FTP_DISABLE_PLUGINS")}
-    return subprocess.run([sys.executable, "-m", "ftp", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture

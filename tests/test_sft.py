@@ -3,16 +3,13 @@
 import copy
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from ftp import IGNORE_INDEX, TrainContext
 from ftp.data import fill_placeholders
-from ftp.testing import run_cli, write_pipeline
+from ftp.testing import run_cli, run_ftp, write_pipeline
 from ftp_builtin.formats.chat import Alpaca
 from ftp_builtin.methods.sft import SFT
 from ftp_builtin.tokenize import tokenize_records
@@ -161,9 +158,8 @@ def run_in_process(pipeline: Path, out: Path) -> Path:
 
 
 def run_subprocess(pipeline: Path, out: Path) -> Path:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "ftp", "run", str(pipeline), "-o", str(out)],
-                          capture_output=True, text=True, env=env, timeout=300)
+    proc = run_ftp("run", str(pipeline), "-o", str(out), cwd=pipeline.parent,
+                   OMP_NUM_THREADS="1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return out
 

@@ -1,13 +1,12 @@
 """`ftp validate` reports every problem at once: behind an unknown method, and on the disk."""
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from ftp.testing import run_ftp as ftp
 from ftp.testing import write_pipeline
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,11 +30,6 @@ method = "sft"
 data = "x"
 """
 
-
-def ftp(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("FTP_PLUGINS", "FTP_DISABLE_PLUGINS")}
-    return subprocess.run([sys.executable, "-m", "ftp", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
 
 
 def problems(result: subprocess.CompletedProcess) -> list[str]:

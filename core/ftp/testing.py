@@ -232,7 +232,8 @@ def run_ftp(*args: str, cwd: Path, site: Path | None = None, timeout: float = 60
 
     The subprocess gets this process's environment without the variables that choose
     plugins (``FTP_PLUGINS``, ``FTP_DISABLE_PLUGINS``, ``FTP_ONLY_PLUGINS``,
-    ``FTP_TRACE_HOOKS``), so that it loads what is installed, plus ``HF_HUB_OFFLINE=1``,
+    ``FTP_TRACE_HOOKS``) or consent to running code (``FTP_ALLOW_CODE``), so that it loads
+    what is installed and asks as a user's would, plus ``HF_HUB_OFFLINE=1``,
     ``TOKENIZERS_PARALLELISM=false`` and ``env``.
 
     Args:
@@ -247,9 +248,10 @@ def run_ftp(*args: str, cwd: Path, site: Path | None = None, timeout: float = 60
     import os
     import sys
 
+    from ftp.consent import ALLOW_ENV
     from ftp.plugins import DISABLE_ENV, EXTRA_ENV, ONLY_ENV, TRACE_ENV
 
-    chosen = {DISABLE_ENV, EXTRA_ENV, ONLY_ENV, TRACE_ENV}
+    chosen = {DISABLE_ENV, EXTRA_ENV, ONLY_ENV, TRACE_ENV, ALLOW_ENV}
     full = {k: v for k, v in os.environ.items() if k not in chosen}
     full.setdefault("HF_HUB_OFFLINE", "1")
     full.setdefault("TOKENIZERS_PARALLELISM", "false")
