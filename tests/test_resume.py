@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from ftp.checkpoints import complete, damage
-from ftp.testing import write_pipeline
+from ftp.testing import run_ftp, write_pipeline
 
 DATA = Path(__file__).parent / "data"
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -78,10 +78,9 @@ def ftp_evaluators():
 STEPS = 10
 
 
-def ftp(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
-    full = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", **env}
-    return subprocess.run([sys.executable, "-m", "ftp", "-p", "control.py", *args], cwd=cwd,
-                          env=full, capture_output=True, text=True, timeout=600)
+def ftp(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """``ftp -p control.py ARGS`` in a subprocess, on one thread."""
+    return run_ftp("-p", "control.py", *args, cwd=cwd, **{"OMP_NUM_THREADS": "1", **env})
 
 
 def stage_text(name: str, extra: str = "") -> str:
