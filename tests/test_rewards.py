@@ -72,7 +72,7 @@ def test_json_valid_with_and_without_a_schema():
     assert score(plain, ['{"a": 1}', "[1, 2]", "{a: 1}"]) == [1.0, 1.0, 0.0]
     schema = {"type": "object", "required": ["name", "age"],
               "properties": {"name": {"type": "string"}, "age": {"type": "integer"}}}
-    options = {"schema": schema, "extract": "```json(.*?)```"}
+    options = {"json_schema": schema, "extract": "```json(.*?)```"}
     typed = JsonValid(JsonValid.Config.model_validate(options))
     assert score(typed, ['```json{"name": "a", "age": 3}```', '```json{"name": "a"}```',
                          '```json{"name": "a", "age": "3"}```', '{"name": "a", "age": 3}']

@@ -210,9 +210,9 @@ class JsonValid(Reward):
     class Config(_Extracting):
         """An optional schema: required keys and their JSON types."""
 
-        schema_: dict[str, Any] | None = Field(
-            None, alias="schema", description="A JSON Schema subset the value must satisfy: "
-            "type, properties, required, items, enum."
+        json_schema: dict[str, Any] | None = Field(
+            None, description="A JSON Schema subset the value must satisfy: type, properties, "
+            "required, items, enum."
         )
 
     config: Config
@@ -228,8 +228,8 @@ class JsonValid(Reward):
             except json.JSONDecodeError:
                 out.append(0.0)
                 continue
-            ok = answer is not None and (self.config.schema_ is None
-                                         or fits_schema(value, self.config.schema_))
+            ok = answer is not None and (self.config.json_schema is None
+                                         or fits_schema(value, self.config.json_schema))
             out.append(float(ok))
         return out
 
