@@ -9,20 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from ftp.cli import cli
+from ftp.testing import one_line_error, write_pipeline
 from ftp.testing import run_ftp as ftp
-from ftp.testing import write_pipeline
 
 COMMANDS = {"validate", "run", "plugins", "components", "schema"}
 
-
-
-def one_line_error(result: subprocess.CompletedProcess) -> str:
-    """Assert exit 2 with exactly one line on stderr and no traceback; return the line."""
-    assert result.returncode == 2, result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stdout + result.stderr
-    return lines[0]
 
 
 def test_help(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ftp.testing import run_ftp, write_pipeline
+from ftp.testing import one_line_error, run_ftp, write_pipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -60,18 +60,9 @@ def project(tmp_path: Path, tiny_model: Path) -> Path:
     return tmp_path
 
 
-def refusal(result: subprocess.CompletedProcess) -> str:
-    """Assert exit 2 with one line on stderr and no traceback; return the line."""
-    assert result.returncode == 2, result.stdout + result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stdout + result.stderr
-    return lines[0]
-
-
 @pytest.mark.parametrize("command", ["validate", "run"])
 def test_a_local_plugin_file_is_refused_without_consent(project: Path, command: str) -> None:
-    line = refusal(ftp(command, "pipeline.toml", cwd=project))
+    line = one_line_error(ftp(command, "pipeline.toml", cwd=project))
 
     assert "plugin 'tools/notify.py' ([pipeline] plugins)" in line
     assert "--allow-code" in line and "FTP_ALLOW_CODE=1" in line
@@ -105,7 +96,7 @@ def test_trust_remote_code_needs_consent_too(project: Path) -> None:
     text = text.replace("[model]\n", "[model]\ntrust_remote_code = true\n")
     (project / "pipeline.toml").write_text(text)
 
-    line = refusal(ftp("validate", "pipeline.toml", cwd=project))
+    line = one_line_error(ftp("validate", "pipeline.toml", cwd=project))
     assert "model code from the Hub (model.trust_remote_code = true)" in line
     assert ftp("validate", "pipeline.toml", "--allow-code", cwd=project).returncode == 0
 
@@ -117,4 +108,4 @@ def test_consent_is_checked_after_set_overrides(project: Path) -> None:
 
     added = ftp("validate", "pipeline.toml", "--set", "pipeline.plugins=[]",
                 "--set", "model.trust_remote_code=true", cwd=project)
-    assert "model.trust_remote_code" in refusal(added)
+    assert "model.trust_remote_code" in one_line_error(added)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from ftp.testing import config_problems, write_pipeline
 from ftp.testing import run_ftp as ftp
-from ftp.testing import write_pipeline
 
 ROWS = [
     {"instruction": "Who are you?", "output": "I am Nova."},
@@ -68,19 +68,6 @@ def validate(project: Path, text: str, *args: str) -> subprocess.CompletedProces
     return ftp(*args, "validate", "pipeline.toml", cwd=project)
 
 
-def problems(result: subprocess.CompletedProcess) -> list[str]:
-    """The '  - path: message' lines of a ConfigError, without the bullet."""
-    return [line[4:] for line in result.stderr.splitlines() if line.startswith("  - ")]
-
-
-def assert_config_error(result: subprocess.CompletedProcess) -> list[str]:
-    out = result.stdout + result.stderr
-    assert result.returncode == 2, out
-    assert "Traceback" not in out
-    assert "problem" in result.stderr
-    return problems(result)
-
-
 def test_valid_pipeline_is_ok(project: Path) -> None:
     result = validate(project, VALID)
     assert result.returncode == 0, result.stderr
@@ -90,20 +77,20 @@ def test_valid_pipeline_is_ok(project: Path) -> None:
 
 def test_unknown_method_option_suggests_the_right_one(project: Path) -> None:
     result = validate(project, VALID.replace("learning_rate", "learnin_rate"))
-    found = assert_config_error(result)
+    found = config_problems(result)
     assert found == ["stages[0].learnin_rate: unknown key (did you mean 'learning_rate'?)"]
 
 
 def test_wrong_type_shows_path_and_value(project: Path) -> None:
     result = validate(project, VALID.replace("learning_rate = 1e-4", 'learning_rate = "fast"'))
-    [line] = assert_config_error(result)
+    [line] = config_problems(result)
     assert line.startswith("stages[0].learning_rate: ")
     assert "'fast'" in line
 
 
 def test_out_of_range_value_shows_path_and_value(project: Path) -> None:
     result = validate(project, VALID.replace("epochs = 1", "epochs = -1"))
-    [line] = assert_config_error(result)
+    [line] = config_problems(result)
     assert line.startswith("stages[0].epochs: ")
     assert "greater than 0" in line
     assert "(got -1)" in line
@@ -111,12 +98,12 @@ def test_out_of_range_value_shows_path_and_value(project: Path) -> None:
 
 def test_missing_required_key(project: Path) -> None:
     result = validate(project, VALID.replace('path = "data.json"\n', ""))
-    assert assert_config_error(result) == ["data.x.path: required key is missing"]
+    assert config_problems(result) == ["data.x.path: required key is missing"]
 
 
 def test_unknown_method_suggests_and_lists_available(project: Path) -> None:
     result = validate(project, VALID.replace('method = "sft"', 'method = "sfft"'))
-    [line] = assert_config_error(result)
+    [line] = config_problems(result)
     assert line.startswith("stages[0].method: unknown method 'sfft'")
     assert "did you mean 'sft'?" in line
     # Every installed method is listed (contrib plugins may add more than the built-in).
@@ -125,7 +112,7 @@ def test_unknown_method_suggests_and_lists_available(project: Path) -> None:
 
 def test_stage_refers_to_undefined_dataset(project: Path) -> None:
     result = validate(project, VALID.replace('data = "x"', 'data = "xx"'))
-    [line] = assert_config_error(result)
+    [line] = config_problems(result)
     assert line.startswith("stages[0].data: no dataset named 'xx'")
     assert "did you mean 'x'?" in line
     assert "datasets: x" in line
@@ -133,26 +120,26 @@ def test_stage_refers_to_undefined_dataset(project: Path) -> None:
 
 def test_evaluator_that_needs_data_has_none(project: Path) -> None:
     result = validate(project, VALID + '\n[[evaluate]]\nevaluator = "loss"\n')
-    [line] = assert_config_error(result)
+    [line] = config_problems(result)
     assert line.startswith("evaluate[0].data: evaluator 'loss' needs a dataset")
 
 
 def test_evaluation_on_held_out_split_of_a_dataset_without_one(project: Path) -> None:
     result = validate(project, VALID + '\n[[evaluate]]\nevaluator = "loss"\ndata = "x"\n')
-    [line] = assert_config_error(result)
+    [line] = config_problems(result)
     assert line.startswith("evaluate[0].split: dataset 'x' has no held-out split")
 
 
 def test_evaluation_after_a_stage_that_does_not_exist(project: Path) -> None:
     text = VALID + '\n[[evaluate]]\nevaluator = "generate"\nprompts = ["hi"]\nafter = ["sfft"]\n'
-    [line] = assert_config_error(validate(project, text))
+    [line] = config_problems(validate(project, text))
     assert line.startswith("evaluate[0].after[0]: no stage named 'sfft'")
     assert "did you mean 'sft'?" in line
 
 
 def test_duplicate_stage_names(project: Path) -> None:
     text = VALID + '\n[[stages]]\nmethod = "sft"\ndata = "x"\n'
-    [line] = assert_config_error(validate(project, text))
+    [line] = config_problems(validate(project, text))
     assert line.startswith("stages[1].name: stage name 'sft' is already used by stages[0]")
 
 
@@ -165,7 +152,7 @@ def test_explicit_stage_names_make_two_stages_of_one_method_valid(project: Path)
 
 def test_unknown_top_level_section(project: Path) -> None:
     text = VALID + '\n[[stage]]\nmethod = "sft"\ndata = "x"\n\n[bogus]\na = 1\n'
-    found = assert_config_error(validate(project, text))
+    found = config_problems(validate(project, text))
     assert "stage: unknown section (did you mean 'stages'?)" in found
     assert "bogus: unknown section" in found
     assert len(found) == 2
@@ -173,7 +160,7 @@ def test_unknown_top_level_section(project: Path) -> None:
 
 def test_nested_unknown_key_has_its_full_path(project: Path) -> None:
     text = VALID + "adapter = { rr = 4 }\n"
-    found = assert_config_error(validate(project, text))
+    found = config_problems(validate(project, text))
     assert found == ["stages[0].adapter.rr: unknown key (did you mean 'r'?)"]
 
 
@@ -183,7 +170,7 @@ def test_method_format_shape_mismatch_from_pipeline_plugin(project: Path) -> Non
     text = text.replace('method = "sft"', 'method = "labeller"')
     text = text.replace("learning_rate = 1e-4\n", "")
     write_pipeline(project / "pipeline.toml", text)
-    [line] = assert_config_error(ftp("validate", "pipeline.toml", "--allow-code", cwd=project))
+    [line] = config_problems(ftp("validate", "pipeline.toml", "--allow-code", cwd=project))
     assert line.startswith("stages[0].data: method 'labeller' trains on labelled_text data")
     assert "format 'alpaca'" in line
     assert "conversational" in line
@@ -193,17 +180,17 @@ def test_method_format_shape_mismatch_from_command_line_plugin(project: Path) ->
     (project / "myplugin.py").write_text(CLASSIFY_PLUGIN, encoding="utf-8")
     text = VALID.replace('method = "sft"', 'method = "labeller"')
     text = text.replace("learning_rate = 1e-4\n", "")
-    [line] = assert_config_error(validate(project, text, "-p", "myplugin.py"))
+    [line] = config_problems(validate(project, text, "-p", "myplugin.py"))
     assert line.startswith("stages[0].data: method 'labeller' trains on labelled_text data")
     # Without the plugin the method is simply unknown.
-    [line] = assert_config_error(validate(project, text))
+    [line] = config_problems(validate(project, text))
     assert line.startswith("stages[0].method: unknown method 'labeller'")
 
 
 def test_missing_pipeline_plugin_file(project: Path) -> None:
     text = VALID.replace('name = "demo"', 'name = "demo"\nplugins = ["nothere.py"]')
     write_pipeline(project / "pipeline.toml", text)
-    [line] = assert_config_error(ftp("validate", "pipeline.toml", "--allow-code", cwd=project))
+    [line] = config_problems(ftp("validate", "pipeline.toml", "--allow-code", cwd=project))
     assert line.startswith("pipeline.plugins: plugin file not found")
     assert "nothere.py" in line
 
@@ -249,7 +236,7 @@ def test_every_mistake_in_one_file_is_reported_at_once(project: Path) -> None:
     a = 1
     """
     result = validate(project, text)
-    found = assert_config_error(result)
+    found = config_problems(result)
     paths = [line.split(": ", 1)[0] for line in found]
     expected = [
         "bogus",                        # unknown section
@@ -277,7 +264,7 @@ def test_every_mistake_in_one_file_is_reported_at_once(project: Path) -> None:
 def test_bad_pipeline_section_does_not_hide_other_problems(project: Path) -> None:
     text = VALID.replace('name = "demo"', 'name = "has spaces"')
     text = text.replace("learning_rate", "learnin_rate")
-    found = assert_config_error(validate(project, text))
+    found = config_problems(validate(project, text))
     paths = sorted(line.split(": ", 1)[0] for line in found)
     assert paths == ["pipeline.name", "stages[0].learnin_rate"]
 
@@ -285,7 +272,7 @@ def test_bad_pipeline_section_does_not_hide_other_problems(project: Path) -> Non
 def test_bad_stage_key_does_not_hide_method_option_problems(project: Path) -> None:
     text = VALID.replace("epochs = 1", "epochs = 1\nadapter = { r = -1 }\nadaptr = { r = 4 }")
     text = text.replace("learning_rate = 1e-4", 'learning_rate = "fast"')
-    found = assert_config_error(validate(project, text))
+    found = config_problems(validate(project, text))
     paths = sorted(line.split(": ", 1)[0] for line in found)
     assert paths == ["stages[0].adapter.r", "stages[0].adaptr", "stages[0].learning_rate"]
     assert "stages[0].adaptr: unknown key (did you mean 'adapter'?)" in found
@@ -306,7 +293,7 @@ def test_set_override_with_a_bad_value_is_reported_with_its_path(project: Path) 
     write_pipeline(project / "pipeline.toml", VALID)
     result = ftp("validate", "pipeline.toml", "--set", "stages[0].learning_rate=fast",
                  "--set", "stages[0].epochs=0", cwd=project)
-    found = assert_config_error(result)
+    found = config_problems(result)
     paths = sorted(line.split(": ", 1)[0] for line in found)
     assert paths == ["stages[0].epochs", "stages[0].learning_rate"]
     assert any("'fast'" in line for line in found)
@@ -316,12 +303,12 @@ def test_set_override_values_are_toml(project: Path) -> None:
     write_pipeline(project / "pipeline.toml", VALID)
     # A quoted TOML string keeps its space, so the name pattern rejects it ...
     result = ftp("validate", "pipeline.toml", "--set", 'pipeline.name="two words"', cwd=project)
-    [line] = assert_config_error(result)
+    [line] = config_problems(result)
     assert line.startswith("pipeline.name: ") and "'two words'" in line
     # ... and a new key in a new table is created where it belongs.
     result = ftp("validate", "pipeline.toml", "--set", "data.y.loader=json",
                  "--set", "data.y.format=alpaca", cwd=project)
-    assert assert_config_error(result) == ["data.y.path: required key is missing"]
+    assert config_problems(result) == ["data.y.path: required key is missing"]
 
 
 @pytest.mark.parametrize(("override", "message"), [
@@ -347,6 +334,6 @@ def test_pipeline_plugins_are_found_next_to_the_pipeline_file(project: Path) -> 
     write_pipeline(project / "pipeline.toml", text)
     # Run from elsewhere: the plugin path is relative to the pipeline file, not the cwd.
     result = ftp("validate", str(project / "pipeline.toml"), "--allow-code", cwd=project.parent)
-    [line] = assert_config_error(result)
+    [line] = config_problems(result)
     assert line.startswith("stages[0].data: method 'labeller' trains on labelled_text data")
     assert "produces language_modeling" in line

@@ -259,3 +259,40 @@ def run_ftp(*args: str, cwd: Path, site: Path | None = None, timeout: float = 60
         full["PYTHONPATH"] = str(site)
     return subprocess.run([sys.executable, "-m", "ftp", *args], cwd=cwd, env={**full, **env},
                           capture_output=True, text=True, timeout=timeout)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    """Assert a user error from `run_ftp`: exit 2, one line on stderr, no traceback.
+
+    Args:
+        result: What `run_ftp` returned.
+
+    Returns:
+        The error line.
+
+    """
+    assert result.returncode == 2, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    return lines[0]
+
+
+def config_problems(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """Assert a pipeline config error from `run_ftp` and return its problem lines.
+
+    A config error exits 2 with no traceback and lists each problem as ``  - path: message``
+    under a header that counts them.
+
+    Args:
+        result: What `run_ftp` returned.
+
+    Returns:
+        The problem lines, without their bullet.
+
+    """
+    out = result.stdout + result.stderr
+    assert result.returncode == 2, out
+    assert "Traceback" not in out
+    assert "problem" in result.stderr
+    return [line[4:] for line in result.stderr.splitlines() if line.startswith("  - ")]
