@@ -32,6 +32,7 @@ from ftp.config import Bound, Evaluation, Pipeline, Stage
 from ftp.contexts import EvalContext, TrainContext
 from ftp.data import Prepared, combine, load_records, mix_summary, prepare
 from ftp.errors import FtpError, RunError, UserError
+from ftp.memory import model_on_gpu, release
 from ftp.progress import make_progress_callback
 from ftp.rundir import RunDir
 from ftp.runlock import RunLock, owner_info
@@ -424,6 +425,7 @@ class Runner:
                 if stage.name in ev.after_stages and not self._evaluated(ev, stage.name):
                     self._evaluate(ev, stage.name, model, tokenizer)
             self.completed.append(stage.name)
+            release(model_on_gpu(model))  # what the stage and its evaluations left behind
 
     def _stage_model_dir(self, stage: Stage) -> Path:
         return self.run_dir.file(f"stages/{stage.name}/model")
@@ -529,6 +531,8 @@ class Runner:
         when = "before training" if stage == BASE_STAGE else f"after {stage!r}"
         with self.step(f"evaluate {ev.name!r} {when}", ev.evaluator):
             result = evaluator.evaluate(ctx)
+        del ctx, evaluator
+        release(model_on_gpu(model))  # an evaluation's batches and logits are garbage now
         self.results["stages"].setdefault(stage, {})[ev.name] = result
         self.run_dir.write_json("results.json", self.results)
         for key, value in (result.get("metrics") or {}).items():

@@ -135,6 +135,13 @@ def bind_trainer(trainer: Any) -> None:
             cb.trainer = trainer
 
 
+def unbind_trainer(trainer: Any) -> None:
+    """Undo `bind_trainer`: the guard outlives the trainer, and must not keep it alive."""
+    for cb in getattr(trainer.callback_handler, "callbacks", []):
+        if type(cb).__name__ == "Guard" and hasattr(cb, "trainer"):
+            cb.trainer = None
+
+
 def _nonfinite_gradients(model: Any) -> str | None:
     """``"nan"``/``"inf"`` when a gradient holds one, else None (one reduction, one sync)."""
     import torch

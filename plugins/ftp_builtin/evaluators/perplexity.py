@@ -13,8 +13,9 @@ from typing import Any
 
 from pydantic import Field
 
-from ftp import EvalContext, Evaluator, Shape, StrictConfig, hookimpl
+from ftp import IGNORE_INDEX, EvalContext, Evaluator, Shape, StrictConfig, hookimpl
 from ftp_builtin.blocks import check_block_size, pack
+from ftp_builtin.evaluators.scoring import score_rows
 
 
 class Perplexity(Evaluator):
@@ -35,37 +36,23 @@ class Perplexity(Evaluator):
     config: Config
 
     def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
-        """Sum the token losses over all blocks; report the mean and exp(mean)."""
-        import torch
-        import torch.nn.functional as F
+        """Sum the token losses over all blocks; report the mean and exp(mean).
 
+        Blocks are scored in passes whose logits fit a bounded budget (`scoring.score_rows`):
+        at most ``batch_size`` blocks, fewer when their logits would not fit.
+        """
         cfg = self.config
         model = ctx.model
         check_block_size(model, cfg.block_size)
         packed = pack(ctx.tokenizer, [r["text"] for r in ctx.data or []], cfg.block_size,
                       keep_last=True)
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        total, count = 0.0, 0
-        # Full blocks in batches; the last one may be shorter, so it goes alone (no padding).
-        batches = [packed.blocks[i:i + cfg.batch_size]
-                   for i in range(0, len(packed.blocks), cfg.batch_size)]
-        if batches and len(batches[-1][-1]) != len(batches[-1][0]):
-            batches[-1:] = [batches[-1][:-1], batches[-1][-1:]]
-        try:
-            with torch.no_grad():
-                for batch in batches:
-                    if not batch or len(batch[0]) < 2:  # one token predicts nothing
-                        continue
-                    ids = torch.tensor(batch, dtype=torch.long, device=device)
-                    logits = model(input_ids=ids, use_cache=False).logits
-                    for row in range(ids.size(0)):  # one row at a time: no full fp32 copy
-                        total += F.cross_entropy(logits[row, :-1].float(), ids[row, 1:],
-                                                 reduction="sum").item()
-                    count += ids[:, 1:].numel()
-        finally:
-            model.train(was_training)
+        # Every token but a block's first is predicted and scored.
+        rows = [{"input_ids": block, "labels": [IGNORE_INDEX, *block[1:]]}
+                for block in packed.blocks]
+        pad = ctx.tokenizer.pad_token_id or 0
+        scored = [s for s in score_rows(model, rows, pad, cfg.batch_size) if s is not None]
+        total = -sum(s.logp for s in scored)
+        count = sum(s.tokens for s in scored)
         mean = total / count if count else float("nan")
         return {"metrics": {
             "perplexity": math.exp(mean) if count else float("nan"),

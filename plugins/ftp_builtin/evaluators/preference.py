@@ -26,6 +26,7 @@ from typing import Any
 from pydantic import Field
 
 from ftp import IGNORE_INDEX, EvalContext, Evaluator, Shape, StrictConfig, UserError, hookimpl
+from ftp_builtin.evaluators.scoring import score_rows
 from ftp_builtin.tokenize import (
     common_prefix,
     conversation,
@@ -169,55 +170,12 @@ def _sequence_logps(model: Any, tokenizer: Any, rows: list[dict[str, list[int]]]
                     batch_size: int) -> tuple[list[float], list[int]]:
     """Sum of log-probabilities of each row's labelled tokens, and how many there are.
 
-    Rows are batched by length (right-padded); only the positions from the batch's first
-    labelled one onwards are projected onto the vocabulary (``logits_to_keep``).
+    Scored in passes whose logits fit a bounded budget (`scoring.score_rows`); every row here
+    has a labelled token (pairs without one were skipped).
     """
-    import torch
-
-    device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    logps = [0.0] * len(rows)
-    counts = [0] * len(rows)
-    order = sorted(range(len(rows)), key=lambda j: len(rows[j]["input_ids"]))
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for start in range(0, len(order), batch_size):
-                batch = order[start:start + batch_size]
-                width = max(len(rows[j]["input_ids"]) for j in batch)
-                ids = torch.full((len(batch), width), pad, dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.long)
-                targets = []
-                for b, j in enumerate(batch):
-                    n = len(rows[j]["input_ids"])
-                    ids[b, :n] = torch.tensor(rows[j]["input_ids"])
-                    mask[b, :n] = 1
-                    # logits at position p predict the token at p + 1
-                    targets.append([p for p in range(1, n) if rows[j]["labels"][p] != IGNORE_INDEX])
-                first = min(t[0] for t in targets) - 1
-                keep = width - first
-                logits = _logits(model, ids.to(device), mask.to(device), keep)
-                offset = width - logits.size(1)
-                for b, j in enumerate(batch):
-                    where = torch.tensor(targets[b], device=device)
-                    row_logits = logits[b, where - 1 - offset].float()
-                    token_ids = ids[b, targets[b]].to(device)
-                    logp = torch.log_softmax(row_logits, dim=-1).gather(
-                        -1, token_ids.unsqueeze(-1)).sum()
-                    logps[j] = float(logp)
-                    counts[j] = len(targets[b])
-    finally:
-        model.train(was_training)
-    return logps, counts
-
-
-def _logits(model: Any, ids: Any, mask: Any, keep: int) -> Any:
-    """The last ``keep`` positions' logits; every position's for models without the option."""
-    try:
-        return model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits
-    except TypeError:
-        return model(input_ids=ids, attention_mask=mask).logits
+    scored = score_rows(model, rows, pad, batch_size)
+    return ([s.logp if s else 0.0 for s in scored], [s.tokens if s else 0 for s in scored])
 
 
 @hookimpl

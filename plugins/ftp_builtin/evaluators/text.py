@@ -7,7 +7,8 @@ from typing import Any
 
 from pydantic import Field
 
-from ftp import IGNORE_INDEX, EvalContext, Evaluator, Shape, StrictConfig, hookimpl
+from ftp import EvalContext, Evaluator, Shape, StrictConfig, hookimpl
+from ftp_builtin.evaluators.scoring import score_rows
 from ftp_builtin.tokenize import tokenize_records
 
 
@@ -28,41 +29,20 @@ class Loss(Evaluator):
     config: Config
 
     def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
-        """Sum the per-token loss over the data; report the mean and exp(mean)."""
-        import torch
-        import torch.nn.functional as F
+        """Sum the per-token loss over the data; report the mean and exp(mean).
 
+        Rows are scored in passes whose logits fit a bounded budget (`scoring.score_rows`).
+        """
         cfg = self.config
         # A row with nothing left to score after truncation is counted, not fatal: this may
         # run after a long training.
         data = tokenize_records(ctx.tokenizer, ctx.data or [], cfg.max_length,
                                 cfg.assistant_only_loss, skip_empty=True)
-        model = ctx.model
-        device = next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        total, count = 0.0, 0
         pad = ctx.tokenizer.pad_token_id or 0
-        with torch.no_grad():
-            for start in range(0, len(data.rows), cfg.batch_size):
-                rows = data.rows[start:start + cfg.batch_size]
-                width = max(len(r["input_ids"]) for r in rows)
-                ids = torch.full((len(rows), width), pad, dtype=torch.long)
-                labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-                mask = torch.zeros((len(rows), width), dtype=torch.long)
-                for i, r in enumerate(rows):
-                    n = len(r["input_ids"])
-                    ids[i, :n] = torch.tensor(r["input_ids"])
-                    labels[i, :n] = torch.tensor(r["labels"])
-                    mask[i, :n] = 1
-                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
-                shift_logits = logits[:, :-1].float()
-                shift_labels = labels[:, 1:].to(device)
-                total += F.cross_entropy(shift_logits.reshape(-1, shift_logits.size(-1)),
-                                         shift_labels.reshape(-1), ignore_index=IGNORE_INDEX,
-                                         reduction="sum").item()
-                count += int((shift_labels != IGNORE_INDEX).sum())
-        model.train(was_training)
+        scored = [s for s in score_rows(ctx.model, data.rows, pad, cfg.batch_size)
+                  if s is not None]
+        total = -sum(s.logp for s in scored)
+        count = sum(s.tokens for s in scored)
         mean = total / count if count else float("nan")
         return {"metrics": {"loss": mean, "perplexity": math.exp(mean) if count else float("nan"),
                             "tokens": count, "examples": len(data.rows),
