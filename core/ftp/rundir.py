@@ -13,6 +13,7 @@ Layout::
       metrics.jsonl         one JSON object per logged training step, with the stage's name
       results.json          every evaluator's results, by stage (``base`` = before training)
       summary.md            a short human-readable account
+      report.html           curves, evaluations, answers, data, timings (ftp.report)
       stages/STAGE/         checkpoints/step-N (ftp.checkpoints), the stage's adapter and model
       adapter/              the last stage's adapter (when it trained one)
       model/                the final model, loadable by plain transformers

@@ -1,13 +1,14 @@
 """The ``ftp`` command line: the root group, and the command groups it is made of.
 
 Exit codes: 0 success, 2 a user error (bad file, config or arguments), 1 a failure while
-running, 143 stopped by SIGTERM, 130 stopped by SIGINT (Ctrl-C). ``--help``, ``validate``,
+running, 3 a run that finished with a failed requirement (`ftp.gates`), 143 stopped by SIGTERM,
+130 stopped by SIGINT (Ctrl-C). ``--help``, ``validate``,
 ``plugins``, ``components`` and ``schema`` import neither torch, transformers, trl nor
 datasets.
 
 One module per command group: `ftp.cli.run` (run, validate, resume), `ftp.cli.listing` (plugins,
 components, schema, new), `ftp.cli.data` (data preview/inspect), `ftp.cli.cache` (cache
-ls/clear); what they share is in `ftp.cli.common`.
+ls/clear), `ftp.cli.report` (report, compare); what they share is in `ftp.cli.common`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import click
 
-from ftp.cli import cache, data, listing, run
+from ftp.cli import cache, data, listing, report, run
 from ftp.cli.common import State
 from ftp.errors import FtpError
 from ftp.plugins import ONLY_ENV, in_process_key, load_plugins
@@ -80,7 +81,7 @@ def cli(ctx: click.Context, plugin_opts: tuple[str, ...], strict_plugins: bool,
     ctx.obj = State(plugin_opts, strict_plugins, only_plugins)
 
 
-for _module in (run, listing, data, cache):
+for _module in (run, listing, data, cache, report):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 
