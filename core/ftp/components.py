@@ -232,6 +232,17 @@ class Evaluator(Component):
     needs_data: ClassVar[bool] = False
     #: Model tasks it can judge (a classifier cannot generate text).
     tasks: ClassVar[frozenset[str]] = frozenset({"causal-lm"})
+    #: The metric names ``evaluate`` reports (its ``"metrics"`` keys); ``[[evaluate]]
+    #: require`` is checked against them when a pipeline is validated. Empty: not declared,
+    #: and a misspelt name is only found after the run (as a failed requirement).
+    metric_names: ClassVar[tuple[str, ...]] = ()
+
+    def reported_metrics(self) -> tuple[str, ...]:
+        """The metric names this evaluator reports with its options (default `metric_names`).
+
+        Override when options decide which metrics exist (a metric per configured reward).
+        """
+        return self.metric_names
 
     def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
         """Return results, e.g. ``{"metrics": {...}, "samples": [...]}``."""

@@ -160,6 +160,7 @@ class EvaluateSection(_Open):
     split: Literal["eval", "train", "all"] = "eval"
     before: bool = False
     after: Literal["all", "last", "none"] | list[str] = "last"
+    require: list[str] = Field(default_factory=list)
 
     @field_validator("after")
     @classmethod
@@ -802,6 +803,7 @@ def load_pipeline(
         if ev is not None:
             _check_eval_data(section, ev, raw_data, datasets, where, problems)
             _check_eval_tasks(section, ev, stages, after, where, problems)
+            _check_requirements(section, ev, where, problems)
             evaluations.append(Evaluation(i, name, section, ev, after))
         if not section.before and not after:
             problems.append(Problem(where, "runs neither before nor after any stage; "
@@ -904,6 +906,34 @@ def _check_eval_tasks(section: EvaluateSection, ev: Bound, stages: list[Stage],
                 f"evaluator {section.evaluator!r} judges {' or '.join(sorted(tasks))} models, "
                 f"but {when} the model is a {task} model",
             ))
+
+
+def _check_requirements(section: EvaluateSection, ev: Bound, where: str,
+                        problems: list[Problem]) -> None:
+    """``require``: each readable, base-relative ones with ``before``, metrics the evaluator has."""
+    from ftp.gates import BASE, parse
+    from ftp.suggest import did_you_mean
+
+    reported: tuple[str, ...] = ()
+    if section.require:
+        try:
+            reported = tuple(ev.build().reported_metrics())
+        except Exception:  # noqa: BLE001 — a plugin's faulty declaration only skips the check
+            reported = ()
+    for j, text in enumerate(section.require):
+        at = f"{where}.require[{j}]"
+        try:
+            req = parse(text)
+        except ValueError as exc:
+            problems.append(Problem(at, str(exc)))
+            continue
+        if req.relative and not section.before:
+            problems.append(Problem(at, f"{text!r} compares with {BASE}, the model before "
+                                    "training: set before = true in this [[evaluate]]"))
+        if reported and req.metric not in reported:
+            problems.append(Problem(at, f"evaluator {ev.entry.name!r} reports no metric "
+                                    f"{req.metric!r}{did_you_mean(req.metric, reported)}; it "
+                                    f"reports: {', '.join(reported)}"))
 
 
 def _after_stages(

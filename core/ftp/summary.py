@@ -36,6 +36,13 @@ def render_summary(
         auto = AUTO_CLASSES.get(task, "the transformers Auto class for " + task)
         lines.append(f"- final model: `{run_dir / 'model'}` (loads with "
                      f"`{auto}.from_pretrained`)")
+    gates = results.get("requirements") or []
+    if gates:
+        from ftp.gates import describe
+
+        held = sum(bool(g.get("passed")) for g in gates)
+        lines += ["", f"## Requirements: {held} of {len(gates)} hold", ""]
+        lines += [f"- {'holds' if g.get('passed') else 'FAILED'}: {describe(g)}" for g in gates]
     lines += ["", "## Steps", "", "| step | seconds |", "|---|---|"]
     lines += [f"| {label} | {sec} |" for label, sec in timings.items()]
     if train:

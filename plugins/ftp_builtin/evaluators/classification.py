@@ -57,6 +57,7 @@ class Classification(Evaluator):
     """Accuracy, macro-F1, per-label scores and confusion matrix of a classifier on a dataset."""
 
     name = "classification"
+    metric_names = ("accuracy", "macro_f1", "examples")
     needs_data = True
     accepts = frozenset({Shape.LABELLED_TEXT})
     tasks = frozenset({"sequence-classification"})

@@ -22,6 +22,7 @@ class Perplexity(Evaluator):
     """Perplexity on raw text in fixed-length blocks, as continued pretraining sees it."""
 
     name = "perplexity"
+    metric_names = ("perplexity", "loss", "tokens", "blocks", "documents")
     needs_data = True
     accepts = frozenset({Shape.LANGUAGE_MODELING})
 

@@ -77,6 +77,10 @@ class Preference(Evaluator):
     """Fraction of preference pairs whose chosen answer the model finds more likely."""
 
     name = "preference"
+    metric_names = ("accuracy", "mean_margin", "accuracy_per_token", "chosen_logp",
+                    "rejected_logp", "chosen_logp_per_token", "rejected_logp_per_token",
+                    "pairs", "skipped", "truncated", "dropped", "reward_accuracy",
+                    "mean_reward_margin")
     needs_data = True
     accepts = frozenset({Shape.PREFERENCE})
 

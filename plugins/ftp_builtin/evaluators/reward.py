@@ -45,6 +45,12 @@ class RewardEvaluator(Evaluator):
 
     config: Config
 
+    def reported_metrics(self) -> tuple[str, ...]:
+        """``prompts``, then per decoding: each reward by its label and the weighted total."""
+        modes = ["greedy"] + (["sampled"] if self.config.samples else [])
+        return ("prompts", *(f"{mode}/{name}" for mode in modes
+                             for name in [ref.label for ref in self.config.rewards] + ["reward"]))
+
     def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
         """Generate, score with each reward, and average per reward and decoding."""
         cfg = self.config
@@ -108,6 +114,7 @@ class RewardAccuracy(Evaluator):
     """Fraction of held-out preference pairs a reward model scores chosen above rejected."""
 
     name = "reward_accuracy"
+    metric_names = ("accuracy", "mean_margin", "pairs")
     needs_data = True
     accepts = frozenset({Shape.PREFERENCE})
     tasks = frozenset({"sequence-classification"})

@@ -16,6 +16,7 @@ class Loss(Evaluator):
     """Mean token loss and perplexity on a dataset (held-out split by default)."""
 
     name = "loss"
+    metric_names = ("loss", "perplexity", "tokens", "examples", "skipped_examples")
     needs_data = True
     accepts = frozenset({Shape.CONVERSATIONAL, Shape.PROMPT_COMPLETION, Shape.LANGUAGE_MODELING})
 
@@ -53,6 +54,7 @@ class Generate(Evaluator):
     """Greedy answers to listed prompts, recorded with whether each stopped at EOS."""
 
     name = "generate"
+    metric_names = ("stopped_fraction", "mean_new_tokens", "expected_fraction")
 
     class Config(StrictConfig):
         """Prompts and generation limits."""
@@ -67,6 +69,11 @@ class Generate(Evaluator):
         )
 
     config: Config
+
+    def reported_metrics(self) -> tuple[str, ...]:
+        """``expected_fraction`` only when ``expect`` names strings to look for."""
+        return tuple(m for m in self.metric_names
+                     if m != "expected_fraction" or self.config.expect)
 
     def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
         """Ask each prompt through the chat template and decode the greedy answer."""
