@@ -294,6 +294,7 @@ class Runner:
             self.plugins.call("ftp_pipeline_start", pipeline=self.pipeline,
                               run_dir=self.run_dir.path)
             self._run_steps()
+            self._judge_requirements()
             total = round(time.perf_counter() - started, 2)
             self.results["status"] = "finished"
             self.run_dir.write_json("results.json", self.results)
@@ -314,6 +315,7 @@ class Runner:
             self.run_dir.write_json("results.json", self.results)
             self._write_summary("interrupted" if isinstance(exc, Interrupted) else "failed",
                                 time.perf_counter() - started, str(exc))
+            self._write_report()
             with contextlib.suppress(Exception):
                 self.plugins.call("ftp_pipeline_error", error=exc, step=self.current_step,
                                   run_dir=self.run_dir.path)
@@ -323,6 +325,7 @@ class Runner:
         failures = {"plugin_hook_failures": [str(f) for f in self.plugins.hook_failures]}
         self.run_dir.set_status("finished", seconds=total, timings=self.timings,
                                 **(failures if self.plugins.hook_failures else {}))
+        self._write_report()
         return self.results
 
     def resume_command(self) -> str:
@@ -619,6 +622,36 @@ class Runner:
             "packages": {name: _version(name) for name in PACKAGES},
             "plugins": [info.as_dict() for info in self.plugins.infos.values()],
         })
+
+    def _judge_requirements(self) -> None:
+        """Judge every ``require`` (ftp.gates) on the results; record and print each."""
+        from ftp.gates import describe, judge
+
+        judged: list[dict[str, Any]] = []
+        for ev in self.pipeline.evaluations:
+            if ev.section.require:
+                judged += judge(ev.name, ev.section.require, self.results["stages"])
+        if not judged:
+            self.results.pop("requirements", None)
+            return
+        self.results["requirements"] = judged
+        held = sum(r["passed"] for r in judged)
+        colour = "green" if held == len(judged) else "red"
+        self.console.print(f"[bold {colour}]requirements: {held} of {len(judged)} hold[/]",
+                           highlight=False)
+        for record in judged:
+            mark = "[green]✓[/]" if record["passed"] else "[red]✗ FAILED[/]"
+            self.console.print(f"  {mark} {describe(record)}", highlight=False)
+
+    def _write_report(self) -> None:
+        """report.html, from the folder's files; a report that cannot be built fails no run."""
+        from ftp.report import write_report
+
+        try:
+            write_report(self.run_dir.path)
+        except Exception as exc:  # noqa: BLE001 — the run's own outcome matters more
+            self.console.print(f"  [yellow]warning:[/] report.html not written: "
+                               f"{type(exc).__name__}: {exc}", highlight=False)
 
     def _write_summary(self, status: str, seconds: float, error: str = "") -> None:
         from ftp.summary import render_summary

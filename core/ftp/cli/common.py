@@ -125,4 +125,13 @@ def quiet_libraries(debug: bool) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # Every other library's tqdm bar (lm-eval's, a loader's): ftp draws its own progress.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     warnings.filterwarnings("ignore")
+    # A library imported before this call (ftp used in-process) read those variables already.
+    for module, switch in (("transformers.utils.logging", "disable_progress_bar"),
+                           ("datasets.utils.logging", "disable_progress_bar"),
+                           ("huggingface_hub.utils", "disable_progress_bars")):
+        loaded = sys.modules.get(module)
+        if loaded is not None and callable(getattr(loaded, switch, None)):
+            getattr(loaded, switch)()

@@ -115,7 +115,7 @@ def _execute(runner: Any, debug: bool) -> None:
     run_dir = runner.run_dir.path
     click.echo(f"ftp: running {runner.pipeline.name!r} into {run_dir}")
     try:
-        runner.run()
+        results = runner.run()
     except FtpError:
         if runner.run_dir.status().get("status") == "failed":
             click.echo(f"run directory (kept, marked failed): {run_dir}", err=True)
@@ -127,7 +127,21 @@ def _execute(runner: Any, debug: bool) -> None:
         click.echo(f"{exc}: run directory marked interrupted ({where}); continue with: "
                    f"{runner.resume_command()}", err=True)
         sys.exit(exc.exit_code)
-    click.echo(f"done: {run_dir} (results.json, summary.md, model/)")
+    click.echo(f"done: {run_dir} (results.json, report.html, summary.md, model/)")
+    _exit_on_failed_requirements(results)
+
+
+def _exit_on_failed_requirements(results: dict[str, Any]) -> None:
+    """Exit with the gates' own code when a ``require`` failed; the run itself is saved."""
+    from ftp.gates import EXIT_CODE, describe
+
+    failed = [r for r in results.get("requirements") or [] if not r.get("passed")]
+    if not failed:
+        return
+    click.echo(f"error: {len(failed)} requirement(s) failed:", err=True)
+    for record in failed:
+        click.echo(f"  {describe(record)}", err=True)
+    sys.exit(EXIT_CODE)
 
 
 COMMANDS = [validate, run, resume]
