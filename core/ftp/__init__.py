@@ -4,9 +4,11 @@ The public API for plugin authors is what this module exports: the ``hookimpl`` 
 component base classes, the contexts they receive, the errors they may raise, the builder
 of trainer-backed methods (`TrainerMethod`, `TrainingOptions`: ``ftp.training``), and the
 masking of secrets in what a plugin writes or sends (`mask_secrets`, `mask_text`:
-``ftp.masking``).
+``ftp.masking``), and what a plugin's command uses to report errors and quiet libraries
+(`reports_errors`, `quiet_libraries`: ``ftp.commandline``).
 """
 
+from ftp.commandline import quiet_libraries, reports_errors
 from ftp.components import (
     IGNORE_INDEX,
     Component,
@@ -56,4 +58,6 @@ __all__ = [
     "hookimpl",
     "mask_secrets",
     "mask_text",
+    "quiet_libraries",
+    "reports_errors",
 ]

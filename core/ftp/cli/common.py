@@ -1,28 +1,25 @@
 """What every ``ftp`` command shares: the plugin state, the common options, error reporting.
 
-A command reports a user's mistake by raising an `FtpError`; `reports_errors` turns it into
-the one line ``error: ...`` on stderr and the error's exit code (2 for a user error, 1 for a
-failure while running), with the traceback only under ``--debug``.
+A command reports a user's mistake by raising an `FtpError`; `reports_errors` (from
+`ftp.commandline`, public so that plugins' commands share it) turns it into the one line
+``error: ...`` on stderr and the error's exit code.
 """
 
 from __future__ import annotations
 
-import functools
-import os
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING
 
 import click
 
-from ftp.errors import FtpError
+# Re-exported: the error reporting is public (ftp.commandline) so plugin commands share it.
+from ftp.commandline import fail as fail
+from ftp.commandline import quiet_libraries as quiet_libraries
+from ftp.commandline import reports_errors as reports_errors
 from ftp.plugins import PluginSet, load_plugins
 
 if TYPE_CHECKING:
     from ftp.config import Pipeline
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 class State:
@@ -82,56 +79,3 @@ allow_code_option = click.option(
     "--allow-code", is_flag=True, expose_value=False, callback=_allow_code,
     help="Allow the code the pipeline file names ([pipeline] plugins, trust_remote_code); "
     "also FTP_ALLOW_CODE=1.")
-
-
-def fail(exc: FtpError, debug: bool = False) -> None:
-    """Print ``exc`` as one ``error:`` line (and the traceback with ``debug``) and exit."""
-    if debug:
-        import traceback
-
-        traceback.print_exception(exc)
-    from ftp.masking import mask_text
-
-    click.echo(f"error: {mask_text(str(exc))}", err=True)
-    if not debug and exc.exit_code == 1:
-        click.echo("(rerun with --debug for the traceback)", err=True)
-    sys.exit(exc.exit_code)
-
-
-def reports_errors(command: F) -> F:
-    """Make an `FtpError` raised by ``command`` the one-line message and its exit code.
-
-    The traceback is shown when the command was given ``--debug`` (a ``debug`` parameter).
-    """
-
-    @functools.wraps(command)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return command(*args, **kwargs)
-        except FtpError as exc:
-            fail(exc, bool(kwargs.get("debug", False)))
-
-    return wrapper  # type: ignore[return-value]  # functools.wraps keeps the signature
-
-
-def quiet_libraries(debug: bool) -> None:
-    """Keep library chatter (warnings, download bars) out of the output unless ``--debug``."""
-    if debug:
-        return
-    import warnings
-
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # Every other library's tqdm bar (lm-eval's, a loader's): ftp draws its own progress.
-    os.environ.setdefault("TQDM_DISABLE", "1")
-    warnings.filterwarnings("ignore")
-    # A library imported before this call (ftp used in-process) read those variables already.
-    for module, switch in (("transformers.utils.logging", "disable_progress_bar"),
-                           ("datasets.utils.logging", "disable_progress_bar"),
-                           ("huggingface_hub.utils", "disable_progress_bars")):
-        loaded = sys.modules.get(module)
-        if loaded is not None and callable(getattr(loaded, switch, None)):
-            getattr(loaded, switch)()
