@@ -227,7 +227,7 @@ def run_cli(*args: str) -> Any:
 
 
 def run_ftp(*args: str, cwd: Path, site: Path | None = None, timeout: float = 600,
-            **env: str) -> subprocess.CompletedProcess[str]:
+            input: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
     """Run ``python -m ftp ARGS`` in a subprocess, as a user would; return what it did.
 
     The subprocess gets this process's environment without the variables that choose
@@ -242,6 +242,7 @@ def run_ftp(*args: str, cwd: Path, site: Path | None = None, timeout: float = 60
         site: A folder of pip-installed distributions to put on ``PYTHONPATH`` (instead of the
             caller's), for plugins installed only for the test.
         timeout: Seconds before the run is killed.
+        input: Text piped to its stdin (else it inherits this process's).
         **env: Environment variables to set, e.g. ``FTP_TRACE_HOOKS="1"``.
 
     """
@@ -258,7 +259,8 @@ def run_ftp(*args: str, cwd: Path, site: Path | None = None, timeout: float = 60
     if site is not None:
         full["PYTHONPATH"] = str(site)
     return subprocess.run([sys.executable, "-m", "ftp", *args], cwd=cwd, env={**full, **env},
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout,
+                          input=input)
 
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
