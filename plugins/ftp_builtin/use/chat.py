@@ -97,6 +97,8 @@ def answer(reply: Replier, messages: list[dict[str, str]], max_tokens: int) -> s
 def run_chat(source: Source, system: str | None, prompt: str | None, max_tokens: int) -> None:
     """The chat: one answer for ``prompt`` (or piped stdin), else a conversation."""
     reply = llamacpp_replier(source) if source.is_gguf else transformers_replier(source)
+    if system is None:
+        system = source.system_prompt()  # a run's model talks as it was trained to
     start = [{"role": "system", "content": system}] if system else []
     if prompt is None and not sys.stdin.isatty():
         prompt = sys.stdin.read().strip()
