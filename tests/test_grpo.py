@@ -75,6 +75,32 @@ def test_prompt_format_keeps_the_other_fields():
         Prompt(Prompt.Config(prompt="question")).convert({**row, "completion": "x"})
 
 
+def test_prompt_format_examples_are_earlier_turns(tmp_path):
+    row = json.loads((DATA / "arithmetic.json").read_text())[0]
+    shot = {"prompt": "What is 2 + 3?", "completion": "2 + 3 = 5, so <answer>5</answer>"}
+    config = Prompt.Config(prompt="question", system_prompt="Be brief.", examples=[shot])
+    converted = Prompt(config).convert(row)
+    assert converted["prompt"] == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": shot["prompt"]},
+        {"role": "assistant", "content": shot["completion"]},
+        {"role": "user", "content": row["question"]},
+    ]
+    with pytest.raises(ValueError, match="need chat = true"):
+        Prompt.Config(chat=False, examples=[shot])
+    with pytest.raises(ValueError, match="completion"):
+        Prompt.Config(examples=[{"prompt": "2 + 3?"}])
+    # Through the real CLI: a misspelt key in an example is named with its TOML path.
+    pipeline = grpo_pipeline(tmp_path, Path("HuggingFaceTB/SmolLM2-135M-Instruct"), REWARDS)
+    text = pipeline.read_text().replace(
+        'system_prompt = "Answer in <answer></answer>."',
+        'examples = [{ prompt = "2 + 3?", answer = "5" }]')
+    pipeline.write_text(text)
+    result = CliRunner().invoke(cli, ["validate", str(pipeline)])
+    assert result.exit_code == 2
+    assert "data.sums.format_options.examples.0.answer" in result.output, result.output
+
+
 REWARDS = """[
     { reward = "length", max = 12, slack = 20, weight = 0.5 },
     { reward = "numeric_answer", field = "answer" },

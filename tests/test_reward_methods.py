@@ -128,3 +128,29 @@ before = true
         assert found["metrics"]["accuracy"] in (0.0, 0.5, 1.0)
         assert math.isfinite(found["metrics"]["mean_margin"])
     assert before["metrics"]["mean_margin"] != after["metrics"]["mean_margin"]
+
+
+def test_reward_method_keeps_long_pairs_by_their_end(tiny_model, tmp_path):
+    # At 120 tokens the test pairs are too long when rendered whole (prompt + answer).
+    # A reward model reads its score at the last token, so they lose the start of their prompt
+    # and every pair trains; nothing is dropped.
+    out = run(pairs_pipeline(tmp_path, tiny_model, "reward", max_length=120), tmp_path / "run")
+    events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    tokenized = next(m for m in events if m.get("event") == "tokenized")
+    pairs = len(json.loads((DATA / "dpo.json").read_text()))
+    assert tokenized["examples"] == pairs
+    assert 0 < tokenized["truncated"] <= pairs
+    assert all(math.isfinite(m["loss"]) for m in logged_steps(out, "reward"))
+
+
+def test_end_ids_keep_the_end_where_the_score_is_read(smollm2_tokenizer):
+    from ftp_builtin.rewards.model import end_ids
+
+    text = smollm2_tokenizer.apply_chat_template(
+        [{"role": "user", "content": "word " * 50}, {"role": "assistant", "content": "yes"}],
+        tokenize=False)
+    whole = smollm2_tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids, cut = end_ids(smollm2_tokenizer, text, 10)
+    assert cut and ids == whole[-10:]
+    assert smollm2_tokenizer.decode(ids).endswith("yes<|im_end|>\n")
+    assert end_ids(smollm2_tokenizer, text, len(whole)) == (whole, False)

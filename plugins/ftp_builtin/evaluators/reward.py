@@ -17,6 +17,7 @@ from pydantic import Field, field_validator
 
 from ftp import EvalContext, Evaluator, RewardRef, Shape, StrictConfig, hookimpl
 from ftp.components import unique_labels
+from ftp_builtin.rewards.model import end_ids, score_ids
 
 
 class RewardEvaluator(Evaluator):
@@ -123,7 +124,8 @@ class RewardAccuracy(Evaluator):
         """Batching and length."""
 
         batch_size: int = Field(8, gt=0, description="Sequences per forward pass.")
-        max_length: int = Field(1024, gt=0, description="Longer sequences are cut.")
+        max_length: int = Field(1024, gt=0, description="Longer sequences lose their start "
+                                "(the end, where the score is read, is kept), as in training.")
         keep: int = Field(5, ge=0, description="Pairs kept in results.json.")
 
     config: Config
@@ -131,41 +133,35 @@ class RewardAccuracy(Evaluator):
     def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
         """Score prompt + chosen and prompt + rejected; count the pairs ordered right."""
         rows = ctx.data or []
-        chosen = score_conversations(ctx, [r["prompt"] + r["chosen"] for r in rows],
-                                     self.config.batch_size, self.config.max_length)
-        rejected = score_conversations(ctx, [r["prompt"] + r["rejected"] for r in rows],
-                                       self.config.batch_size, self.config.max_length)
+        chosen, cut = score_conversations(ctx, [r["prompt"] + r["chosen"] for r in rows],
+                                          self.config.batch_size, self.config.max_length)
+        rejected, cut_too = score_conversations(ctx, [r["prompt"] + r["rejected"] for r in rows],
+                                                self.config.batch_size, self.config.max_length)
         margins = [c - r for c, r in zip(chosen, rejected, strict=True)]
         n = max(len(margins), 1)
         samples = [{"prompt": r["prompt"], "chosen_score": c, "rejected_score": j}
                    for r, c, j in zip(rows, chosen, rejected, strict=True)][: self.config.keep]
         return {"metrics": {"accuracy": sum(m > 0 for m in margins) / n,
-                            "mean_margin": sum(margins) / n, "pairs": len(margins)},
+                            "mean_margin": sum(margins) / n, "pairs": len(margins),
+                            "truncated": sum(a or b for a, b in zip(cut, cut_too, strict=True))},
                 "samples": samples}
 
 
 def score_conversations(ctx: EvalContext, conversations: list[list[dict[str, Any]]],
-                        batch_size: int, max_length: int) -> list[float]:
-    """A reward model's score of each whole conversation, rendered as RewardTrainer renders."""
-    import torch
+                        batch_size: int, max_length: int) -> tuple[list[float], list[bool]]:
+    """A reward model's score of each whole conversation, rendered and cut as training does.
 
-    tok, model = ctx.tokenizer, ctx.model
-    was_training = model.training
-    model.eval()
-    if model.config.pad_token_id is None:
-        model.config.pad_token_id = tok.pad_token_id
-    texts = [tok.apply_chat_template(c, tokenize=False) for c in conversations]
-    scores: list[float] = []
-    try:
-        for start in range(0, len(texts), batch_size):
-            enc = tok(texts[start:start + batch_size], return_tensors="pt", padding=True,
-                      truncation=True, max_length=max_length,
-                      add_special_tokens=False).to(model.device)
-            with torch.no_grad():
-                scores += model(**enc).logits[:, 0].float().tolist()
-    finally:
-        model.train(was_training)
-    return scores
+    Returns:
+        The scores, and whether each conversation was cut to ``max_length`` (from its start).
+
+    """
+    tok = ctx.tokenizer
+    rows, cut = [], []
+    for convo in conversations:
+        ids, was_cut = end_ids(tok, tok.apply_chat_template(convo, tokenize=False), max_length)
+        rows.append(ids)
+        cut.append(was_cut)
+    return score_ids(ctx.model, tok.pad_token_id, rows, batch_size), cut
 
 
 @hookimpl

@@ -8,9 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ftp import Format, Shape, StrictConfig, hookimpl
+
+
+class Example(BaseModel):
+    """A worked example: a prompt and the answer wanted, shown as an earlier exchange."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, description="What the user asks.")
+    completion: str = Field(min_length=1, description="The answer, as the model should write it.")
 
 
 class Prompt(Format):
@@ -32,6 +41,12 @@ class Prompt(Format):
             None, description="Text around the prompt, '{prompt}' where it goes: an "
             "instruction, or worked examples before it (few-shot)."
         )
+        examples: list[Example] = Field(
+            default_factory=list, description="Worked examples as earlier chat turns: each "
+            "{ prompt, completion } becomes a user turn and the assistant's answer before the "
+            "row's prompt (chat = true only). A small model copies a format shown as its own "
+            "earlier answer far more often than one described in an instruction."
+        )
 
         @model_validator(mode="after")
         def _system_needs_chat(self) -> Prompt.Config:
@@ -39,6 +54,9 @@ class Prompt(Format):
                 raise ValueError("system_prompt needs chat = true")
             if self.template is not None and "{prompt}" not in self.template:
                 raise ValueError("template must hold '{prompt}', where the prompt goes")
+            if self.examples and not self.chat:
+                raise ValueError("examples are chat turns and need chat = true; for plain "
+                                 "text, write them into template")
             return self
 
     config: Config
@@ -64,6 +82,9 @@ class Prompt(Format):
         if not c.chat:
             return {**rest, "prompt": prompt}
         head = [{"role": "system", "content": c.system_prompt}] if c.system_prompt else []
+        for shot in c.examples:
+            head.append({"role": "user", "content": shot.prompt})
+            head.append({"role": "assistant", "content": shot.completion})
         head.append({"role": "user", "content": prompt})
         return {**rest, "prompt": head}
 

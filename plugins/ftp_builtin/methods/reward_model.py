@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import Field
 
 from ftp import Shape, TrainContext, TrainerMethod, TrainingOptions, UserError, hookimpl
+from ftp_builtin.rewards.model import end_ids
 from ftp_builtin.tokenize import require_chat_template
 
 #: The name of the reward model's one output, in its saved config.
@@ -32,14 +33,17 @@ class RewardModelMethod(TrainerMethod):
 
         learning_rate: float = Field(1e-5, gt=0, description="1e-5 suits full finetuning; "
                                      "with a LoRA adapter use more, e.g. 1e-4.")
-        max_length: int = Field(1024, gt=0, description="Pairs with an answer longer than "
-                                "this (prompt included) are left out (and counted).")
+        max_length: int = Field(1024, gt=0, description="prompt + answer longer than this "
+                                "loses the start of its prompt (counted): the end, where a "
+                                "reward model reads its score, is kept, and no pair is lost.")
         center_rewards: float | None = Field(
             None, ge=0, description="Weight of a term pulling rewards towards 0 (e.g. 0.01), "
             "so that scores of different runs compare [center_rewards_coefficient]."
         )
 
     config: Config
+    #: Pairs cut to ``max_length`` by the last `trainer` call (for `prepared`'s report).
+    _truncated: int = 0
 
     @classmethod
     def starts_from(cls) -> frozenset[str]:
@@ -65,18 +69,39 @@ class RewardModelMethod(TrainerMethod):
                               eval_strategy="no")
         if ctx.model.config.pad_token_id is None:
             ctx.model.config.pad_token_id = ctx.tokenizer.pad_token_id
-        return RewardTrainer(model=ctx.model, args=args,
-                             train_dataset=Dataset.from_list(ctx.train),
+        rows, self._truncated = self._tokenized(ctx)
+        # Already tokenized (chosen_ids/rejected_ids): TRL skips its own tokenization and its
+        # length filter, which would drop every long pair, has nothing left to drop.
+        return RewardTrainer(model=ctx.model, args=args, train_dataset=Dataset.from_list(rows),
                              processing_class=ctx.tokenizer, callbacks=ctx.callbacks)
 
+    def _tokenized(self, ctx: TrainContext) -> tuple[list[dict[str, list[int]]], int]:
+        """Each pair as ``chosen_ids``/``rejected_ids``, rendered as the reward scores them."""
+        tok, limit = ctx.tokenizer, self.config.max_length
+        rows, truncated = [], 0
+        for pair in ctx.train:
+            ids = {}
+            cut = False
+            for answer in ("chosen", "rejected"):
+                text = tok.apply_chat_template(pair["prompt"] + pair[answer], tokenize=False)
+                ids[f"{answer}_ids"], was_cut = end_ids(tok, text, limit)
+                cut = cut or was_cut
+            truncated += cut
+            rows.append(ids)
+        return rows, truncated
+
     def prepared(self, ctx: TrainContext, trainer: Any) -> None:
-        """Record how many pairs fit ``max_length``; refuse a run with none."""
-        kept = len(trainer.train_dataset)
+        """Say how many pairs lost the start of their prompt to ``max_length``."""
+        kept, truncated = len(trainer.train_dataset), self._truncated
+        if truncated:
+            print(f"  warning: train: {truncated} of {kept} pairs are longer than "
+                  f"max_length={self.config.max_length} tokens; they keep their end (the "
+                  "answers, where the score is read) and lose the start of the prompt",
+                  flush=True)
         ctx.log({"stage": ctx.stage, "event": "tokenized", "examples": kept,
-                 "dropped": len(ctx.train) - kept})
+                 "truncated": truncated, "max_length": self.config.max_length})
         if not kept:
-            raise UserError(f"every pair is longer than max_length={self.config.max_length}; "
-                            "raise it")
+            raise UserError("no training pair to learn from")
 
 
 @hookimpl

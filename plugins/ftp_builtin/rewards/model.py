@@ -27,7 +27,8 @@ class RewardModel(Reward):
         label: str | None = Field(None, description="For a classifier with several labels: "
                                   "the label whose probability is the reward.")
         max_length: int = Field(1024, gt=0, description="prompt + completion is cut to this "
-                                "many tokens.")
+                                "many tokens, from its start (the end, where the score is "
+                                "read, is kept).")
         batch_size: int = Field(8, gt=0, description="Completions scored per forward pass.")
 
     config: Config
@@ -64,20 +65,10 @@ class RewardModel(Reward):
     def score(self, prompts: list[Any], completions: list[str],
               rows: list[dict[str, Any]]) -> list[float | None]:
         """Score each prompt + completion, rendered as the reward model was trained on it."""
-        import torch
-
         model, tokenizer, index = self._load()
-        texts = [render_pair(tokenizer, p, c) for p, c in zip(prompts, completions, strict=True)]
-        out: list[float | None] = []
-        for start in range(0, len(texts), self.config.batch_size):
-            batch = tokenizer(texts[start:start + self.config.batch_size], padding=True,
-                              truncation=True, max_length=self.config.max_length,
-                              return_tensors="pt", add_special_tokens=False)
-            with torch.no_grad():
-                logits = model(**batch.to(model.device)).logits.float()
-            values = logits[:, 0] if index is None else logits.softmax(-1)[:, index]
-            out.extend(float(v) for v in values)
-        return out
+        ids = [end_ids(tokenizer, render_pair(tokenizer, p, c), self.config.max_length)[0]
+               for p, c in zip(prompts, completions, strict=True)]
+        return list(score_ids(model, tokenizer.pad_token_id, ids, self.config.batch_size, index))
 
 
 def render_pair(tokenizer: Any, prompt: Any, completion: str) -> str:
@@ -91,3 +82,56 @@ def render_pair(tokenizer: Any, prompt: Any, completion: str) -> str:
         convo = [*messages, {"role": "assistant", "content": completion}]
         return tokenizer.apply_chat_template(convo, tokenize=False)
     return "".join(str(m.get("content", "")) for m in messages) + completion
+
+
+def end_ids(tokenizer: Any, text: str, max_length: int) -> tuple[list[int], bool]:
+    """Token ids of a rendered conversation, cut from its start to ``max_length``.
+
+    A reward model reads its score at the last token, so the end — the answer and its
+    end-of-turn token — must survive; cutting at the end would score a half answer, and a pair
+    whose shared prompt fills ``max_length`` would score both answers alike. Training (the
+    ``reward`` method), the ``reward_accuracy`` evaluator and this reward all cut this way.
+
+    Returns:
+        The ids, and whether anything was cut.
+
+    """
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return ids[-max_length:], len(ids) > max_length
+
+
+def score_ids(model: Any, pad_id: int | None, rows: list[list[int]], batch_size: int,
+              index: int | None = None) -> list[float]:
+    """A sequence-classification model's score of each row of token ids, in batches.
+
+    Args:
+        model: The reward model (or classifier).
+        pad_id: The id padding the batch on the right (the model's config must know it too).
+        rows: Token ids, one list per sequence.
+        batch_size: Sequences per forward pass.
+        index: For a classifier of several labels, the label whose probability is the score;
+            None for a one-output reward model (the raw output).
+
+    """
+    import torch
+
+    was_training = model.training
+    model.eval()
+    if model.config.pad_token_id is None:
+        model.config.pad_token_id = pad_id
+    pad = pad_id if pad_id is not None else 0
+    out: list[float] = []
+    try:
+        for start in range(0, len(rows), batch_size):
+            batch = rows[start:start + batch_size]
+            width = max(len(r) for r in batch)
+            ids = torch.tensor([r + [pad] * (width - len(r)) for r in batch])
+            mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in batch])
+            with torch.no_grad():
+                logits = model(input_ids=ids.to(model.device),
+                               attention_mask=mask.to(model.device)).logits.float()
+            values = logits[:, 0] if index is None else logits.softmax(-1)[:, index]
+            out.extend(float(v) for v in values)
+    finally:
+        model.train(was_training)
+    return out
