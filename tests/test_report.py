@@ -64,18 +64,47 @@ def run(pipeline: Path, out: Path, *args: str) -> Path:
     return out
 
 
+#: A third-party evaluator's answer, markup and all: the page must show it as text.
+MARKUP_ANSWER = "<img src=x onerror=alert(1)> </td></table> & <b>bold</b>"
+
+
+class Echo(Evaluator):
+    """Answers every prompt with markup, as a careless model or plugin might."""
+
+    name = "echo"
+    metric_names = ("answers",)
+
+    class Config(StrictConfig):
+        """No options."""
+
+    def evaluate(self, ctx):
+        return {"metrics": {"answers": 1},
+                "samples": [{"prompt": "<i>say</i> markup", "answer": MARKUP_ANSWER}]}
+
+
+class EchoPlugin:
+    @hookimpl
+    def ftp_evaluators(self):
+        return [Echo]
+
+
+ECHO = '\n[[evaluate]]\nevaluator = "echo"\nbefore = true'
+
+
 @pytest.fixture(scope="module")
 def tiny_run(one_thread, tiny_model, tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("report")
-    return run(tiny_pipeline(work, tiny_model), work / "run-a")
+    with plugin(EchoPlugin(), "echo_judge"):
+        return run(tiny_pipeline(work, tiny_model, ECHO), work / "run-a")
 
 
 @pytest.fixture(scope="module")
 def slower_run(one_thread, tiny_model, tmp_path_factory) -> Path:
     """The same pipeline at a tenth of the learning rate."""
     work = tmp_path_factory.mktemp("report-b")
-    return run(tiny_pipeline(work, tiny_model), work / "run-b",
-               "--set", "stages[0].learning_rate=1e-3")
+    with plugin(EchoPlugin(), "echo_judge"):
+        return run(tiny_pipeline(work, tiny_model, ECHO), work / "run-b",
+                   "--set", "stages[0].learning_rate=1e-3")
 
 
 def polylines(page: str) -> list[str]:
@@ -109,6 +138,9 @@ def test_a_run_leaves_a_report_with_curves_evaluations_and_escaped_answers(tiny_
     for stage in ("base", "sft"):
         for sample in results["stages"][stage]["generate"]["samples"]:
             assert html.escape(sample["answer"]) in answers
+    echoed = answers.split("<h3>echo</h3>")[1]
+    assert echoed.count(html.escape(MARKUP_ANSWER)) == 2  # before and after, as text
+    assert "<img" not in page and "<b>bold" not in page and "<i>say" not in page
     for part in ("<h2>Data</h2>", "<h2>Timings</h2>", "<h2>Versions</h2>", "<h2>Pipeline</h2>",
                  "finished"):
         assert part in page
@@ -207,3 +239,41 @@ def test_report_and_compare_import_no_heavy_library(tiny_run, slower_run, tmp_pa
         result, modules = imported_modules(args, tmp_path)
         assert result.returncode == 0, result.stderr[-2000:]
         assert not {m.split(".")[0] for m in modules} & HEAVY
+
+
+def test_a_dpo_run_reports_its_reward_curves(tiny_model, tmp_path):
+    pipeline = write_pipeline(tmp_path / "pipeline.toml", f"""
+        [pipeline]
+        name = "dpo-report"
+        seed = 7
+
+        [model]
+        path = {json.dumps(str(tiny_model))}
+
+        [data.pairs]
+        loader = "json"
+        path = {json.dumps(str(DATA / "dpo.json"))}
+        format = "sharegpt_preference"
+        eval_fraction = 0.4
+
+        [[stages]]
+        method = "dpo"
+        data = "pairs"
+        max_steps = 3
+        batch_size = 2
+        logging_steps = 1
+        learning_rate = 1e-3
+
+        [[evaluate]]
+        evaluator = "preference"
+        data = "pairs"
+        before = true
+        require = ["pairs == base", "accuracy >= 0"]
+    """)
+    page = (run(pipeline, tmp_path / "run") / "report.html").read_text()
+    rewards = page.split(">dpo: rewards</text>")[1].split("</svg>")[0]
+    # TRL's rewards/chosen, rejected, accuracies and margins, one curve each, a point per step.
+    assert rewards.count("<polyline") >= 3 and "rewards/margins" in rewards
+    assert all(len(p.split()) == 3 for p in polylines(rewards))
+    assert "Requirements: 2 of 2 hold" in page
+    assert "<td>mean_margin</td>" in page  # the preference evaluation, before → after
