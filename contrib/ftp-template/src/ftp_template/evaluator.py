@@ -18,6 +18,8 @@ class ExactMatch(Evaluator):
     name = "template-exact-match"
     accepts = frozenset({Shape.PROMPT_COMPLETION})
     needs_data = True
+    # What `evaluate` reports: `[[evaluate]] require` is checked against these names.
+    metric_names = ("exact_match", "f1", "rows")
 
     class Config(StrictConfig):
         """How many rows and how long an answer."""
