@@ -144,6 +144,38 @@ class HFProvider(ModelProvider):
         model = _hub_call(lambda: cls.from_pretrained(source, **kwargs), source)
         return model.to(self.device())
 
+    def meta_model(self, task: str, **options: Any) -> Any:
+        """The model for ``task`` built from its config on torch's meta device.
+
+        Its shape and parameter count, without reading (or needing) any weights.
+
+        Used by ``ftp models compare`` and ``ftp plan``; a folder holding only a config.json
+        (an 8B model's config copied from its card) is enough.
+        """
+        import torch
+        import transformers
+        from transformers import AutoConfig
+
+        if task not in TASKS:
+            raise RunError(f"provider 'hf' cannot build models for task {task!r}")
+        source = self.source()
+        config = _hub_call(lambda: AutoConfig.from_pretrained(
+            source, revision=self.config.revision,
+            trust_remote_code=self.config.trust_remote_code, **options), source)
+        if self.config.attn_implementation:
+            config._attn_implementation = self.config.attn_implementation
+        cls = getattr(transformers, TASKS[task])
+        with torch.device("meta"):
+            return cls.from_config(config, trust_remote_code=self.config.trust_remote_code)
+
+    def weights_present(self) -> bool:
+        """Whether the model has weights to load (False: a config-only folder)."""
+        source = self.source()
+        if not isinstance(source, Path):
+            return True  # a Hub id: from_pretrained finds out
+        return any(source.glob("*.safetensors")) or any(source.glob("*.bin")) \
+            or any(source.glob("*.gguf")) or any(source.glob("*.pt"))
+
     # -- adapters -------------------------------------------------------------------------
 
     def apply_adapter(self, model: Any, adapter: Any) -> Any:
