@@ -76,6 +76,9 @@ class ModelSection(_Open):
     """``[model]``: ``provider`` plus that provider's options."""
 
     provider: str = "hf"
+    #: Models ``ftp models compare`` compares when no --candidate is given (catalog names,
+    #: folders, Hub ids, .gguf files or config.json files); ``ftp run`` ignores them.
+    candidates: list[str] = Field(default_factory=list)
 
 
 class DataSection(_Open):

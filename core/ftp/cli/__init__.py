@@ -8,7 +8,8 @@ datasets.
 
 One module per command group: `ftp.cli.run` (run, validate, resume), `ftp.cli.listing` (plugins,
 components, schema, new), `ftp.cli.data` (data preview/inspect), `ftp.cli.cache` (cache
-ls/clear), `ftp.cli.report` (report, compare); what they share is in `ftp.cli.common`.
+ls/clear), `ftp.cli.report` (report, compare), `ftp.cli.planning` (plan, models compare); what
+they share is in `ftp.cli.common`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 
 import click
 
-from ftp.cli import cache, data, listing, report, run
+from ftp.cli import cache, data, listing, planning, report, run
 from ftp.cli.common import State
 from ftp.errors import FtpError
 from ftp.plugins import ONLY_ENV, in_process_key, load_plugins
@@ -81,7 +82,7 @@ def cli(ctx: click.Context, plugin_opts: tuple[str, ...], strict_plugins: bool,
     ctx.obj = State(plugin_opts, strict_plugins, only_plugins)
 
 
-for _module in (run, listing, data, cache, report):
+for _module in (run, listing, data, cache, report, planning):
     for _command in _module.COMMANDS:
         cli.add_command(_command)
 

@@ -18,6 +18,7 @@ from ftp.cli.common import (
     reports_errors,
     set_option,
 )
+from ftp.cli.planning import budget_option
 from ftp.errors import FtpError, UserError
 from ftp.masking import MASK
 
@@ -48,17 +49,30 @@ def validate(state: State, pipeline: Path, overrides: tuple[str, ...]) -> None:
 @click.option("--resume", is_flag=True,
               help="Continue a failed, interrupted or killed run in the run directory from its "
               "newest good checkpoint or first unfinished step.")
+@click.option("--preflight", is_flag=True,
+              help="First probe every stage (as ftp plan does); stop with exit 1, before "
+              "anything trains, when one will not fit the memory budget.")
+@budget_option
 @debug_option
 @allow_code_option
 @pass_state
 @reports_errors
 def run(state: State, pipeline: Path, overrides: tuple[str, ...], output_dir: Path | None,
-        overwrite: bool, from_stage: str | None, resume: bool, debug: bool) -> None:
+        overwrite: bool, from_stage: str | None, resume: bool, preflight: bool,
+        memory_budget: float | None, debug: bool) -> None:
     """Run PIPELINE: load data and model, train each stage, evaluate, save."""
     if resume and (overwrite or from_stage):
         raise UserError("--resume continues the earlier run; it cannot be combined with "
                         f"{'--overwrite' if overwrite else '--from-stage'}")
     p = state.pipeline(pipeline, overrides)
+    if preflight:
+        from ftp.cli.planning import preflight as plan_first
+
+        quiet_libraries(debug)
+        if not plan_first(state, pipeline, overrides, memory_budget):
+            click.echo("error: preflight: a stage will not fit (see the warnings above); "
+                       "nothing was trained", err=True)
+            sys.exit(1)
     from ftp.rundir import RunDir
     from ftp.runner import Runner, default_run_dir
 

@@ -1,0 +1,117 @@
+"""``ftp plan`` and ``ftp run --preflight``: whether each stage fits, and how long it takes.
+
+Per stage: the estimate (`ftp.planning.sizing`) and one probe on the longest batch the
+method keeps (`ftp.planning.probe`) → peak memory, seconds per step, the stage's ETA; the
+pipeline's ETA is their sum (training only: loading, evaluations and saving are not in it).
+A stage whose measured peak (plus the libraries' baseline) exceeds the memory budget (the
+device's memory unless ``--memory-budget`` says otherwise) will not fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ftp.config import Pipeline
+from ftp.planning.sizing import GIB, gib
+from ftp.planning.stages import Invocation, StageCost, memory_of_device, prepare_data, stage_cost
+
+
+@dataclass
+class Plan:
+    """Every stage's cost against the budget.
+
+    Attributes:
+        stages: One `StageCost` per stage.
+        budget: The memory budget, in bytes.
+        device: ``cpu`` or ``cuda``.
+        problems: Warnings: stages that will not fit, probes that failed.
+
+    """
+
+    stages: list[StageCost]
+    budget: int
+    device: str
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def fits(self) -> bool:
+        """Whether no stage is over the budget.
+
+        A stage that could not be probed is a problem too: nothing says it fits.
+        """
+        return not self.problems
+
+    def eta(self) -> float | None:
+        """Seconds of training for the whole pipeline, or None when a stage's is unknown."""
+        etas = [s.eta() for s in self.stages]
+        return None if any(e is None for e in etas) else sum(e for e in etas if e is not None)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return {"device": self.device, "budget_bytes": self.budget, "fits": self.fits,
+                "eta_seconds": self.eta(), "problems": self.problems,
+                "stages": [s.as_dict() for s in self.stages]}
+
+
+def peak_of(cost: StageCost) -> int:
+    """The stage's expected process peak: measured + baseline, else the estimate."""
+    if cost.measured is not None and cost.probe:
+        return cost.measured + int(cost.probe.get("baseline_bytes", 0))
+    return cost.estimate.total
+
+
+def make_plan(pipeline: Pipeline, invocation: Invocation, budget_gb: float | None,
+              say: Callable[[str], None] = lambda line: None) -> Plan:
+    """Probe every stage of ``pipeline``; compare each with the budget."""
+    say("preparing data")
+    data = prepare_data(pipeline)
+    provider = pipeline.model.build()
+    tokenizer = provider.load_tokenizer()
+    budget = int(budget_gb * GIB) if budget_gb else memory_of_device(provider)
+    plan = Plan([], budget, getattr(provider, "device", lambda: "cpu")())
+    for i, stage in enumerate(pipeline.stages):
+        say(f"probing stage {stage.name!r} ({stage.method.entry.name}): two steps on its "
+            "longest batch")
+        cost = stage_cost(pipeline, i, provider, tokenizer, data, invocation)
+        plan.stages.append(cost)
+        if cost.probe is not None and not cost.probe.get("ok"):
+            plan.problems.append(f"stage {stage.name!r}: the probe failed: "
+                                 f"{cost.probe.get('error')}")
+        elif peak_of(cost) > budget:
+            plan.problems.append(
+                f"stage {stage.name!r} will not fit: it needs about {gib(peak_of(cost))} "
+                f"against {gib(budget)}; lower batch_size or max_length, use an adapter or "
+                "gradient_checkpointing = true")
+    return plan
+
+
+def minutes(seconds: float | None) -> str:
+    """``12.3 min`` / ``45 s`` / ``unknown``."""
+    if seconds is None:
+        return "unknown"
+    return f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def render_plan(plan: Plan) -> list[str]:
+    """The plan as terminal lines: a table of stages and the total."""
+    head = ("stage", "method", "batch × tokens", "estimated", "measured", "s/step", "steps",
+            "ETA")
+    rows = []
+    for s in plan.stages:
+        rows.append((s.stage, s.method,
+                     f"{s.setting.batch} × {s.setting.sequences_per_row} × {s.setting.sequence}",
+                     gib(s.estimate.total), gib(s.measured),
+                     f"{s.seconds_per_step:.2f}" if s.seconds_per_step else "unknown",
+                     str(s.steps), minutes(s.eta())))
+    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in [head, *rows]]
+    base = next((s.probe.get("baseline_bytes") for s in plan.stages
+                 if s.probe and s.probe.get("ok")), None)
+    lines.append(f"memory: estimated and measured are above the libraries' baseline "
+                 f"({gib(base)}); budget {gib(plan.budget)} ({plan.device})")
+    lines.append(f"ETA for training, all stages: {minutes(plan.eta())} (loading, evaluations "
+                 "and saving not included)")
+    return lines

@@ -1,0 +1,177 @@
+"""The measured probe: two steps of a stage's own method on its longest batch, in a child.
+
+`run_probe` writes a spec (the pipeline, its ``--set`` values, the stage, the candidate
+batches of rows, longest first) and runs ``python -m ftp.planning.probe SPEC`` in a child
+process, so that the peak it measures is the training's alone and nothing it allocates stays
+in the caller. The child loads the pipeline and the stage's model as ``ftp run`` does, notes
+its memory once torch, transformers, TRL, peft and datasets are imported (the libraries'
+baseline), then trains two steps of the stage's method (``max_steps = 2``, gradient
+accumulation 1) on the first batch the method keeps: a batch the method refuses (a
+`UserError`, or a ``tokenized`` event that reports dropped rows) is skipped for the next one.
+
+Measured: the peak resident memory above the baseline on CPU (``ru_maxrss``), or
+``torch.cuda.max_memory_allocated`` on a GPU; seconds per step from the second step (the
+first one warms caches up).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ftp.errors import RunError, UserError
+
+
+def run_probe(spec: dict[str, Any], timeout: float = 900) -> dict[str, Any]:
+    """Run the probe described by ``spec`` in a child process and return what it measured.
+
+    Returns:
+        ``{"ok": True, "peak_bytes", "baseline_bytes", "seconds_per_step", "device",
+        "rows", "tried"}`` or ``{"ok": False, "error": "..."}``.
+
+    """
+    with tempfile.TemporaryDirectory(prefix="ftp-probe-") as tmp:
+        spec_path = Path(tmp) / "spec.json"
+        result_path = Path(tmp) / "result.json"
+        spec_path.write_text(json.dumps({**spec, "result": str(result_path),
+                                         "output_dir": str(Path(tmp) / "out")}),
+                             encoding="utf-8")
+        env = dict(os.environ)
+        for key, value in (("TOKENIZERS_PARALLELISM", "false"),
+                           ("TRANSFORMERS_VERBOSITY", "error"),
+                           ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+                           ("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")):
+            env.setdefault(key, value)
+        try:
+            done = subprocess.run([sys.executable, "-m", "ftp.planning.probe", str(spec_path)],
+                                  capture_output=True, text=True, timeout=timeout, env=env)
+        except subprocess.TimeoutExpired:
+            return {"ok": False, "error": f"the probe took over {timeout:.0f} s"}
+        if result_path.is_file():
+            return dict(json.loads(result_path.read_text(encoding="utf-8")))
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        return {"ok": False, "error": f"the probe process failed (exit {done.returncode}): "
+                f"{tail}"}
+
+
+def _rss() -> int:
+    """The resident memory of this process now, in bytes."""
+    with open("/proc/self/statm", encoding="ascii") as f:
+        pages = int(f.read().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss() -> int:
+    """The peak resident memory of this process so far, in bytes (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class _Refused(Exception):
+    """The method leaves rows of this batch out: try the next batch."""
+
+
+def _probe(spec: dict[str, Any]) -> dict[str, Any]:
+    import datasets  # noqa: F401  # the libraries' baseline includes every one training uses
+    import peft  # noqa: F401
+    import torch
+    import transformers
+    import trl  # noqa: F401
+
+    from ftp.config import load_pipeline
+    from ftp.contexts import TrainContext
+    from ftp.plugins import load_plugins
+    from ftp.training import TrainerMethod
+
+    pipeline = load_pipeline(Path(spec["pipeline"]), load_plugins(
+        tuple(spec.get("plugin_opts", ())), only=spec.get("only")), list(spec["overrides"]),
+        allow_code=spec.get("allow_code", False))
+    stage = pipeline.stages[spec["stage"]]
+    if not issubclass(stage.method.cls, TrainerMethod):
+        return {"ok": False, "error": f"method {stage.method.entry.name!r} is not built on "
+                "ftp.TrainerMethod; it cannot be run for a fixed number of steps"}
+    provider = pipeline.model.build()
+    tokenizer = provider.load_tokenizer()
+    method_cls = stage.method.cls
+    config = stage.method.config.model_copy(update={
+        "max_steps": int(spec.get("steps", 2)), "gradient_accumulation": 1,
+        "logging_steps": 1, "save_strategy": "no"})
+    on_gpu = getattr(provider, "device", lambda: "cpu")() == "cuda"
+    baseline = _rss()
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()
+    torch.manual_seed(pipeline.seed)
+    model = provider.load_model(method_cls.task, **method_cls(config).model_options(
+        spec["option_rows"]))
+    if stage.adapter is not None:
+        model = provider.apply_adapter(model, stage.adapter)
+
+    times: list[float] = []
+
+    class Timer(transformers.TrainerCallback):
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            times.append(-time.perf_counter())
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            times[-1] += time.perf_counter()
+
+    def log(record: dict[str, Any]) -> None:
+        if record.get("event") == "tokenized" and record.get("dropped"):
+            raise _Refused(f"{record['dropped']} row(s) left out")
+        if record.get("event") == "skipped":
+            raise _Refused(str(record.get("reason")))
+
+    tried: list[str] = []
+    for n, rows in enumerate(spec["windows"]):
+        times.clear()
+        ctx = TrainContext(stage=stage.name, model=model, tokenizer=tokenizer,
+                           provider=provider, train=rows, eval=None, adapter=stage.adapter,
+                           output_dir=Path(spec["output_dir"]) / str(n), seed=pipeline.seed,
+                           callbacks=[Timer()], log=log, on_bad_rows="error")
+        try:
+            method_cls(config).train(ctx)
+        except (_Refused, UserError) as exc:
+            tried.append(f"batch {n + 1}: {str(exc).splitlines()[0][:200]}")
+            continue
+        if not times:
+            return {"ok": False, "error": "the method trained no step", "tried": tried}
+        peak = (torch.cuda.max_memory_allocated() if on_gpu else _peak_rss() - baseline)
+        return {"ok": True, "peak_bytes": int(peak), "baseline_bytes": int(baseline),
+                "seconds_per_step": times[1] if len(times) > 1 else times[0],
+                "device": "cuda" if on_gpu else "cpu", "window": n, "rows": len(rows),
+                "tried": tried}
+    return {"ok": False, "error": "the method left rows out of every batch tried ("
+            + "; ".join(tried[-3:]) + ")", "tried": tried}
+
+
+def main(argv: list[str]) -> int:
+    """Child entry: read the spec, probe, write the result file."""
+    import contextlib
+    import io
+    import warnings
+
+    spec = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
+    warnings.filterwarnings("ignore")  # library chatter; the caller reports the result
+
+    try:
+        # The trainer's own printing is not the caller's output.
+        with contextlib.redirect_stdout(io.StringIO()):
+            result = _probe(spec)
+    except (UserError, RunError) as exc:
+        result = {"ok": False, "error": str(exc).splitlines()[0]}
+    except Exception as exc:  # the probe reports; the caller decides
+        text = str(exc).strip().splitlines()
+        result = {"ok": False, "error": f"{type(exc).__name__}: {text[0] if text else ''}"}
+    Path(spec["result"]).write_text(json.dumps(result), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,169 @@
+"""``ftp models compare``: candidate base models side by side, through the real CLI.
+
+Two tiny local models (two sizes) on a tiny instruction pipeline give the table, the report
+files and a recommendation; published Llama configs given alone (no weights) give the exact
+parameter counts of those models and the memory verdicts people ask about ("does an 8B fit a
+24 GB GPU with LoRA r16 at 2048 tokens?").
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ftp.testing import make_tiny_causal_lm, one_line_error, run_ftp, write_pipeline
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+#: Llama-3.2-1B's and Llama-3.1-8B's config.json as published with the models.
+LLAMA_1B = {
+    "architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0,
+    "bos_token_id": 128000, "eos_token_id": 128001, "head_dim": 64, "hidden_act": "silu",
+    "hidden_size": 2048, "initializer_range": 0.02, "intermediate_size": 8192,
+    "max_position_embeddings": 131072, "mlp_bias": False, "model_type": "llama",
+    "num_attention_heads": 32, "num_hidden_layers": 16, "num_key_value_heads": 8,
+    "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+    "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "rope_theta": 500000.0, "tie_word_embeddings": True, "torch_dtype": "bfloat16",
+    "use_cache": True, "vocab_size": 128256,
+}
+LLAMA_8B = {
+    **LLAMA_1B, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+    "rope_scaling": {**LLAMA_1B["rope_scaling"], "factor": 8.0},  # type: ignore[dict-item]
+    "tie_word_embeddings": False,
+}
+del LLAMA_8B["head_dim"]
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two tiny models, instruction data, the two Llama configs, and two pipelines."""
+    root = tmp_path_factory.mktemp("compare")
+    make_tiny_causal_lm(root / "tiny-small", hidden_size=32, layers=2)
+    make_tiny_causal_lm(root / "tiny-big", hidden_size=64, layers=4, seed=1)
+    for name, config in (("llama-1b", LLAMA_1B), ("llama-8b", LLAMA_8B)):
+        (root / name).mkdir()
+        (root / name / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    rows = [{"instruction": f"Question {i}: " + "why " * (i % 5), "input": "",
+             "output": f"Answer {i}. " + "yes " * (i % 4)} for i in range(30)]
+    (root / "data.json").write_text(json.dumps(rows), encoding="utf-8")
+    section = """
+        [data.d]
+        loader = "json"
+        path = "data.json"
+        format = "alpaca"
+        eval_fraction = 0.2
+        """
+    write_pipeline(root / "tiny.toml", """
+        [pipeline]
+        name = "tiny"
+        seed = 1
+
+        [model]
+        path = "tiny-small"
+        candidates = ["tiny-small", "tiny-big"]
+        """ + section + """
+        [[stages]]
+        method = "sft"
+        data = "d"
+        adapter = { type = "lora", r = 4, alpha = 8 }
+        epochs = 1
+        batch_size = 4
+        max_length = 48
+        """)
+    # The question people ask of an 8B model: LoRA r16 on every linear layer, bf16 weights,
+    # one row of 2048 tokens per step.
+    write_pipeline(root / "big.toml", """
+        [pipeline]
+        name = "big"
+
+        [model]
+        path = "llama-1b"
+        dtype = "bfloat16"
+        """ + section + """
+        [[stages]]
+        method = "sft"
+        data = "d"
+        adapter = { type = "lora", r = 16, alpha = 32, target_modules = "all-linear" }
+        batch_size = 1
+        max_length = 2048
+        """)
+    return root
+
+
+def _report(folder: Path, out: str) -> dict:
+    return json.loads((folder / out / "report.json").read_text(encoding="utf-8"))
+
+
+def test_two_local_models_compared_on_the_pipeline(folder: Path) -> None:
+    # The candidates come from [model] candidates; a config-only 8B rides along for its
+    # time estimate at the FLOP rate the tiny models' probes achieved.
+    result = run_ftp("models", "compare", "tiny.toml", "--pilot", "2", "-o", "cmp",
+                     "--candidate", "tiny-small", "--candidate", "tiny-big",
+                     "--candidate", "llama-8b/config.json", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for header in ("parameters", "trained", "architecture", "tok/word", "held-out loss",
+                   "after pilot", "measured", "stage time"):
+        assert header in out
+    assert "tiny-small" in out and "tiny-big" in out and "llama-8b/config.json (config only)" \
+        in out
+    assert "recommended: " in out
+    report = _report(folder, "cmp")
+    small, big, eight = report["candidates"]
+    assert small["stage"]["shape"]["parameters"] < big["stage"]["shape"]["parameters"]
+    for c in (small, big):
+        assert c["heldout_loss"] > 0 and c["pilot_loss"] > 0
+        assert c["stage"]["probe"]["ok"] and c["stage"]["seconds_per_step"] > 0
+        assert c["tokens_per_word"] > 1  # a 512-token BPE splits English words
+        assert 0 < c["truncated_rows"] < 24  # the longer rows are cut at max_length = 48
+        assert c["template_tokens_per_row"] > 0  # the chat template's own tokens
+        assert c["facts"]["chat_template"] == "yes"
+    assert eight["config_only"] and eight["heldout_loss"] is None
+    assert eight["eta_seconds"] > 0 and "FLOP rate" in eight["eta_how"]
+    assert report["recommended"] in {"tiny-small", "tiny-big"}
+    assert report["reasons"]
+    md = (folder / "cmp" / "report.md").read_text(encoding="utf-8")
+    assert "recommended:" in md and "What the cards say" in md
+    assert (folder / "cmp" / "candidates.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_config_only_candidates_give_published_sizes_and_the_24gb_verdict(folder: Path
+                                                                           ) -> None:
+    result = run_ftp("models", "compare", "big.toml", "--candidate", "llama-1b/config.json",
+                     "--candidate", "llama-8b", "--memory-budget", "24", "-o", "cfg",
+                     cwd=folder)
+    assert result.returncode == 0, result.stderr
+    one, eight = _report(folder, "cfg")["candidates"]
+    assert one["stage"]["shape"]["parameters"] == 1_235_814_400
+    assert eight["stage"]["shape"]["parameters"] == 8_030_261_248
+    assert eight["stage"]["shape"]["trainable"] == 41_943_040  # peft's LoRA r16 all-linear
+    assert eight["stage"]["setting"]["sequence"] == 2048
+    # Without gradient checkpointing the 8B's activations at 2048 tokens do not fit 24 GB;
+    # the 1B does, and is recommended (no held-out loss: configs only).
+    assert one["fits"] and not eight["fits"]
+    assert _report(folder, "cfg")["recommended"] == "llama-1b/config.json"
+    checkpointed = run_ftp("models", "compare", "big.toml", "--candidate", "llama-8b",
+                           "--memory-budget", "24", "-o", "ckpt",
+                           "--set", "stages[0].gradient_checkpointing=true", cwd=folder)
+    assert checkpointed.returncode == 0, checkpointed.stderr
+    (eight,) = _report(folder, "ckpt")["candidates"]
+    assert eight["fits"] and eight["peak_bytes"] < 24 * 1024 ** 3
+
+
+def test_nothing_fits_under_8_gb(folder: Path) -> None:
+    result = run_ftp("models", "compare", "big.toml", "--candidate", "llama-1b",
+                     "--candidate", "llama-8b", "--memory-budget", "8", "-o", "small-gpu",
+                     cwd=folder)
+    assert result.returncode == 0, result.stderr
+    assert "recommended: none — nothing fits the memory budget of 8.00 GiB" in result.stdout
+    assert _report(folder, "small-gpu")["recommended"] is None
+
+
+def test_a_misspelt_candidate_is_one_line(folder: Path) -> None:
+    line = one_line_error(run_ftp("models", "compare", "tiny.toml", "--candidate",
+                                  "./tiny-smal", cwd=folder))
+    assert "candidate './tiny-smal'" in line and "not found" in line
