@@ -110,6 +110,7 @@ def test_a_failed_requirement_exits_3_after_saving_everything(tiny_model, tmp_pa
         "threshold": 14.0, "passed": True}
     page = (out / "report.html").read_text()
     assert "Requirements: 1 of 2 hold" in page and "FAILED" in page
+    assert "1 of 2 requirements failed (ftp run exited with code 3)" in page
     assert "## Requirements: 1 of 2 hold" in (out / "summary.md").read_text()
 
 

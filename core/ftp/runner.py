@@ -641,7 +641,8 @@ class Runner:
                            highlight=False)
         for record in judged:
             mark = "[green]✓[/]" if record["passed"] else "[red]✗ FAILED[/]"
-            self.console.print(f"  {mark} {describe(record)}", highlight=False)
+            # One line each, however narrow the log: CI greps for them.
+            self.console.print(f"  {mark} {describe(record)}", highlight=False, soft_wrap=True)
 
     def _write_report(self) -> None:
         """report.html, from the folder's files; a report that cannot be built fails no run."""

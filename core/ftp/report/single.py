@@ -37,6 +37,11 @@ def header(run: RunFiles) -> str:
     if status.get("updated"):
         lines.append(f" · last updated {esc(status['updated'])}")
     lines.append("</p>")
+    gates = [g for g in run.results.get("requirements") or [] if isinstance(g, dict)]
+    failed = [g for g in gates if not g.get("passed")]
+    if failed:  # finished, yet not good enough: said before anything else
+        lines.append(f"<p class=\"fail\">{len(failed)} of {len(gates)} requirements failed "
+                     "(ftp run exited with code 3)</p>")
     if status.get("error"):
         where = f" at step <b>{esc(status['failed_step'])}</b>" if status.get("failed_step") \
             else ""
@@ -95,7 +100,8 @@ def training_section(run: RunFiles) -> str:
                         if r.get("stage") == stage and "train_loss" in r), {})
         seen = next((r["tokens_seen"] for r in reversed(run.metrics)
                      if r.get("stage") == stage and is_number(r.get("tokens_seen"))), None)
-        rows.append([stage, int(max(steps)) if steps else None, run.final_value(stage, "loss"),
+        last_step = int(max(steps)) if steps else summary.get("step")  # no step was logged
+        rows.append([stage, last_step, run.final_value(stage, "loss"),
                      summary.get("train_loss"), run.final_value(stage, "eval_loss"), seen,
                      run.final_value(stage, "tokens_per_second"), summary.get("train_runtime")])
     parts.append(table(["stage", "steps", "last loss", "mean loss", "last eval loss",
