@@ -165,6 +165,12 @@ def test_ftp_report_works_on_a_folder_older_than_reports(tiny_run, tmp_path):
     page = (old / "report.html").read_text()
     assert len(polylines(page)) >= 4 and "<h2>Evaluations</h2>" not in page
 
+    # A run whose process died while running (no lock held) is shown as killed.
+    status = json.loads((old / "run.json").read_text())
+    (old / "run.json").write_text(json.dumps({**status, "status": "running"}))
+    assert run_cli("report", str(old)).exit_code == 0
+    assert 'class="status-killed">killed<' in (old / "report.html").read_text()
+
 
 def test_ftp_report_refuses_a_folder_without_a_run(tmp_path):
     result = run_cli("report", str(tmp_path))

@@ -84,8 +84,10 @@ class RunFiles:
 
     @property
     def state(self) -> str:
-        """The status run.json records (``unknown`` without one)."""
-        return str(self.status.get("status", "unknown"))
+        """The run's state: run.json's status, ``killed`` for a dead ``running`` owner."""
+        from ftp.rundir import RunDir
+
+        return RunDir(self.path).state() if self.status else "unknown"
 
     def stages(self) -> list[str]:
         """The trained stages, in the order their metrics were logged."""
