@@ -64,7 +64,7 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
         [model]
         path = "tiny-small"
-        candidates = ["tiny-small", "tiny-big"]
+        candidates = ["tiny-small", "tiny-big", "llama-8b/config.json"]
         """ + section + """
         [[stages]]
         method = "sft"
@@ -101,9 +101,7 @@ def _report(folder: Path, out: str) -> dict:
 def test_two_local_models_compared_on_the_pipeline(folder: Path) -> None:
     # The candidates come from [model] candidates; a config-only 8B rides along for its
     # time estimate at the FLOP rate the tiny models' probes achieved.
-    result = run_ftp("models", "compare", "tiny.toml", "--pilot", "2", "-o", "cmp",
-                     "--candidate", "tiny-small", "--candidate", "tiny-big",
-                     "--candidate", "llama-8b/config.json", cwd=folder)
+    result = run_ftp("models", "compare", "tiny.toml", "--pilot", "2", "-o", "cmp", cwd=folder)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for header in ("parameters", "trained", "architecture", "tok/word", "held-out loss",

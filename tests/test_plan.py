@@ -164,3 +164,16 @@ def test_methods_that_drop_the_longest_rows_are_probed_on_rows_they_keep(folder:
     assert cpt["setting"]["sequence"] == 32
     # Its rows are the 32-token blocks the documents are packed into, two per step.
     assert cpt["rows"] > 40 and cpt["steps"] == math.ceil(cpt["rows"] / 2)
+
+
+@pytest.mark.slow
+def test_the_cpt_example_is_estimated_at_its_blocks_near_what_it_measures() -> None:
+    """SmolLM2 on examples/cpt.toml: the estimate was once 28× the measured peak (it counted
+    whole documents, not 256-token blocks)."""
+    root = Path(__file__).resolve().parent.parent / "examples"
+    plan = _plan(root, "cpt.toml")
+    assert plan["rc"] == 0, plan["stderr"]
+    (stage,) = plan["stages"]
+    assert stage["setting"]["sequence"] == 256 and stage["steps"] == 12
+    ratio = stage["estimate"]["total"] / stage["measured_bytes"]
+    assert 0.6 < ratio < 1.4, (stage["estimate"], stage["measured_bytes"])

@@ -170,8 +170,9 @@ def estimate_memory(shape: Shape, setting: Setting) -> MemoryEstimate:
     - gradients and AdamW's two moments: for the trained parameters only, in float32 under an
       adapter (peft keeps adapter weights in float32), else in the weights' dtype;
     - activations kept for the backward pass, per token and layer (a Llama-like block): the
-      residual and norm outputs, q/k/v and the attention output (about 8.5 × hidden), the
-      MLP's gate, up, activation and product (4 × intermediate), the adapter dropout's
+      two norms' inputs, statistics and outputs, q/k/v before and after the rotary embedding
+      and its rotated copies, the attention output and its reshaped copy (about 12 × hidden),
+      the MLP's gate, up, activation and product (4 × intermediate), the adapter dropout's
       copies of each adapted layer's input (6 × hidden + intermediate), and under eager
       attention the heads × sequence probabilities. With gradient checkpointing only each
       layer's input is kept, plus one layer recomputed;
@@ -192,7 +193,7 @@ def estimate_memory(shape: Shape, setting: Setting) -> MemoryEstimate:
     gradients = shape.trainable * train_bytes
     optimizer = 2 * shape.trainable * train_bytes
     h, i, n = shape.hidden_size, shape.intermediate_size, shape.layers
-    per_layer = 8.5 * h + 4 * i
+    per_layer = 12 * h + 4 * i
     if s.adapter and s.lora_dropout:
         per_layer += 6 * h + i
     if shape.attention == "eager":
