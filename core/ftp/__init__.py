@@ -15,6 +15,7 @@ from ftp.components import (
     DataLoader,
     Evaluator,
     Format,
+    Launcher,
     Method,
     ModelProvider,
     Reward,
@@ -25,7 +26,7 @@ from ftp.components import (
     TokenSequence,
 )
 from ftp.contexts import EvalContext, LoadContext, TrainContext
-from ftp.errors import ConfigError, FtpError, RunError, UserError
+from ftp.errors import ConfigError, FtpError, RanksStopped, RunError, UserError
 from ftp.hookspecs import hookimpl
 from ftp.masking import mask_secrets, mask_text
 from ftp.training import TrainerMethod, TrainingOptions
@@ -41,10 +42,12 @@ __all__ = [
     "Evaluator",
     "Format",
     "FtpError",
+    "Launcher",
     "LoadContext",
     "Method",
     "ModelProvider",
     "Reward",
+    "RanksStopped",
     "RewardRef",
     "RunError",
     "Shape",

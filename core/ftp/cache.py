@@ -202,18 +202,23 @@ def cached(key: CacheKey, compute: Callable[[], T], save: Callable[[T, Path], No
         The value and whether it came from the cache.
 
     """
-    folder = lookup(key, root)
-    if folder is not None:
-        try:
-            return load(folder), True
-        except Exception:  # noqa: BLE001 — any unreadable entry is rebuilt, never trusted
-            shutil.rmtree(folder, ignore_errors=True)
-    value = compute()
-    # A read-only or full disk costs the next run time, not this run.
-    with contextlib.suppress(OSError):
-        store(key, lambda tmp: save(value, tmp), description,
-              extra(value) if extra else None, root)
-    return value, False
+    from ftp.distributed.ranks import here, main_first
+
+    # In a distributed run the main process fills the entry; the others read it after.
+    with main_first(f"tokenizing ({description})"):
+        folder = lookup(key, root)
+        if folder is not None:
+            try:
+                return load(folder), True
+            except Exception:  # noqa: BLE001 — any unreadable entry is rebuilt, never trusted
+                if here().is_main:  # the others recompute for themselves
+                    shutil.rmtree(folder, ignore_errors=True)
+        value = compute()
+        # A read-only or full disk costs the next run time, not this run.
+        with contextlib.suppress(OSError):
+            store(key, lambda tmp: save(value, tmp), description,
+                  extra(value) if extra else None, root)
+        return value, False
 
 
 def entries(root: Path | None = None) -> list[Entry]:

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from ftp.contexts import EvalContext, LoadContext, TrainContext
+
+if TYPE_CHECKING:
+    from ftp.distributed.config import LaunchPlan
 
 
 class StrictConfig(BaseModel):
@@ -142,6 +145,18 @@ class ModelProvider(Component):
         """Save a folder that plain ``transformers`` loads (``from_pretrained``)."""
         raise NotImplementedError
 
+    def rehearsal_model(self, directory: Path) -> tuple[dict[str, Any], str]:
+        """Write a tiny random model of the same architecture and tokenizer (``--rehearse``).
+
+        Returns:
+            The ``[model]`` options that load it instead of the real one, and a line saying
+            what it is (architecture, layers, sizes).
+
+        """
+        from ftp.errors import UserError
+
+        raise UserError(f"model provider {self.name!r} cannot build a model for a rehearsal")
+
 
 #: The label of a token that carries no loss (the convention of transformers and PyTorch).
 IGNORE_INDEX = -100
@@ -198,6 +213,9 @@ class Method(Component):
     accepts: ClassVar[frozenset[str]] = frozenset()
     #: Which model head the provider loads for this method.
     task: ClassVar[str] = "causal-lm"
+    #: Whether it can train under DeepSpeed ZeRO-3 (weights sharded across processes); a
+    #: method that reads or changes whole weights itself says False, and is refused there.
+    zero3: ClassVar[bool] = True
 
     @classmethod
     def starts_from(cls) -> frozenset[str]:
@@ -272,6 +290,36 @@ class Reward(Component):
         Returns:
             One float per completion; None where the reward does not apply to that row
             (it is then left out of the weighted sum, as TRL does).
+
+        """
+        raise NotImplementedError
+
+
+class Launcher(Component):
+    """Starts the processes of a distributed run (``[distributed] launcher``).
+
+    Every process runs ftp's own command line again (``python -m ftp ARGS``) with the
+    variables torch's launchers set (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR...), so that
+    ftp knows it was launched and does not launch again. A Slurm, Ray or SkyPilot launcher
+    is a plugin that starts them its own way.
+    """
+
+    kind = "launcher"
+
+    def launch(self, plan: LaunchPlan, args: list[str]) -> int:
+        """Start this node's processes, wait for all of them, and return the exit code.
+
+        Args:
+            plan: Processes per node, nodes, this node's rank, rendezvous, timeout.
+            args: ftp's command line after ``ftp`` (``["run", "pipeline.toml", ...]``).
+
+        Returns:
+            0 when every process succeeded, else the exit code of the first that failed
+            (it has printed its own error).
+
+        Raises:
+            ftp.errors.RanksStopped: a process was killed (a signal) and the others were
+                stopped; the message names the rank and the cause.
 
         """
         raise NotImplementedError

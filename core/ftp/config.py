@@ -29,6 +29,7 @@ from ftp.components import (
     ModelProvider,
     StrictConfig,
 )
+from ftp.distributed.config import DistributedSection, problems_with
 from ftp.errors import ConfigError, Problem, UserError
 from ftp.plugins import PluginSet
 from ftp.registry import Entry
@@ -183,6 +184,7 @@ class PipelineFile(_Shape):
     evaluate: list[EvaluateSection] = Field(default_factory=list)
     # Plugin name → its settings table; checked in pass 2, against what the plugin declares.
     plugins: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    distributed: DistributedSection | None = None
 
 
 # --- Resolved pipeline -----------------------------------------------------------------------
@@ -268,6 +270,13 @@ class Pipeline:
     #: Plugin name → its validated settings (``[plugins.NAME]``, else the defaults), for every
     #: loaded plugin that declares settings.
     plugin_settings: dict[str, StrictConfig] = field(default_factory=dict)
+    #: The ``[distributed]`` launcher with its options (None without the table).
+    launcher: Bound | None = None
+
+    @property
+    def distributed(self) -> DistributedSection | None:
+        """The ``[distributed]`` table, or None (one process)."""
+        return self.file.distributed
 
     @property
     def name(self) -> str:
@@ -427,7 +436,7 @@ def _validate(
         return None, _problems_from(exc, prefix, model, also)
 
 
-def _salvage(model: type[_Open], data: Any, prefix: str, found: list[Problem]) -> Any:
+def _salvage(model: type[BaseModel], data: Any, prefix: str, found: list[Problem]) -> Any:
     """What is usable of an open section that failed pass 1, so pass 2 still checks the rest.
 
     Keys with a problem fall back to their defaults; without a valid value for every required
@@ -623,6 +632,12 @@ def _pass1(raw: dict[str, Any], problems: list[Problem]) -> PipelineFile:
         evaluate.append(parsed or _salvage(EvaluateSection, section, f"evaluate[{i}]", found))
 
     settings = _plugin_tables(raw.get("plugins", {}), problems)
+    distributed = None
+    if "distributed" in raw:
+        distributed, found = _validate(DistributedSection, raw["distributed"], "distributed")
+        problems.extend(found)
+        if distributed is None:
+            distributed = _salvage(DistributedSection, raw["distributed"], "distributed", found)
 
     if pipeline is None:
         # Keep checking the other sections against their components; the problems found in
@@ -633,7 +648,7 @@ def _pass1(raw: dict[str, Any], problems: list[Problem]) -> PipelineFile:
         pipeline = PipelineSection.model_construct(name="?", plugins=listed if ok else [])
     return PipelineFile.model_construct(
         pipeline=pipeline, model=model, data=data, stages=stages, evaluate=evaluate,
-        plugins=settings,
+        plugins=settings, distributed=distributed,
     )
 
 
@@ -812,10 +827,17 @@ def load_pipeline(
             problems.append(Problem(where, "runs neither before nor after any stage; "
                                     "set before = true or after"))
 
+    launcher = None
+    if file.distributed is not None:
+        launcher = _bind(plugins, "launcher", file.distributed.launcher,
+                         _extras(file.distributed), "distributed.launcher", "distributed",
+                         problems, also=tuple(DistributedSection.model_fields))
+        problems.extend(problems_with(file.distributed, stages, base_dir))
+
     if problems or model is None:
         raise ConfigError(problems, str(path))
     return Pipeline(path, raw, file, model, datasets, stages, evaluations, plugins,
-                    plugin_settings)
+                    plugin_settings, launcher)
 
 
 def _check_files(bound: Bound | None, base_dir: Path, prefix: str, problems: list[Problem],

@@ -167,6 +167,9 @@ class TrainContext:
     on_bad_rows: str = "error"
     skipped: dict[str, int] = field(default_factory=dict)
     resume_from: Path | None = None
+    #: The ``[distributed]`` table (`ftp.distributed.config.DistributedSection`) the stage
+    #: trains under, or None in one process; `ftp.training` turns it into trainer options.
+    distributed: Any = None
 
     def where(self, index: int) -> str:
         """Where training record ``index`` came from, or ``training row INDEX``."""

@@ -30,6 +30,13 @@ class RunError(FtpError):
     exit_code = 1
 
 
+class RanksStopped(RunError):
+    """A process of a distributed run died (a signal, a crash); the launcher stopped the rest.
+
+    Its message is the whole story (which rank, what killed it), so no traceback is offered.
+    """
+
+
 @dataclass(frozen=True)
 class Problem:
     """One problem found in a pipeline file.

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
         DataLoader,
         Evaluator,
         Format,
+        Launcher,
         Method,
         ModelProvider,
         Reward,
@@ -95,6 +96,15 @@ def ftp_rewards() -> list[type[Reward]]:
     """Return `ftp.Reward` subclasses: completion scorers (``reward =`` in a ``rewards`` list).
 
     Called once per plugin as it is registered, at the start of every ``ftp`` command.
+    """
+
+
+@hookspec
+def ftp_launchers() -> list[type[Launcher]]:
+    """Return `ftp.Launcher` subclasses: what starts a distributed run's processes.
+
+    Named by ``[distributed] launcher``; the built-in is ``torchrun``. Called once per plugin
+    as it is registered, at the start of every ``ftp`` command.
     """
 
 

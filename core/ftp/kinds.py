@@ -13,6 +13,7 @@ from ftp.components import (
     DataLoader,
     Evaluator,
     Format,
+    Launcher,
     Method,
     ModelProvider,
     Reward,
@@ -54,6 +55,7 @@ KINDS: tuple[Kind, ...] = (
     Kind("method", "method", Method, "ftp_methods", "method", ("methods",)),
     Kind("evaluator", "evaluator", Evaluator, "ftp_evaluators", "evaluator", ("evaluators",)),
     Kind("reward", "reward", Reward, "ftp_rewards", "reward", ("rewards",)),
+    Kind("launcher", "launcher", Launcher, "ftp_launchers", "launcher", ("launchers",)),
 )
 
 #: Kind name → its entry.

@@ -31,6 +31,7 @@ from ftp import checkpoints
 from ftp.config import Bound, Evaluation, Pipeline, Stage
 from ftp.contexts import EvalContext, TrainContext
 from ftp.data import Prepared, combine, load_records, mix_summary, prepare
+from ftp.distributed import ranks
 from ftp.errors import FtpError, RunError, UserError
 from ftp.memory import model_on_gpu, release
 from ftp.progress import make_progress_callback
@@ -60,7 +61,10 @@ class Runner:
                  overrides: tuple[str, ...] = ()) -> None:
         self.pipeline = pipeline
         self.run_dir = run_dir
-        self.console = console or Console()
+        # Only the main process of a distributed run prints, writes, evaluates and saves.
+        self.place = ranks.here()
+        self.main = self.place.is_main
+        self.console = console or Console(quiet=not self.main)
         self.plugins = pipeline.plugins
         self.timings: dict[str, float] = {}
         self.results: dict[str, Any] = {"pipeline": pipeline.name, "stages": {}}
@@ -123,9 +127,19 @@ class Runner:
 
         """
         state = self.run_dir.state()
+        if self.run_dir.status().get("rehearsal"):
+            raise UserError(f"{self.run_dir.path} holds a rehearsal (--rehearse), which is not "
+                            "resumed: rehearse again, or run the pipeline itself")
         if state == "finished":
             raise UserError(f"{self.run_dir.path} holds a finished run; nothing to resume "
                             "(--overwrite starts it over)")
+        before = int(self.run_dir.status().get("processes", 1))
+        if before != self.place.world_size:
+            # Another count changes the global batch and each process's share of the data:
+            # the continuation would not be the run that was checkpointed.
+            raise UserError(f"{self.run_dir.path} was trained by {before} process(es) and this "
+                            f"resume has {self.place.world_size}; resume it with the same count "
+                            f"(ftp run ... --nproc {before} --resume, or ftp resume)")
         try:
             earlier = json.loads(self.run_dir.file("results.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -272,27 +286,36 @@ class Runner:
             FtpError: ``UserError`` or ``RunError`` with one line naming the failed step.
 
         """
+        timeout = self.pipeline.distributed.timeout_minutes if self.pipeline.distributed \
+            else 30.0
+        ranks.start(timeout)  # every process joins; the main one has made the folder
         lock = RunLock(self.run_dir.path)
-        lock.acquire()  # before anything is written: a refused run leaves the folder alone
         try:
-            if self.resume:
-                self._plan_resume()
+            if self.main:
+                lock.acquire()  # before anything is written: a refused run leaves it alone
+                if self.resume:
+                    self._plan_resume()
+            # The other processes continue where the main one decided.
+            (self.from_index, self.start_trained, self.completed, self.results) = ranks.share(
+                (self.from_index, self.start_trained, self.completed, self.results))
             with handling_signals():
                 return self._run_owned()
         finally:
             self.run_dir.stop_heartbeat()
-            lock.release()
+            if self.main:
+                lock.release()
+            ranks.finish()
 
     def _run_owned(self) -> dict[str, Any]:
         started = time.perf_counter()
         self.run_dir.start(pipeline=self.pipeline.name, **owner_info(),
-                           overrides=list(self.overrides),
+                           overrides=list(self.overrides), processes=self.place.world_size,
                            **({"resumed_at": self._resume_label()} if self.resume else {}))
         self.run_dir.start_heartbeat()
         try:
             self._write_inputs()
-            self.plugins.call("ftp_pipeline_start", pipeline=self.pipeline,
-                              run_dir=self.run_dir.path)
+            self._notify("ftp_pipeline_start", pipeline=self.pipeline,
+                         run_dir=self.run_dir.path)
             self._run_steps()
             self._judge_requirements()
             total = round(time.perf_counter() - started, 2)
@@ -300,8 +323,8 @@ class Runner:
             self.run_dir.write_json("results.json", self.results)
             self._write_summary("finished", total)
             self.current_step = "finish"
-            self.plugins.call("ftp_pipeline_finish", run_dir=self.run_dir.path,
-                              results=self.results)
+            self._notify("ftp_pipeline_finish", run_dir=self.run_dir.path,
+                         results=self.results)
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):  # no handler installed (not main thread)
                 exc = Interrupted(2)
@@ -317,8 +340,8 @@ class Runner:
                                 time.perf_counter() - started, str(exc))
             self._write_report()
             with contextlib.suppress(Exception):
-                self.plugins.call("ftp_pipeline_error", error=exc, step=self.current_step,
-                                  run_dir=self.run_dir.path)
+                self._notify("ftp_pipeline_error", error=exc, step=self.current_step,
+                             run_dir=self.run_dir.path)
             raise exc from exc.__cause__
         # Last: a run is called finished only once everything above is written.
         # Observer hooks that raised were skipped; run.json says which, so the run explains itself.
@@ -327,6 +350,11 @@ class Runner:
                                 **(failures if self.plugins.hook_failures else {}))
         self._write_report()
         return self.results
+
+    def _notify(self, hook: str, **kwargs: Any) -> None:
+        """Call an observer hook, in the main process only (once per run, not per process)."""
+        if self.main:
+            self.plugins.call(hook, **kwargs)
 
     def resume_command(self) -> str:
         """The command that continues this run."""
@@ -362,7 +390,9 @@ class Runner:
         used |= {e.section.data for e in p.evaluations if e.section.data}
         for name in [n for n in p.datasets if n in used]:
             ds = p.datasets[name]
-            with self.step(f"load data {name!r}", ds.loader):
+            # The main process first: a download or a cache is filled once.
+            with self.step(f"load data {name!r}", ds.loader), \
+                    ranks.main_first(f"load data {name!r}"):
                 records = load_records(ds, p.base_dir, p.seed)
             with self.step(f"format data {name!r}", ds.format):
                 self.data[name] = prepare(ds, records, p.base_dir, p.seed)
@@ -374,7 +404,7 @@ class Runner:
             counts = (f"{len(d.train)} train / {len(d.eval)} held-out rows" if trained or d.eval
                       else f"{len(d.train)} rows, for evaluation only")
             self.console.print(f"  {counts}, {d.shape}", highlight=False)
-            self.plugins.call("ftp_dataset_ready", name=name, train=d.train, eval=d.eval or None)
+            self._notify("ftp_dataset_ready", name=name, train=d.train, eval=d.eval or None)
         for stage in p.stages:
             if stage.data in self.data:
                 continue  # one dataset, or the same combination as an earlier stage
@@ -403,12 +433,13 @@ class Runner:
         init = self._model_dir(first) if self.start_trained else None
         model = self._load_for(p.stages[first], provider, init)
         loaded = first if init else first - 1
-        self.plugins.call("ftp_model_loaded", model=model, tokenizer=tokenizer,
-                          stage=p.stages[loaded].name if loaded >= 0 else BASE_STAGE)
-        if first == 0 and not self.start_trained:
+        self._notify("ftp_model_loaded", model=model, tokenizer=tokenizer,
+                     stage=p.stages[loaded].name if loaded >= 0 else BASE_STAGE)
+        if first == 0 and not self.start_trained and self.main:
             for ev in p.evaluations:
                 if ev.section.before and not self._evaluated(ev, BASE_STAGE):
                     self._evaluate(ev, BASE_STAGE, model, tokenizer)
+        ranks.barrier("the evaluations before training")
 
         for i in range(first, len(p.stages)):
             stage = p.stages[i]
@@ -422,11 +453,16 @@ class Runner:
                 # Saved before its evaluations: an evaluator that fails loses no training, and
                 # a later failure resumes from here.
                 last = i == len(p.stages) - 1
-                self._save_model(provider, model, tokenizer, self._model_dir(i),
-                                 "save model" if last else f"stage {stage.name!r}: save model")
+                if self.main:
+                    self._save_model(provider, model, tokenizer, self._model_dir(i),
+                                     "save model" if last else f"stage {stage.name!r}: save model")
             for ev in p.evaluations:
-                if stage.name in ev.after_stages and not self._evaluated(ev, stage.name):
+                if self.main and stage.name in ev.after_stages \
+                        and not self._evaluated(ev, stage.name):
                     self._evaluate(ev, stage.name, model, tokenizer)
+            # The others wait while the main process saves and evaluates: the next stage may
+            # load the saved model.
+            ranks.barrier(f"the end of stage {stage.name!r}")
             self.completed.append(stage.name)
             release(model_on_gpu(model))  # what the stage and its evaluations left behind
 
@@ -471,10 +507,13 @@ class Runner:
                                     {n: d.fingerprint for n, d in self.data.items()},
                                     self.tokenizer_fp)
         resume_from = None
-        if self.resume and stage is self.pipeline.stages[self.from_index]:
+        if not self.main:
+            pass  # the main process reads and tidies the checkpoints, and says which
+        elif self.resume and stage is self.pipeline.stages[self.from_index]:
             resume_from = self._checkpoint_to_resume(stage, folder, upto)
         else:
             checkpoints.discard_after(folder, 0)  # an earlier attempt's, from the start
+        resume_from = ranks.share(resume_from)
         progress = make_progress_callback(self.console, stage.name, self._log_metrics)
         guard = make_guard_callback(
             stage.name, folder, stage.policy, upto,
@@ -498,6 +537,7 @@ class Runner:
             origins=list(data.train_origins),
             on_bad_rows=data.on_bad_rows,
             resume_from=resume_from,
+            distributed=self._distributed(),
         )
         method = stage.method.build()
         label = f"stage {stage.name!r}: train ({stage.method.entry.name})"
@@ -512,12 +552,34 @@ class Runner:
         self.train_summaries.setdefault(stage.name, {})["seconds"] = self.timings.get(label)
         if stage.adapter is not None:
             with self.step(f"stage {stage.name!r}: save and merge adapter", self.pipeline.model):
-                provider.save_adapter(trained, stage_dir / "adapter")
-                if stage is self.pipeline.stages[-1]:
-                    provider.save_adapter(trained, self.run_dir.file("adapter"))
+                if self.main:
+                    provider.save_adapter(trained, stage_dir / "adapter")
+                    if stage is self.pipeline.stages[-1]:
+                        provider.save_adapter(trained, self.run_dir.file("adapter"))
+                # Every process merges: the next stage trains on the same weights everywhere.
                 trained = provider.merge_adapter(trained)
-        self.plugins.call("ftp_model_loaded", model=trained, tokenizer=tokenizer, stage=stage.name)
+        self._notify("ftp_model_loaded", model=trained, tokenizer=tokenizer, stage=stage.name)
         return trained
+
+    def _distributed(self) -> Any:
+        """The ``[distributed]`` table a stage trains under; None in one process.
+
+        Launched by hand without the table: DDP's defaults. A DeepSpeed JSON path is made
+        absolute.
+        """
+        section = self.pipeline.distributed
+        if not self.place.distributed:
+            return None  # the Trainer takes a ddp_backend as a request to join a group
+        if section is None:
+            from ftp.distributed.config import DistributedSection
+
+            return DistributedSection.model_validate({})
+        ds = section.deepspeed
+        if ds is not None and ds.config is not None:
+            path = str((self.pipeline.base_dir / ds.config).absolute())
+            section = section.model_copy(update={"deepspeed": ds.model_copy(
+                update={"config": path})})
+        return section
 
     def _evaluate(self, ev: Evaluation, stage: str, model: Any, tokenizer: Any) -> None:
         data = None
@@ -545,7 +607,7 @@ class Runner:
             if "prompt" in sample and "answer" in sample:
                 self.console.print(f"  [dim]Q:[/] {sample['prompt']}\n  [dim]A:[/] "
                                    f"{sample['answer']}", highlight=False)
-        self.plugins.call("ftp_evaluation_done", stage=stage, evaluator=ev.name, results=result)
+        self._notify("ftp_evaluation_done", stage=stage, evaluator=ev.name, results=result)
 
     def _record_skipped(self, stage: Stage, skipped: dict[str, int]) -> None:
         """Count rows a method skipped with the dataset's other skipped rows, in data.json."""

@@ -15,6 +15,7 @@ from ftp.config import (
     PipelineSection,
     StageSection,
 )
+from ftp.distributed.config import DistributedSection
 from ftp.kinds import BY_NAME
 from ftp.registry import Registry
 
@@ -63,6 +64,7 @@ def pipeline_schema(
     data = _variants(DataSection, "data_loader", registry, defs)
     stages = _variants(StageSection, "method", registry, defs)
     evaluate = _variants(EvaluateSection, "evaluator", registry, defs)
+    distributed = _variants(DistributedSection, "launcher", registry, defs)
     defs["AdapterSection"] = _schema(AdapterSection, defs)
     formats = sorted(registry.entries["format"])
     return {
@@ -78,6 +80,7 @@ def pipeline_schema(
                      "description": f"Datasets by name. Formats: {', '.join(formats)}"},
             "stages": {"type": "array", "minItems": 1, "items": stages},
             "evaluate": {"type": "array", "items": evaluate},
+            "distributed": distributed,
             "plugins": {"type": "object", "properties": plugins, "additionalProperties": False,
                         "description": "Settings of plugins, by plugin name ([plugins.NAME])"},
         },

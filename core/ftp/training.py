@@ -198,6 +198,8 @@ class TrainerMethod(Method):
 def training_arguments(opts: TrainingOptions, ctx: TrainContext, config_cls: Any,
                        **extra: Any) -> Any:
     """Build TRL/transformers arguments of class ``config_cls`` from ftp's options."""
+    from ftp.distributed.translate import trainer_kwargs
+
     precision = Precision.decide(opts, ctx)
     return config_cls(
         output_dir=str(ctx.output_dir),
@@ -232,6 +234,8 @@ def training_arguments(opts: TrainingOptions, ctx: TrainContext, config_cls: Any
         # transformers would hide a NaN step's loss in its running mean; ftp's guard stops or
         # skips such steps itself, and the logged loss must show what happened.
         logging_nan_inf_filter=False,
+        # DDP/FSDP/DeepSpeed options of [distributed] (none in one process).
+        **trainer_kwargs(ctx.distributed, precision.on_gpu),
         **extra,
     )
 
@@ -275,12 +279,16 @@ def quiet_trainer(trainer: Any) -> Any:
 def use_all_cores() -> None:
     """Use every core on CPU unless ``OMP_NUM_THREADS`` says otherwise.
 
+    Under a launcher the cores are shared out among this machine's processes.
+
     Launchers (accelerate) may leave one thread per process, which halves the speed.
     """
     import torch
 
+    from ftp.distributed.ranks import threads_per_process
+
     if "OMP_NUM_THREADS" not in os.environ:
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(threads_per_process())
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ from typing import Any
 
 from ftp import checkpoints
 from ftp.checkpoints import Policy
+from ftp.distributed import ranks
 from ftp.errors import RunError
 from ftp.signals import STOP, Interrupted
 
@@ -90,17 +91,24 @@ def make_guard_callback(stage: str, folder: Path, policy: Policy, parts: dict[st
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             due = STOP.signum is not None
-            if not due and state.global_step < state.max_steps:
+            if state.global_step < state.max_steps:
                 if policy.steps and state.global_step % policy.steps == 0:
                     due = True
-                if policy.seconds and time.monotonic() - self.last_save >= policy.seconds:
+                # The clock is the main process's, a signal each process's own: one
+                # collective below makes every process save at the same step.
+                if policy.seconds and ranks.here().is_main \
+                        and time.monotonic() - self.last_save >= policy.seconds:
                     due = True
+            due = ranks.agree(due)  # free in one process
             if due:
                 control.should_save = True
 
         def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             self.last_save = time.monotonic()
             final = folder / f"{checkpoints.FINAL_PREFIX}{state.global_step}"
+            # Each process writes its own RNG state into the checkpoint: all of them must be
+            # done before the main process hashes and renames it.
+            ranks.barrier(f"the checkpoint at step {state.global_step}")
             if args.should_save:  # the main process writes; under DDP the others only wait
                 final = checkpoints.finalize(folder, state.global_step, stage, parts)
                 checkpoints.prune(folder, policy.keep)

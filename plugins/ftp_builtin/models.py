@@ -125,6 +125,28 @@ class HFProvider(ModelProvider):
             templates.apply(tok, self.config.chat_template)
         return tok
 
+    def rehearsal_model(self, directory: Path) -> tuple[dict[str, Any], str]:
+        """A tiny random model from the real one's config.json, with the real tokenizer."""
+        from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+        from ftp.rehearsal import shrink_config
+
+        source = self.source()
+        config = _hub_call(lambda: AutoConfig.from_pretrained(
+            source, revision=self.config.revision,
+            trust_remote_code=self.config.trust_remote_code), source)
+        what = shrink_config(config)
+        remote = self.config.trust_remote_code
+        try:
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=remote)
+        except ValueError:  # an encoder (MiniLM): its classifier head is added when loaded
+            model = AutoModel.from_config(config, trust_remote_code=remote)
+        model.save_pretrained(directory)
+        self.load_tokenizer().save_pretrained(directory)
+        options = {**self.config.model_dump(exclude_defaults=True), "path": str(directory),
+                   "revision": None}
+        return {k: v for k, v in options.items() if v is not None}, what
+
     def load_model(self, task: str, init_from: Path | None = None, **options: Any) -> Any:
         """Load the model for ``task`` on the chosen device and dtype."""
         import transformers

@@ -19,7 +19,7 @@ from ftp.cli.common import (
     set_option,
 )
 from ftp.cli.planning import budget_option
-from ftp.errors import FtpError, UserError
+from ftp.errors import FtpError, RunError, UserError
 from ftp.masking import MASK
 
 
@@ -53,19 +53,28 @@ def validate(state: State, pipeline: Path, overrides: tuple[str, ...]) -> None:
               help="First probe every stage (as ftp plan does); stop with exit 1, before "
               "anything trains, when one will not fit the memory budget.")
 @budget_option
+@click.option("--nproc", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Train in N processes on this machine (DDP; [distributed] nproc_per_node).")
+@click.option("--rehearse", is_flag=True,
+              help="Rehearse: the whole pipeline on a tiny random model of the same "
+              "architecture and tokenizer, 2 steps per stage, into RUN_DIR.rehearsal, with a "
+              "report (rehearsal.md).")
 @debug_option
 @allow_code_option
 @pass_state
 @reports_errors
 def run(state: State, pipeline: Path, overrides: tuple[str, ...], output_dir: Path | None,
         overwrite: bool, from_stage: str | None, resume: bool, preflight: bool,
-        memory_budget: float | None, debug: bool) -> None:
+        memory_budget: float | None, nproc: int | None, rehearse: bool, debug: bool) -> None:
     """Run PIPELINE: load data and model, train each stage, evaluate, save."""
     if resume and (overwrite or from_stage):
         raise UserError("--resume continues the earlier run; it cannot be combined with "
                         f"{'--overwrite' if overwrite else '--from-stage'}")
+    if nproc is not None:  # validated, recorded and replayed on resume like any --set
+        overrides = (*overrides, f"distributed.nproc_per_node={nproc}")
     p = state.pipeline(pipeline, overrides)
-    if preflight:
+    if preflight and _is_main() and not _started_by_ftp():
+        # Once: here, before a launch, or in rank 0 under the user's own launcher.
         from ftp.cli.planning import preflight as plan_first
 
         quiet_libraries(debug)
@@ -77,7 +86,19 @@ def run(state: State, pipeline: Path, overrides: tuple[str, ...], output_dir: Pa
     from ftp.runner import Runner, default_run_dir
 
     where = default_run_dir(p, str(output_dir) if output_dir else None)
-    if from_stage is not None or resume:
+    if rehearse:
+        if resume or from_stage:
+            raise UserError("--rehearse starts a new rehearsal; it cannot be combined with "
+                            f"{'--resume' if resume else '--from-stage'}")
+        _rehearse(state, pipeline, p, overrides, where, debug)
+        return
+    if _launched_elsewhere(p, where):
+        return
+    if not _is_main():
+        # The main process makes (or reopens) the folder; this one only reads it.
+        runner = Runner(p, _follower(where), from_stage=from_stage, resume=resume,
+                        overrides=overrides)
+    elif from_stage is not None or resume:
         if overwrite:
             raise UserError("--from-stage keeps the earlier run; it cannot be combined "
                             "with --overwrite")
@@ -111,14 +132,100 @@ def resume(state: State, run_dir: Path, debug: bool) -> None:
         raise UserError(f"{run_dir}: resolved.json is missing or unreadable, so the pipeline "
                         f"file is unknown; use ftp run PIPELINE --output-dir {run_dir} "
                         "--resume") from None
-    overrides = tuple(folder.status().get("overrides", []))
+    status = folder.status()
+    overrides = tuple(status.get("overrides", []))
     if any(MASK in item for item in overrides):
         # A secret given with --set is masked in run.json: it cannot be replayed from there.
         raise UserError(f"{run_dir} was started with a --set value holding a secret, which ftp "
                         f"does not store; resume with: ftp run {source} --set ... "
                         f"--output-dir {run_dir} --resume")
-    runner = Runner(state.pipeline(source, overrides), folder, resume=True, overrides=overrides)
+    p = state.pipeline(source, overrides)
+    processes = int(status.get("processes", 1))
+    if processes > 1 and p.distributed is None:
+        # Launched by hand (torchrun ... ftp run): resume with as many processes.
+        overrides = (*overrides, f"distributed.nproc_per_node={processes}")
+        p = state.pipeline(source, overrides)
+    if _launched_elsewhere(p, run_dir):
+        return
+    if not _is_main():
+        folder = _follower(run_dir)
+    runner = Runner(p, folder, resume=True, overrides=overrides)
     _execute(runner, debug)
+
+
+def _rehearse(state: State, source: Path, p: Any, overrides: tuple[str, ...], where: Path,
+              debug: bool) -> None:
+    """Run ``p``'s rehearsal into ``where.rehearsal`` and write its report."""
+    from ftp import rehearsal
+    from ftp.rundir import RunDir
+    from ftp.runner import Runner
+
+    quiet_libraries(debug)
+    # ftp's own folder: replaced by every rehearsal (and only if ftp wrote it).
+    run_dir = RunDir.create(rehearsal.rehearsal_dir(where), overwrite=True)
+    click.echo(f"ftp: rehearsing {p.name!r} on a tiny random model of the same architecture")
+    options, model_line = p.model.build().rehearsal_model(run_dir.file(rehearsal.MODEL_DIR))
+    rehearsed = state.pipeline(source, (*overrides, *rehearsal.overrides(p, options)))
+    try:
+        _execute(Runner(rehearsed, run_dir, overrides=overrides), debug)
+    finally:
+        status = run_dir.status()
+        failed = status.get("status") != "finished"
+        error = str(status.get("error") or status.get("status") or "").splitlines()
+        run_dir.set_status(str(status.get("status", "failed")), rehearsal=True)
+        report = run_dir.write_text(rehearsal.REPORT, rehearsal.report(
+            rehearsed, model_line, status, error[0] if failed and error else ""))
+        click.echo(f"rehearsal {'FAILED' if failed else 'passed'}: {report}",
+                   err=failed)
+
+
+def _started_by_ftp() -> bool:
+    import os
+
+    from ftp.distributed.ranks import LAUNCHED_ENV
+
+    return bool(os.environ.get(LAUNCHED_ENV))
+
+
+def _is_main() -> bool:
+    from ftp.distributed.ranks import here
+
+    return here().is_main
+
+
+def _follower(where: Path) -> Any:
+    from ftp.distributed.followers import FollowerRunDir
+
+    return FollowerRunDir(where)
+
+
+def _launched_elsewhere(pipeline: Any, run_dir: Path) -> bool:
+    """With several processes to start: launch them on this command line, wait, and say so.
+
+    Returns:
+        False when this process trains the pipeline itself; True after a launch that
+        succeeded (a failed one ends the process with its exit code).
+
+    """
+    from ftp.distributed.launch import launch, plan_for
+
+    if plan_for(pipeline) is None:
+        return False
+    from ftp.errors import RanksStopped
+    from ftp.rundir import RunDir
+
+    try:
+        code = launch(pipeline, sys.argv[1:])
+    except RanksStopped as exc:
+        folder = RunDir(run_dir)
+        if folder.file("run.json").is_file():
+            folder.set_status("failed", error=str(exc),
+                              resume=f"ftp resume {run_dir.absolute()}")
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    if code:
+        sys.exit(code)  # the process that failed said why
+    return True
 
 
 def _execute(runner: Any, debug: bool) -> None:
@@ -127,10 +234,18 @@ def _execute(runner: Any, debug: bool) -> None:
 
     quiet_libraries(debug)
     run_dir = runner.run_dir.path
+    if not runner.main:
+        # Only the main process speaks; the others say something only when they fail.
+        _run_quietly(runner, debug)
+        return
     click.echo(f"ftp: running {runner.pipeline.name!r} into {run_dir}")
     try:
         results = runner.run()
-    except FtpError:
+    except FtpError as exc:
+        from ftp.distributed.ranks import reported_by_launcher
+
+        if reported_by_launcher(exc):
+            sys.exit(exc.exit_code)  # ftp's launcher names the process that died
         if runner.run_dir.status().get("status") == "failed":
             click.echo(f"run directory (kept, marked failed): {run_dir}", err=True)
         raise
@@ -156,6 +271,28 @@ def _exit_on_failed_requirements(results: dict[str, Any]) -> None:
     for record in failed:
         click.echo(f"  {describe(record)}", err=True)
     sys.exit(EXIT_CODE)
+
+
+def _run_quietly(runner: Any, debug: bool) -> None:
+    """Run in a process other than the main one: its output is the main process's, again."""
+    import contextlib
+    import os
+
+    from ftp.signals import Interrupted
+
+    with open(os.devnull, "w", encoding="utf-8") as devnull, \
+            contextlib.redirect_stdout(sys.stdout if debug else devnull):
+        try:
+            runner.run()
+        except FtpError as exc:
+            from ftp.distributed.ranks import reported_by_launcher
+
+            if reported_by_launcher(exc):
+                sys.exit(exc.exit_code)
+            kind = UserError if isinstance(exc, UserError) else RunError
+            raise kind(f"rank {runner.place.rank}: {exc}") from exc
+        except Interrupted as exc:
+            sys.exit(exc.exit_code)
 
 
 COMMANDS = [validate, run, resume]
