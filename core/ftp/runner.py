@@ -687,6 +687,8 @@ class Runner:
 
     def _judge_requirements(self) -> None:
         """Judge every ``require`` (ftp.gates) on the results; record and print each."""
+        if not self.main:
+            return  # the others hold no evaluations to judge
         from ftp.gates import describe, judge
 
         judged: list[dict[str, Any]] = []
@@ -710,6 +712,8 @@ class Runner:
         """report.html, from the folder's files; a report that cannot be built fails no run."""
         from ftp.report import write_report
 
+        if not self.main:
+            return  # the main process writes the run folder
         try:
             write_report(self.run_dir.path)
         except Exception as exc:  # noqa: BLE001 — the run's own outcome matters more
