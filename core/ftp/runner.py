@@ -646,6 +646,8 @@ class Runner:
     # -- records --------------------------------------------------------------------------
 
     def _write_inputs(self) -> None:
+        if not self.main:
+            return  # the main process writes the run folder
         p = self.pipeline
         from ftp.masking import mask_toml
 
