@@ -48,6 +48,18 @@ def test_stdin_is_one_message(tiny_model, tmp_path):
         tiny_model, [{"role": "user", "content": "What is your name?"}], 5) + "\n"
 
 
+def test_a_gguf_chats_through_llama_cpp(tiny_model, tmp_path):
+    pytest.importorskip("llama_cpp", reason="the gguf extra: pip install 'ftp[gguf]'")
+    assert run_ftp("export", str(tiny_model), "--format", "gguf", "--dtype", "f32", "-o", ".",
+                   cwd=tmp_path).returncode == 0
+    gguf = next(tmp_path.glob("*.gguf"))
+    result = run_ftp("chat", str(gguf), "--prompt", "Who are you?", "--max-tokens", "6",
+                     cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    want = greedy(tiny_model, [{"role": "user", "content": "Who are you?"}], 6)
+    assert result.stdout == want + "\n"
+
+
 def test_mistakes_are_one_line(tiny_model, tmp_path):
     line = one_line_error(run_ftp("chat", "./nowhere", "--prompt", "hi", cwd=tmp_path))
     assert line == "error: no run folder, model folder or GGUF file at ./nowhere"

@@ -175,7 +175,9 @@ def test_settings_reach_the_hooks_and_resolved_json_defaults_without_a_table(pro
     quiet = json.loads((run_dir / "quiet-seen.json").read_text())
     assert quiet == {"label": "unlabelled", "repeats": 1, "loud": False}
     resolved = json.loads((run_dir / "resolved.json").read_text())
-    assert resolved["plugins"] == {"tagger": tagger, "quiet": quiet}
+    # ftp's built-in export plugin declares settings too (artifacts a run ends with).
+    assert resolved["plugins"] == {"tagger": tagger, "quiet": quiet,
+                                   "export": {"artifacts": []}}
 
 
 def test_set_overrides_a_setting_and_validate_accepts_it(project):

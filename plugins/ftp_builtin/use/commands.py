@@ -1,13 +1,18 @@
-"""The ``ftp chat`` command, added through the ``ftp_cli_commands`` hook.
+"""The ``ftp chat`` and ``ftp export`` commands, added through the ``ftp_cli_commands`` hook.
 
-Nothing heavy is imported here: ``ftp --help`` lists this command without torch.
+Nothing heavy is imported here: ``ftp --help`` lists these commands without torch.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ftp import hookimpl, quiet_libraries, reports_errors
+from ftp_builtin.use.gguf_file import DTYPES
+
+TARGET_HELP = "A run folder, a model folder, a catalog name, a Hub id"
 
 
 @click.command("chat")
@@ -35,7 +40,42 @@ def chat(target: str, stage: str | None, system: str | None, prompt: str | None,
     run_chat(resolve(target, stage), system, prompt, max_tokens)
 
 
+@click.command("export")
+@click.argument("target", metavar="RUN_DIR|MODEL")
+@click.option("--format", "fmt", type=click.Choice(["gguf", "ollama", "safetensors"]),
+              required=True, help="gguf: one file for llama.cpp; ollama: GGUF + Modelfile; "
+              "safetensors: the merged transformers model.")
+@click.option("--dtype", type=click.Choice(DTYPES), default=None,
+              help="Weights: f32, f16, bf16, or q8_0 (GGUF only). Default: f16 for GGUF and "
+              "Ollama, f32 for safetensors.")
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
+              help="Output folder. Default: RUN_DIR/export for a run, else ./export.")
+@click.option("--stage", metavar="NAME", help="In a run folder, this stage's model.")
+@click.option("--overwrite", is_flag=True, help="Replace files an earlier export wrote.")
+@click.option("--no-parity", is_flag=True,
+              help="Skip the llama.cpp parity check of a GGUF (not recommended).")
+@click.option("--debug", is_flag=True, help="Show tracebacks and library warnings.")
+@reports_errors
+def export(target: str, fmt: str, dtype: str | None, output: Path | None, stage: str | None,
+           overwrite: bool, no_parity: bool, debug: bool) -> None:
+    """Export a run's model (or any Llama-family model) as GGUF, Ollama or safetensors.
+
+    Each GGUF is checked in llama.cpp against transformers: prompt tokens through the GGUF's
+    own template, stop tokens, and greedy answers; drift exits 1 naming the first difference.
+    """
+    quiet_libraries(debug)
+    from ftp_builtin.use import export as exporting
+    from ftp_builtin.use.source import resolve
+
+    source = resolve(target, stage)
+    out = output or (source.run_dir / "export" if source.run_dir else Path("export"))
+    record = exporting.export(source, fmt, dtype or exporting.default_dtype(fmt), out,
+                              overwrite, parity=not no_parity)
+    for path in record["files"]:
+        click.echo(path)
+
+
 @hookimpl
 def ftp_cli_commands() -> list[click.Command]:
-    """Add ``ftp chat``."""
-    return [chat]
+    """Add ``ftp chat`` and ``ftp export``."""
+    return [chat, export]

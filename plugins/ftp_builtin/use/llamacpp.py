@@ -12,7 +12,7 @@ import codecs
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ftp import RunError, UserError
 
@@ -54,10 +54,10 @@ class LlamaCpp:
                                        n_threads=_threads(), verbose=False)
         except (ValueError, RuntimeError) as exc:
             raise UserError(f"llama.cpp could not load {path}: {exc}") from None
-        meta = self.llm.metadata
-        self.template = meta.get("tokenizer.chat_template")
-        if not self.template:
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
             raise UserError(f"{path} has no chat template (tokenizer.chat_template)")
+        self.template: str = template
 
     def piece(self, token: int) -> str:
         """The text of one token, special tokens included."""
@@ -80,7 +80,8 @@ class LlamaCpp:
             template=self.template, eos_token=model.token_get_text(self.llm.token_eos()),
             bos_token=model.token_get_text(self.llm.token_bos()))
         try:
-            text = formatter(messages=messages).prompt
+            # llama-cpp-python types messages as its own TypedDicts; plain dicts are what it reads.
+            text = formatter(messages=cast(Any, messages)).prompt
         except Exception as exc:  # a template's raise_exception, or Jinja's own errors
             raise RunError(f"the GGUF's chat template failed: {exc}") from None
         # As llama-cpp-python's chat completions: the template writes its own special tokens.
