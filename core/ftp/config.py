@@ -105,6 +105,7 @@ class AdapterSection(_Shape):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     target_modules: str | list[str] = "all-linear"
     modules_to_save: list[str] = Field(default_factory=list)
+    use_dora: bool = False  # DoRA: weight-decomposed LoRA (magnitude and direction)
 
 
 class StageSection(_Open):
@@ -827,6 +828,12 @@ def load_pipeline(
             problems.append(Problem(where, "runs neither before nor after any stage; "
                                     "set before = true or after"))
 
+    if model is not None and getattr(model.config, "quantize", None):
+        for stage in stages:
+            if stage.adapter is None:
+                problems.append(Problem(f"stages[{stage.index}].adapter", "a 4-bit model "
+                                        "([model] quantize) trains through an adapter only "
+                                        "(QLoRA): add adapter = { type = \"lora\" }"))
     launcher = None
     if file.distributed is not None:
         launcher = _bind(plugins, "launcher", file.distributed.launcher,

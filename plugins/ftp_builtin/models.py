@@ -44,16 +44,34 @@ class HFProvider(ModelProvider):
             "to a Jinja file (relative to the current directory). Default: the tokenizer's own.",
         )
 
+        quantize: Literal["4bit"] | None = Field(
+            None, description="QLoRA: hold the base weights in 4 bits (nf4, double "
+            "quantization, bitsandbytes) while an adapter trains; the adapter is merged into "
+            "the full-precision weights afterwards. Needs an adapter on every stage."
+        )
+
         @field_validator("chat_template")
         @classmethod
         def _template(cls, value: str | None) -> str | None:
             return None if value is None else templates.check_option(value)
+
+        @field_validator("quantize")
+        @classmethod
+        def _bitsandbytes(cls, value: str | None) -> str | None:
+            import importlib.util
+
+            if value is not None and importlib.util.find_spec("bitsandbytes") is None:
+                raise ValueError("4-bit weights need bitsandbytes: pip install bitsandbytes")
+            return value
 
     config: Config
 
     def __init__(self, config: Any = None) -> None:
         super().__init__(config)
         self._source: Path | str | None = None
+        # What the last model was loaded from: a 4-bit model's adapter is merged into the
+        # full-precision weights read again from there.
+        self._loaded_from: tuple[str, Path | str] | None = None
 
     # -- where the weights are ------------------------------------------------------------
 
@@ -163,6 +181,12 @@ class HFProvider(ModelProvider):
         if self.config.attn_implementation:
             kwargs["attn_implementation"] = self.config.attn_implementation
         kwargs.update(options)
+        self._loaded_from = (task, source)
+        if self.config.quantize:
+            kwargs["quantization_config"] = self._four_bit(kwargs["dtype"])
+            # A quantized model is placed while it loads; it cannot be moved afterwards.
+            kwargs["device_map"] = {"": self.device()}
+            return _hub_call(lambda: cls.from_pretrained(source, **kwargs), source)
         model = _hub_call(lambda: cls.from_pretrained(source, **kwargs), source)
         return model.to(self.device())
 
@@ -198,11 +222,23 @@ class HFProvider(ModelProvider):
         return any(source.glob("*.safetensors")) or any(source.glob("*.bin")) \
             or any(source.glob("*.gguf")) or any(source.glob("*.pt"))
 
+    def _four_bit(self, dtype: Any) -> Any:
+        """QLoRA's quantization: nf4 weights, quantized constants, compute in ``dtype``."""
+        import torch
+        from transformers import BitsAndBytesConfig
+
+        from ftp.training import native_bf16
+
+        compute = torch.bfloat16 if native_bf16(self.device() == "cuda") else dtype
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                  bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=compute)
+
     # -- adapters -------------------------------------------------------------------------
 
     def apply_adapter(self, model: Any, adapter: Any) -> Any:
         """Wrap with a LoRA adapter (peft)."""
-        from peft import LoraConfig, get_peft_model
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
         task_type = "SEQ_CLS" if _is_classifier(model) else "CAUSAL_LM"
         config = LoraConfig(
@@ -213,7 +249,11 @@ class HFProvider(ModelProvider):
             # A copy: peft appends a classifier's head to this list in place.
             modules_to_save=list(adapter.modules_to_save) or None,
             task_type=task_type,
+            use_dora=adapter.use_dora,
         )
+        if _quantized(model):
+            # Norms and head in full precision, inputs that carry gradients: peft's recipe.
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         try:
             return get_peft_model(model, config)
         except ValueError as exc:
@@ -227,9 +267,35 @@ class HFProvider(ModelProvider):
         """Merge LoRA weights into the base model and drop the peft wrapper."""
         from peft import PeftModel
 
-        if isinstance(model, PeftModel):
-            return model.merge_and_unload()
-        return model
+        if not isinstance(model, PeftModel):
+            return model
+        if _quantized(model) and self._loaded_from is not None:
+            return self._merged_into_full_precision(model)
+        return model.merge_and_unload()
+
+    def _merged_into_full_precision(self, model: Any) -> Any:
+        """A 4-bit model's adapter merged into the full-precision weights it was made from.
+
+        Merging into the 4-bit weights would round the update away (and save 4-bit weights);
+        the base is read again in full precision and the same adapter is applied to it.
+        """
+        import tempfile
+
+        import transformers
+        from peft import PeftModel
+
+        assert self._loaded_from is not None
+        task, source = self._loaded_from
+        cls = getattr(transformers, TASKS[task])
+        kwargs: dict[str, Any] = {"dtype": self.torch_dtype(),
+                                  "trust_remote_code": self.config.trust_remote_code}
+        if self.config.revision and not isinstance(source, Path):
+            kwargs["revision"] = self.config.revision
+        with tempfile.TemporaryDirectory(prefix="ftp-qlora-") as tmp:
+            model.save_pretrained(tmp)
+            base = _hub_call(lambda: cls.from_pretrained(source, **kwargs), source)
+            full = PeftModel.from_pretrained(base.to(self.device()), tmp)
+            return full.merge_and_unload()
 
     def save(self, model: Any, tokenizer: Any, directory: Path) -> None:
         """Save model, tokenizer and generation config as a plain transformers folder."""
@@ -256,6 +322,12 @@ def _local_model_problem(path: str) -> str | None:
     if path.startswith((".", "/", "~")) or path.count("/") > 1:
         return f"model folder not found: {local}"
     return None
+
+
+def _quantized(model: Any) -> bool:
+    """Whether ``model`` (or the model inside a peft wrapper) holds 4-bit weights."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return bool(getattr(inner, "is_loaded_in_4bit", False))
 
 
 def _is_classifier(model: Any) -> bool:
