@@ -8,10 +8,27 @@ from pathlib import Path
 from typing import Any
 
 
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str)
+
+
 def digest(obj: Any) -> str:
-    """SHA-256 of a JSON-serialisable value (keys sorted, so dict order does not matter)."""
-    blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8")
-    return hashlib.sha256(blob).hexdigest()
+    """SHA-256 of a JSON-serialisable value (keys sorted, so dict order does not matter).
+
+    A list (or tuple) is hashed item by item, as ``json.dumps`` would write it — ``[``, the
+    items joined by ``", "``, ``]`` — so the hash is that of the whole serialisation while
+    only one row's text exists at a time: a million-row dataset is not written out again as
+    one string.
+    """
+    if not isinstance(obj, list | tuple):
+        return hashlib.sha256(_dumps(obj).encode("utf-8")).hexdigest()
+    h = hashlib.sha256(b"[")
+    for i, item in enumerate(obj):
+        if i:
+            h.update(b", ")
+        h.update(_dumps(item).encode("utf-8"))
+    h.update(b"]")
+    return h.hexdigest()
 
 
 def file_digest(path: Path) -> str:

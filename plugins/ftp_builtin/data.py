@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -39,6 +40,24 @@ def _read(path: Path) -> str:
         raise UserError(f"{path}: cannot be read: {exc.strerror}") from None
     # A byte-order mark some editors write must not start the first row.
     return data.decode("utf-8-sig", errors="surrogateescape")
+
+
+def _stream_lines(path: Path) -> Iterator[str]:
+    """A JSON Lines file's lines, read one at a time (the file is never whole in memory).
+
+    Decoded as `_read` decodes: a leading byte-order mark dropped, bytes that are not UTF-8
+    kept as lone surrogates; lines split at ``\\n`` only, as ``str.split("\\n")`` splits.
+    """
+    try:
+        fh = path.open("rb")
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read: {exc.strerror}") from None
+    with fh:
+        first = True
+        for raw in fh:
+            line = raw.decode("utf-8-sig" if first else "utf-8", errors="surrogateescape")
+            first = False
+            yield line[:-1] if line.endswith("\n") else line
 
 
 _SPACE = re.compile(r"[ \t\n\r]*")
@@ -133,9 +152,9 @@ class JsonLoader(_FileLoader):
         return rows
 
     def _file(self, ctx: LoadContext, path: Path) -> list[dict[str, Any]]:
-        text = _read(path)
         if path.suffix.lower() == ".jsonl":
-            return self._lines(ctx, text, path)
+            return self._lines(ctx, _stream_lines(path), path)
+        text = _read(path)
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -166,9 +185,10 @@ class JsonLoader(_FileLoader):
         return rows
 
     @staticmethod
-    def _lines(ctx: LoadContext, text: str, path: Path) -> list[dict[str, Any]]:
+    def _lines(ctx: LoadContext, text: str | Iterator[str], path: Path) -> list[dict[str, Any]]:
         rows = []
-        for n, line in enumerate(text.split("\n"), start=1):
+        lines = text.split("\n") if isinstance(text, str) else text
+        for n, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             where = f"{path}:{n}"

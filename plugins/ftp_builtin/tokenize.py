@@ -386,6 +386,7 @@ def tokenize_records(
     assistant_only: bool = True,
     *,
     skip_empty: bool = False,
+    bos_expected: bool | None = None,
 ) -> Tokenized:
     """Tokenize records of the conversational, prompt/completion or language-modeling shape.
 
@@ -397,6 +398,9 @@ def tokenize_records(
             prompt/completion pair); otherwise on every token.
         skip_empty: Leave out, and count, rows with no token to learn from instead of
             refusing them.
+        bos_expected: Whether conversations should start with the tokenizer's BOS (counted
+            under ``no_bos`` when not); by default decided from the first record, as for a
+            part of a longer list its first record should decide.
 
     Raises:
         UserError: naming each row with no token to learn from (unless ``skip_empty``),
@@ -404,8 +408,8 @@ def tokenize_records(
 
     """
     out = Tokenized(max_length=max_length)
-    bos_expected = any("messages" in r or isinstance(r.get("prompt"), list)
-                       for r in records[:1]) and adds_bos(tokenizer)
+    if bos_expected is None:
+        bos_expected = expects_bos(tokenizer, records)
     empty: list[tuple[int, str]] = []
     for index, record in enumerate(records):
         row, added = _record(tokenizer, record, assistant_only)
@@ -435,10 +439,26 @@ def tokenize_records(
         out.loss_tokens += sum(lab != IGNORE_INDEX for lab in row["labels"][1:])
         out.rows.append(row)
     if empty and not skip_empty:
-        listed = "; ".join(f"row {i}: {why}" for i, why in empty[:5])
-        more = f" and {len(empty) - 5} more" if len(empty) > 5 else ""
-        raise UserError(f"{len(empty)} of {len(records)} examples have no token to learn from "
-                        f"— {listed}{more}. Raise max_length, shorten those prompts, or remove "
-                        "the rows")
+        refuse_empty(empty, len(records))
     out.dropped, out.empty = len(empty), empty
     return out
+
+
+def expects_bos(tokenizer: Any, records: list[dict[str, Any]]) -> bool:
+    """Whether conversations among ``records`` should start with BOS (the first decides)."""
+    return any("messages" in r or isinstance(r.get("prompt"), list)
+               for r in records[:1]) and adds_bos(tokenizer)
+
+
+def refuse_empty(empty: list[tuple[int, str]], total: int) -> None:
+    """Refuse rows with no token to learn from, naming the first five.
+
+    Raises:
+        UserError: always.
+
+    """
+    listed = "; ".join(f"row {i}: {why}" for i, why in empty[:5])
+    more = f" and {len(empty) - 5} more" if len(empty) > 5 else ""
+    raise UserError(f"{len(empty)} of {total} examples have no token to learn from "
+                    f"— {listed}{more}. Raise max_length, shorten those prompts, or remove "
+                    "the rows")

@@ -8,15 +8,25 @@ prompts alone (`prompt_text`), token length percentiles and a histogram, rows tr
 method's ``max_length``, label balance, conversations that do not end with an assistant turn,
 and assistant turns marked untrained (``weight: 0``). Written as ``report.md``,
 ``report.json`` and one ``lengths-NAME.png`` per dataset.
+
+At any size, row counts, skips, empty fields, exact duplicates and exact leakage are counted
+over every row (texts hashed one at a time, never all held at once). Above `SAMPLE_ROWS` rows,
+what costs per row far more — tokenizing through the chat template, near-duplicate
+signatures — is estimated from a seeded sample of `SAMPLE_ROWS` rows: token length
+percentiles, the total and the truncated and dropped rows (scaled to the whole), near
+duplicates and near leakage (found among the sample: a lower bound). The report says so
+(``sampled``), so a number is never taken for exact when it is not.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import random
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from ftp.components import Shape
 from ftp.config import Dataset, Pipeline
@@ -29,6 +39,40 @@ PERCENTILES = (50, 90, 95, 99)
 #: Role values that count as the model's own turn when a raw conversation's last turn is read.
 ASSISTANT_ROLES = frozenset({"assistant", "gpt", "model", "bot", "function_call"})
 EXAMPLES = 5  # duplicate / leakage examples kept in the report
+SAMPLE_ROWS = 20_000
+"""Above this many rows, token lengths and near duplicates come from a sample of this many."""
+
+
+class Texts(Sequence[str]):
+    """The `record_text` of each row, made when asked for: a million rows' texts never coexist."""
+
+    def __init__(self, rows: Sequence[dict[str, Any]]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [record_text(r) for r in self.rows[index]]
+        return record_text(self.rows[index])
+
+    def __iter__(self) -> Iterator[str]:
+        return (record_text(r) for r in self.rows)
+
+
+def sample_indices(n: int, seed: int, size: int | None = None) -> list[int] | None:
+    """A seeded sample of ``size`` (`SAMPLE_ROWS`) of ``range(n)``, sorted; None if n fits."""
+    size = SAMPLE_ROWS if size is None else size
+    if n <= size:
+        return None
+    return sorted(random.Random(seed).sample(range(n), size))
 
 
 def _skipping(ds: Dataset) -> Dataset:
@@ -129,17 +173,24 @@ def label_balance(prepared: Prepared) -> dict[str, int] | None:
     return None
 
 
-def duplicates(texts: list[str], names: list[str]) -> dict[str, Any]:
+def duplicates(texts: Sequence[str], names: Sequence[str], seed: int = 0) -> dict[str, Any]:
     """Exact (normalised) duplicate rows and near-duplicate pairs among ``texts``.
 
-    ``names`` says which row each text is (``train 3``, ``eval 0``), for the examples.
+    ``names`` says which row each text is (``train 3``, ``eval 0``), for the examples. Exact
+    duplicates are counted over every text; near pairs among a seeded sample above
+    `SAMPLE_ROWS` texts (``near_sampled`` then says how many were compared).
     """
     groups: dict[str, list[int]] = {}
     for i, t in enumerate(texts):
         groups.setdefault(text_hash(t), []).append(i)
     dup_groups = [g for g in groups.values() if len(g) > 1]
-    near = near_duplicates(texts)
-    return {
+    del groups
+    chosen = sample_indices(len(texts), seed)
+    picked = list(range(len(texts))) if chosen is None else chosen
+    compared = [texts[i] for i in picked]
+    near = [dataclasses.replace(p, first=picked[p.first], second=picked[p.second])
+            for p in near_duplicates(compared)]
+    result = {
         "exact_rows": sum(len(g) - 1 for g in dup_groups),
         "exact_groups": len(dup_groups),
         "exact_examples": [{"rows": [names[i] for i in g], "text": _snippet(texts[g[0]])}
@@ -151,15 +202,35 @@ def duplicates(texts: list[str], names: list[str]) -> dict[str, Any]:
                            "first": _snippet(texts[p.first]), "second": _snippet(texts[p.second])}
                           for p in near[:EXAMPLES]],
     }
+    if chosen is not None:
+        result["near_sampled"] = len(chosen)
+    return result
 
 
-def overlap(held_out: list[str], train: list[str]) -> dict[str, Any]:
-    """Held-out rows that also occur in training: exactly (normalised) or nearly."""
+def overlap(held_out: Sequence[str], train: Sequence[str], seed: int = 0) -> dict[str, Any]:
+    """Held-out rows that also occur in training: exactly (normalised) or nearly.
+
+    Exact matches are counted over every row. Near ones are looked for between seeded samples
+    when there are more than `SAMPLE_ROWS` rows in all (half of it from each side at most):
+    then ``near`` is a lower bound and ``near_sampled`` says how many rows were compared.
+    """
     train_hashes = {text_hash(t) for t in train}
     exact = [i for i, t in enumerate(held_out) if text_hash(t) in train_hashes]
-    near = {m.first for m in near_matches(held_out, train)} - set(exact)
-    return {"held_out_rows": len(held_out), "exact": len(exact), "near": len(near),
-            "examples": [_snippet(held_out[i]) for i in (exact + sorted(near))[:EXAMPLES]]}
+    del train_hashes
+    big = len(held_out) + len(train) > SAMPLE_ROWS
+    half = SAMPLE_ROWS // 2
+    held_pick = (sample_indices(len(held_out), seed, half) if big else None) \
+        or list(range(len(held_out)))
+    train_pick = (sample_indices(len(train), seed + 1, half) if big else None) \
+        or list(range(len(train)))
+    matches = near_matches([held_out[i] for i in held_pick], [train[i] for i in train_pick])
+    near = {held_pick[m.first] for m in matches} - set(exact)
+    result: dict[str, Any] = {
+        "held_out_rows": len(held_out), "exact": len(exact), "near": len(near),
+        "examples": [_snippet(held_out[i]) for i in (exact + sorted(near))[:EXAMPLES]]}
+    if big:
+        result["near_sampled"] = {"held_out": len(held_pick), "train": len(train_pick)}
+    return result
 
 
 def prompt_text(record: dict[str, Any]) -> str | None:
@@ -178,14 +249,32 @@ def prompt_text(record: dict[str, Any]) -> str | None:
     return text if text.strip() else None
 
 
-def prompt_overlap(held_out: list[dict[str, Any]], train: list[dict[str, Any]]
-                   ) -> dict[str, Any] | None:
+def prompt_overlap(held_out: Sequence[dict[str, Any]], train: Sequence[dict[str, Any]],
+                   seed: int = 0) -> dict[str, Any] | None:
     """`overlap` of the held-out rows' prompts with the training rows' (None: no prompts)."""
-    held = [t for t in map(prompt_text, held_out) if t is not None]
-    seen = [t for t in map(prompt_text, train) if t is not None]
+    held = _Prompts([r for r in held_out if prompt_text(r) is not None])
+    seen = _Prompts([r for r in train if prompt_text(r) is not None])
     if not held or not seen:
         return None
-    return overlap(held, seen)
+    return overlap(held, seen, seed)
+
+
+class _Prompts(Texts):
+    """The `prompt_text` of rows that have one, made when asked for."""
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [prompt_text(r) or "" for r in self.rows[index]]
+        return prompt_text(self.rows[index]) or ""
+
+    def __iter__(self) -> Iterator[str]:
+        return (prompt_text(r) or "" for r in self.rows)
 
 
 def _snippet(text: str, width: int = 80) -> str:
@@ -210,7 +299,8 @@ def inspect_dataset(pipeline: Pipeline, target: Target, tokenizer: Any, out_dir:
     loader_skipped = sum(getattr(records, "skipped", {}).values())
     skipped = dict(getattr(prepared, "skipped", {}) or {})
     rows = prepared.train + prepared.eval
-    texts = [record_text(r) for r in rows]
+    texts = Texts(rows)
+    seed = pipeline.seed
     report: dict[str, Any] = {
         "dataset": target.name,
         "format": target.dataset.section.format,
@@ -224,7 +314,7 @@ def inspect_dataset(pipeline: Pipeline, target: Target, tokenizer: Any, out_dir:
         "eval_rows": len(prepared.eval),
         "empty_fields": empty_fields(raw),
         "duplicates": duplicates(texts, [f"train {i}" for i in range(len(prepared.train))]
-                                 + [f"eval {i}" for i in range(len(prepared.eval))]),
+                                 + [f"eval {i}" for i in range(len(prepared.eval))], seed),
         # Preference rows end with the user's turn by design (the answers are apart).
         "unfinished_conversations": unfinished_conversations(raw)
         if prepared.shape == Shape.CONVERSATIONAL else None,
@@ -233,17 +323,26 @@ def inspect_dataset(pipeline: Pipeline, target: Target, tokenizer: Any, out_dir:
         "warnings": list(prepared.warnings),
     }
     if prepared.eval:
-        report["leakage"] = {"train/eval": overlap([record_text(r) for r in prepared.eval],
-                                                   [record_text(r) for r in prepared.train])}
-        prompts = prompt_overlap(prepared.eval, prepared.train)
+        report["leakage"] = {"train/eval": overlap(Texts(prepared.eval),
+                                                   Texts(prepared.train), seed)}
+        prompts = prompt_overlap(prepared.eval, prepared.train, seed)
         if prompts is not None:
             report["leakage"]["train/eval prompts"] = prompts
-    report["tokens"] = _tokens(target, tokenizer, rows, out_dir)
+    chosen = sample_indices(len(rows), seed)
+    report["tokens"] = _tokens(target, tokenizer,
+                               rows if chosen is None else [rows[i] for i in chosen], out_dir,
+                               len(rows))
+    if chosen is not None:
+        report["sampled"] = {
+            "rows": len(chosen), "of": len(rows), "seed": seed,
+            "estimated": ["token lengths", "total tokens", "truncated", "dropped",
+                          "near duplicates", "near leakage"]}
     return report, prepared
 
 
-def _tokens(target: Target, tokenizer: Any, rows: list[dict[str, Any]], out_dir: Path
-            ) -> dict[str, Any]:
+def _tokens(target: Target, tokenizer: Any, rows: list[dict[str, Any]], out_dir: Path,
+            of: int) -> dict[str, Any]:
+    """Token lengths of ``rows``, a sample of ``of`` rows (or all of them): counts scaled."""
     examples = tokenize_examples(target, tokenizer, rows)
     limit = _max_length(target)
     if examples is not None:
@@ -264,6 +363,13 @@ def _tokens(target: Target, tokenizer: Any, rows: list[dict[str, Any]], out_dir:
         limit = None
     result["lengths"] = percentiles(lengths)
     result["total"] = int(sum(lengths))
+    if rows and of > len(rows):  # a sample: the counts, scaled to every row
+        scale = of / len(rows)
+        result["total"] = round(result["total"] * scale)
+        for key in ("truncated", "dropped"):
+            if result[key] is not None:
+                result[key] = round(result[key] * scale)
+        result["sampled"] = len(rows)
     if lengths:
         png = out_dir / f"lengths-{target.name}.png"
         histogram(lengths, png, f"data {target.name!r}: tokens per example", limit)
@@ -279,15 +385,15 @@ def cross_leakage(pipeline: Pipeline, prepared: dict[str, Prepared]) -> list[dic
         if name is None or name not in prepared:
             continue
         held_rows = prepared[name].split(ev.section.split)
-        held = [record_text(r) for r in held_rows]
+        held = Texts(held_rows)
         for stage in pipeline.stages:
             for train_name in stage.datasets:
                 if train_name not in prepared or (train_name == name
                                                   and ev.section.split == "eval"):
                     continue  # the same dataset's own split is reported with the dataset
                 train_rows = prepared[train_name].train
-                result = overlap(held, [record_text(r) for r in train_rows])
-                prompts = prompt_overlap(held_rows, train_rows)
+                result = overlap(held, Texts(train_rows), pipeline.seed)
+                prompts = prompt_overlap(held_rows, train_rows, pipeline.seed)
                 if prompts is not None:
                     result["prompts"] = prompts
                 out.append({"evaluation": ev.name, "eval_data": name,
@@ -353,6 +459,11 @@ def summary_lines(d: dict[str, Any]) -> list[str]:
     if d["unfinished_conversations"] is not None:
         lines.append("  conversations not ending with an assistant turn: "
                      f"{d['unfinished_conversations']}")
+    sampled = d.get("sampled")
+    if sampled:
+        lines.append(f"  estimated from a seeded sample of {sampled['rows']:,} of "
+                     f"{sampled['of']:,} rows: {', '.join(sampled['estimated'])} (near ones "
+                     "found in the sample only: a lower bound); every other count is exact")
     lines += [f"  warning: {w}" for w in d.get("warnings") or []]
     untrained = d.get("untrained_turns") or {}
     if untrained.get("turns"):

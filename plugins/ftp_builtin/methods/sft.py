@@ -22,6 +22,7 @@ from ftp_builtin import tokenize as tokenize_module
 from ftp_builtin.methods.common import loss_on_labelled_positions
 from ftp_builtin.methods.tokenized import cached_rows, plugin_identity
 from ftp_builtin.tokenize import Tokenized, require_chat_template, tokenize_records
+from ftp_builtin.tokenize_parallel import tokenize_in_processes
 
 
 class SFT(TrainerMethod):
@@ -127,8 +128,9 @@ class SFT(TrainerMethod):
         def compute() -> tuple[list[dict[str, Any]], dict[str, Any]]:
             # Rows with nothing to learn from are kept aside (``empty``), not refused here:
             # the dataset's on_bad_rows decides, and the cached tokens do not depend on it.
-            t = tokenize_records(ctx.tokenizer, records, cfg.max_length, cfg.assistant_only_loss,
-                                 skip_empty=True)
+            # Several processes for many rows per core; the same tokens as one.
+            t = tokenize_in_processes(ctx.tokenizer, records, cfg.max_length,
+                                      cfg.assistant_only_loss, skip_empty=True)
             # Everything but the rows is counts and notes, kept as JSON beside them.
             return t.rows, t.counts()
 
