@@ -1,0 +1,136 @@
+"""Time and peak memory of the data path (load, format, tokenize, cache, one step) by size.
+
+    python benchmarks/data_scale.py [--sizes 10000,100000,1000000] [--workdir DIR]
+        [--model tiny | smollm2-135m-instruct | FOLDER]
+
+For each size, a generated instruction file (benchmarks/make_big_data.py, alpaca JSON Lines,
+~0.8 KB a row; written once into the work folder, never committed) goes through ``ftp run`` on
+a one-step sft pipeline (1% held out), twice, each in a child process of its own:
+
+1. cold: the tokenized-data cache empty (the work folder's own), so every row is loaded,
+   formatted, tokenized and cached before the first step;
+2. warm: the same run again, the tokens read from the cache.
+
+It prints per size and run: the wall time, the time of each run step ftp records (load data,
+load model, train — which holds tokenization, caching and the one step), microseconds per row,
+and the child's peak RSS (``wait4``). The cost per row should stay flat as the sizes grow.
+``--model tiny`` (the default) trains a tiny random Llama that uses SmolLM2's real tokenizer, so
+tokenization costs what it costs for SmolLM2 while the one training step costs next to
+nothing. Run it on an otherwise idle machine; smoke-test it with ``--sizes 2000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from make_big_data import write  # noqa: E402  (a sibling script)
+
+
+def tiny_model(folder: Path) -> Path:
+    """A tiny random Llama with SmolLM2-135M-Instruct's tokenizer and chat template."""
+    if (folder / "config.json").is_file():
+        return folder
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from ftp_builtin.models import HFProvider
+
+    source = HFProvider(HFProvider.Config(path="smollm2-135m-instruct")).source()
+    tok = AutoTokenizer.from_pretrained(source)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         max_position_embeddings=2048, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                         tie_word_embeddings=True)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(str(folder))
+    tok.save_pretrained(str(folder))
+    return folder
+
+
+def pipeline(folder: Path, data: Path, model: str) -> Path:
+    """A one-step sft pipeline on ``data``."""
+    path = folder / "pipeline.toml"
+    path.write_text(f"""[pipeline]
+name = "data-scale"
+seed = 0
+
+[model]
+path = {json.dumps(model)}
+
+[data.big]
+loader = "json"
+path = {json.dumps(str(data))}
+format = "alpaca"
+eval_fraction = 0.01
+
+[[stages]]
+method = "sft"
+data = "big"
+max_steps = 1
+batch_size = 8
+max_length = 1024
+""", encoding="utf-8")
+    return path
+
+
+def run(pipeline_file: Path, out: Path, cache: Path, log: Path) -> tuple[float, float, dict]:
+    """``ftp run`` in a child; return wall seconds, peak RSS in MB, and its step timings."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "FTP_TOKENIZED_CACHE_DIR": str(cache)}
+    started = time.perf_counter()
+    with log.open("w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "ftp", "run", str(pipeline_file), "-o",
+                                 str(out), "--overwrite"], stdout=f, stderr=subprocess.STDOUT,
+                                env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+    took = time.perf_counter() - started
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-10:])
+        sys.exit(f"ftp run failed with exit code {code} (log {log}):\n{tail}")
+    timings = json.loads((out / "run.json").read_text(encoding="utf-8")).get("timings", {})
+    return took, usage.ru_maxrss / 1024, timings
+
+
+def main() -> None:
+    """Parse the command line; run each size cold and warm; print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--workdir", type=Path, default=Path("data-scale-work"))
+    parser.add_argument("--model", default="tiny")
+    args = parser.parse_args()
+    sizes = [int(s.replace("_", "")) for s in args.sizes.split(",") if s.strip()]
+    work = args.workdir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    model = str(tiny_model(work / "tiny-model")) if args.model == "tiny" else args.model
+    print(f"{'rows':>10} {'run':>5} {'wall s':>8} {'us/row':>8} {'peak MB':>8}  steps (s)")
+    for size in sizes:
+        data = work / f"rows-{size}.jsonl"
+        if not data.is_file():
+            write(size, data)
+        folder = work / f"size-{size}"
+        folder.mkdir(exist_ok=True)
+        cache = folder / "cache"
+        if cache.exists():
+            import shutil
+
+            shutil.rmtree(cache)
+        pipe = pipeline(folder, data, model)
+        for label in ("cold", "warm"):
+            took, peak, timings = run(pipe, folder / f"run-{label}", cache,
+                                      folder / f"{label}.log")
+            steps = ", ".join(f"{k} {v:.1f}" for k, v in timings.items())
+            print(f"{size:>10,} {label:>5} {took:>8.1f} {took / size * 1e6:>8.1f} "
+                  f"{peak:>8,.0f}  {steps}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
