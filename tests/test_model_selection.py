@@ -161,6 +161,49 @@ def test_nothing_fits_under_8_gb(folder: Path) -> None:
     assert _report(folder, "small-gpu")["recommended"] is None
 
 
+def test_classifiers_are_compared_by_size_and_their_before_evaluations(folder: Path
+                                                                      ) -> None:
+    lines = ["text,label"] + [f"{'good fine great' if i % 2 else 'bad awful poor'} movie {i},"
+                              f"{'positive' if i % 2 else 'negative'}" for i in range(24)]
+    (folder / "reviews.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_pipeline(folder / "classify.toml", """
+        [pipeline]
+        name = "sentiment"
+
+        [model]
+        path = "tiny-small"
+
+        [data.reviews]
+        loader = "csv"
+        path = "reviews.csv"
+        format = "classification"
+        eval_fraction = 0.25
+
+        [[stages]]
+        method = "classify"
+        data = "reviews"
+        batch_size = 4
+        max_length = 32
+
+        [[evaluate]]
+        evaluator = "classification"
+        data = "reviews"
+        before = true
+        """)
+    result = run_ftp("models", "compare", "classify.toml", "--candidate", "tiny-big",
+                     "--candidate", "tiny-small", "-o", "cls", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    report = _report(folder, "cls")
+    big, small = report["candidates"]
+    for c in (big, small):
+        assert c["heldout_loss"] is None  # the loss evaluator does not score labels
+        assert 0 <= c["before"]["classification"]["accuracy"] <= 1
+        assert c["stage"]["probe"]["ok"], c["stage"]["probe"]
+        assert c["stage"]["shape"]["architecture"] == "LlamaForSequenceClassification"
+    assert report["recommended"] == "tiny-small"
+    assert "--pilot N" in result.stdout and "accuracy=" in result.stdout
+
+
 def test_a_misspelt_candidate_is_one_line(folder: Path) -> None:
     line = one_line_error(run_ftp("models", "compare", "tiny.toml", "--candidate",
                                   "./tiny-smal", cwd=folder))

@@ -166,6 +166,41 @@ def test_methods_that_drop_the_longest_rows_are_probed_on_rows_they_keep(folder:
     assert cpt["rows"] > 40 and cpt["steps"] == math.ceil(cpt["rows"] / 2)
 
 
+def test_grpo_is_probed_with_its_completions(folder: Path) -> None:
+    (folder / "sums.json").write_text(json.dumps(
+        [{"question": f"What is {i} + {i}?"} for i in range(8)]), encoding="utf-8")
+    write_pipeline(folder / "grpo.toml", """
+        [pipeline]
+        name = "tiny-grpo"
+        seed = 7
+
+        [model]
+        path = "model"
+
+        [data.sums]
+        loader = "json"
+        path = "sums.json"
+        format = "prompt"
+        format_options = { prompt = "question" }
+
+        [[stages]]
+        method = "grpo"
+        data = "sums"
+        epochs = 1
+        batch_size = 4
+        num_generations = 2
+        max_completion_length = 8
+        rewards = [{ reward = "regex", pattern = "[0-9]+" }]
+        """)
+    plan = _plan(folder, "grpo.toml")
+    assert plan["rc"] == 0, plan["stderr"]
+    (stage,) = plan["stages"]
+    assert stage["probe"]["ok"], stage["probe"]
+    # Each of the 8 prompts gets 2 completions, 4 per step; a row holds prompt + completion.
+    assert stage["rows"] == 16 and stage["steps"] == 4
+    assert stage["setting"]["sequence"] > 8
+
+
 @pytest.mark.slow
 def test_the_cpt_example_is_estimated_at_its_blocks_near_what_it_measures() -> None:
     """SmolLM2 on examples/cpt.toml: the estimate was once 28× the measured peak (it counted

@@ -176,6 +176,10 @@ def setting_for(provider: Any, stage: Stage, costs: Costs | None, order: list[in
     batch = int(getattr(opts, "batch_size", 1))
     cap, _ = method_cap(opts)
     sequence = costs.longest(order, batch) if costs else (cap or 512)
+    completion = getattr(opts, "max_completion_length", None)
+    if isinstance(completion, int) and costs is not None:
+        # GRPO: the rows are prompts; each step also holds the completions it generates.
+        sequence = min(sequence + completion, cap or sequence + completion)
     fraction = None
     if getattr(opts, "padding_free", False) and costs is not None:
         # sft's padding-free loss projects only the positions that predict a labelled token.
