@@ -161,8 +161,8 @@ def test_nothing_fits_under_8_gb(folder: Path) -> None:
     assert _report(folder, "small-gpu")["recommended"] is None
 
 
-def test_classifiers_are_compared_by_size_and_their_before_evaluations(folder: Path
-                                                                      ) -> None:
+def _classify_pipeline(folder: Path) -> None:
+    """A tiny sentiment classifier pipeline with a before-training accuracy."""
     lines = ["text,label"] + [f"{'good fine great' if i % 2 else 'bad awful poor'} movie {i},"
                               f"{'positive' if i % 2 else 'negative'}" for i in range(24)]
     (folder / "reviews.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -190,6 +190,11 @@ def test_classifiers_are_compared_by_size_and_their_before_evaluations(folder: P
         data = "reviews"
         before = true
         """)
+
+
+def test_classifiers_are_compared_by_size_and_their_before_evaluations(folder: Path
+                                                                      ) -> None:
+    _classify_pipeline(folder)
     result = run_ftp("models", "compare", "classify.toml", "--candidate", "tiny-big",
                      "--candidate", "tiny-small", "-o", "cls", cwd=folder)
     assert result.returncode == 0, result.stderr
@@ -208,3 +213,19 @@ def test_a_misspelt_candidate_is_one_line(folder: Path) -> None:
     line = one_line_error(run_ftp("models", "compare", "tiny.toml", "--candidate",
                                   "./tiny-smal", cwd=folder))
     assert "candidate './tiny-smal'" in line and "not found" in line
+
+
+def test_a_classifier_pilot_compares_accuracy_after_training(folder: Path) -> None:
+    _classify_pipeline(folder)
+    result = run_ftp("models", "compare", "classify.toml", "--candidate", "tiny-big",
+                     "--candidate", "tiny-small", "--pilot", "3", "-o", "cls-pilot",
+                     cwd=folder)
+    assert result.returncode == 0, result.stderr
+    report = _report(folder, "cls-pilot")
+    accuracies = [c["after_pilot"]["classification"]["accuracy"]
+                  for c in report["candidates"]]
+    assert all(0 <= a <= 1 for a in accuracies)
+    assert "accuracy after the pilot" in " ".join(report["reasons"])
+    best = max(accuracies)
+    chosen = next(c for c in report["candidates"] if c["name"] == report["recommended"])
+    assert chosen["after_pilot"]["classification"]["accuracy"] >= best * 0.95

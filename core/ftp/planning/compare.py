@@ -56,6 +56,7 @@ class Candidate:
     heldout_tokens: int | None = None
     before: dict[str, dict[str, Any]] = field(default_factory=dict)
     pilot_loss: float | None = None
+    after_pilot: dict[str, dict[str, Any]] = field(default_factory=dict)
     fits: bool | None = None
     peak: int | None = None
     eta: float | None = None
@@ -65,6 +66,11 @@ class Candidate:
     def parameters(self) -> int:
         """Total parameters (0 when unknown)."""
         return self.cost.shape.parameters if self.cost else 0
+
+    def accuracy(self) -> float | None:
+        """The first ``accuracy`` the pipeline's evaluations gave after the pilot, or None."""
+        return next((float(m["accuracy"]) for m in self.after_pilot.values()
+                     if isinstance(m.get("accuracy"), int | float)), None)
 
     def loss(self) -> float | None:
         """The loss the recommendation compares: after the pilot when there was one."""
@@ -80,7 +86,8 @@ class Candidate:
                 "template_tokens_per_row": self.cost.costs.template_tokens
                 if self.cost and self.cost.costs else None,
                 "heldout_loss": self.heldout_loss, "heldout_tokens": self.heldout_tokens,
-                "before": self.before, "pilot_loss": self.pilot_loss, "fits": self.fits,
+                "before": self.before, "pilot_loss": self.pilot_loss,
+                "after_pilot": self.after_pilot, "fits": self.fits,
                 "peak_bytes": self.peak, "eta_seconds": self.eta, "eta_how": self.eta_how,
                 "stage": cost}
 
@@ -122,14 +129,14 @@ class Report:
                 str(s.vocabulary) if s else UNKNOWN, c.facts.get("kind", UNKNOWN),
                 c.facts.get("chat_template", UNKNOWN)])
             costs = c.cost.costs if c.cost else None
-            before = ", ".join(f"{k}={v:.4g}" for ev in c.before.values()
-                               for k, v in ev.items() if isinstance(v, int | float)) or "—"
+            before = _metrics(c.before)
             cost_rows.append([
                 c.name, _num(c.tokens_per_word, 2),
                 f"{costs.truncated}/{len(costs.rows)}" if costs else UNKNOWN,
                 _num(costs.template_tokens, 1) if costs else UNKNOWN,
                 _num(c.heldout_loss, 4),
-                *([_num(c.pilot_loss, 4)] if self.pilot else []), before,
+                *([_num(c.pilot_loss, 4) if c.pilot_loss is not None else
+                   _metrics(c.after_pilot)] if self.pilot else []), before,
                 gib(c.cost.estimate.total) if c.cost else UNKNOWN,
                 gib(c.cost.measured) if c.cost else UNKNOWN,
                 _num(c.cost.seconds_per_step, 2) if c.cost else UNKNOWN,
@@ -176,6 +183,12 @@ class Report:
         if notes:
             out += ["## Notes", "", *notes, ""]
         return "\n".join(out)
+
+
+def _metrics(results: dict[str, dict[str, Any]]) -> str:
+    """Evaluations' numeric metrics as ``name=value, ...`` (``—`` for none)."""
+    return ", ".join(f"{k}={v:.4g}" for ev in results.values() for k, v in ev.items()
+                     if isinstance(v, int | float)) or "—"
 
 
 def _num(value: float | None, digits: int) -> str:
@@ -295,8 +308,13 @@ def _measure(name: str, p: Any, data: dict[str, Any], invocation: Invocation, pi
     del model
     if pilot:
         say(f"candidate {name}: pilot, {pilot} training steps")
-        c.pilot_loss = _pilot(p, stage, provider, tokenizer, train, held_out, pilot,
-                             data[stage.data].shape)
+        trained = _pilot(p, stage, provider, tokenizer, train, pilot)
+        c.pilot_loss, _ = _heldout(p, stage, trained, tokenizer, held_out,
+                                   data[stage.data].shape)
+        # The same before-training evaluations, after the pilot: what a classifier learnt.
+        for ev in p.evaluations:
+            if ev.section.before:
+                c.after_pilot[ev.name] = _evaluate(p, ev, data, trained, tokenizer)
     return c
 
 
@@ -348,8 +366,8 @@ def _evaluate(p: Any, ev: Any, data: dict[str, Any], model: Any, tokenizer: Any
 
 
 def _pilot(p: Any, stage: Any, provider: Any, tokenizer: Any, train: list[dict[str, Any]],
-           held_out: list[dict[str, Any]], steps: int, shape: str) -> float | None:
-    """Train ``steps`` steps of the stage's method on its data; the held-out loss after."""
+           steps: int) -> Any:
+    """Train ``steps`` steps of the stage's method on its data; return the trained model."""
     import tempfile
 
     from ftp.contexts import TrainContext
@@ -362,9 +380,7 @@ def _pilot(p: Any, stage: Any, provider: Any, tokenizer: Any, train: list[dict[s
         ctx = TrainContext(stage=stage.name, model=model, tokenizer=tokenizer,
                            provider=provider, train=train, eval=None, adapter=stage.adapter,
                            output_dir=Path(tmp), seed=p.seed, on_bad_rows="skip")
-        trained = stage.method.cls(config).train(ctx)
-    loss, _ = _heldout(p, stage, trained, tokenizer, held_out, shape)
-    return loss
+        return stage.method.cls(config).train(ctx)
 
 
 def _finish(report: Report) -> None:
@@ -408,6 +424,21 @@ def _finish(report: Report) -> None:
         left = [c.name for c in report.candidates if not c.fits]
         if left:
             report.reasons.append(f"not fitting: {', '.join(left)}")
+        return
+    judged = [c for c in fitting if c.accuracy() is not None]
+    if judged:  # classifiers after --pilot: the pipeline's accuracy, higher is better
+        best = max(judged, key=lambda c: c.accuracy() or 0.0)
+        good = [c for c in judged
+                if (c.accuracy() or 0.0) >= (best.accuracy() or 0.0) * (1 - WITHIN)]
+        pick = min(good, key=lambda c: c.parameters)
+        report.choice = pick.name
+        report.reasons = [
+            f"the smallest model ({pick.parameters:,} parameters) within 5% of the best "
+            f"accuracy after the pilot among those that fit {gib(report.budget)}",
+            f"accuracy {pick.accuracy():.4f}" + ("" if pick is best else
+                                                 f" vs the best {best.accuracy():.4f} "
+                                                 f"({best.name})"),
+            f"needs about {gib(pick.peak)}"]
         return
     pick = min(fitting, key=lambda c: c.parameters)
     report.choice = pick.name
