@@ -67,11 +67,21 @@ def tokenize_in_processes(tokenizer: Any, records: list[dict[str, Any]],
     bounds = [len(records) * i // n for i in range(n + 1)]
     global _JOB
     _JOB = (tokenizer, records, max_length, assistant_only, expects_bos(tokenizer, records))
+    # The Rust tokenizers' own thread pool must not be used in a forked child (it would
+    # deadlock); saying so before the fork keeps it off there without their warning.
+    configured = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
     try:
         with multiprocessing.get_context("fork").Pool(n, initializer=_child_signals) as pool:
+            if configured is None:  # the parent goes on as it was
+                del os.environ["TOKENIZERS_PARALLELISM"]
             parts = pool.map(_part, list(zip(bounds, bounds[1:], strict=False)))
     finally:
         _JOB = None
+        if configured is not None:
+            os.environ["TOKENIZERS_PARALLELISM"] = configured
+        else:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
     out = join(parts, bounds, max_length)
     if out.empty and not skip_empty:
         refuse_empty(out.empty, len(records))
