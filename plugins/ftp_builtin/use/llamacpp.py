@@ -49,6 +49,8 @@ class LlamaCpp:
         except ImportError:
             raise UserError(INSTALL_HINT) from None
         self._lib = llama_cpp
+        # No longer than the model was trained for: llama.cpp warns on stderr otherwise.
+        n_ctx = min(n_ctx, _trained_context(path) or n_ctx)
         try:
             self.llm = llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, logits_all=logits,
                                        n_threads=_threads(), verbose=False)
@@ -129,3 +131,15 @@ def _threads() -> int:
         return max(1, int(os.environ.get("OMP_NUM_THREADS", "")))
     except ValueError:
         return os.cpu_count() or 1
+
+
+def _trained_context(path: Path) -> int | None:
+    """The context length a GGUF file declares (``ARCH.context_length``), if it does."""
+    import gguf
+
+    try:
+        fields = gguf.GGUFReader(str(path)).fields
+        arch = fields["general.architecture"].contents()
+        return int(fields[f"{arch}.context_length"].contents())
+    except (KeyError, ValueError, OSError):
+        return None
