@@ -88,6 +88,7 @@ def test_a_broken_pipeline_fails_in_rehearsal_as_in_the_real_run(tmp_path: Path,
 
     assert "System role not supported" in error(real)
     assert error(rehearsed) == error(real)
+    assert "ftp resume" not in rehearsed.stderr  # a rehearsal is rerun, never resumed
     report = (root / "runs" / "rh.rehearsal" / "rehearsal.md").read_text()
     assert report.startswith("# Rehearsal of 'rh': FAILED")
     assert error(real) in report

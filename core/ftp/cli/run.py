@@ -166,8 +166,12 @@ def _rehearse(state: State, source: Path, p: Any, overrides: tuple[str, ...], wh
     click.echo(f"ftp: rehearsing {p.name!r} on a tiny random model of the same architecture")
     options, model_line = p.model.build().rehearsal_model(run_dir.file(rehearsal.MODEL_DIR))
     rehearsed = state.pipeline(source, (*overrides, *rehearsal.overrides(p, options)))
+    class Rehearsal(Runner):
+        def resume_command(self) -> str:
+            return f"ftp run {source} --rehearse"  # a rehearsal is rerun, never resumed
+
     try:
-        _execute(Runner(rehearsed, run_dir, overrides=overrides), debug)
+        _execute(Rehearsal(rehearsed, run_dir, overrides=overrides), debug)
     finally:
         status = run_dir.status()
         failed = status.get("status") != "finished"
