@@ -234,3 +234,27 @@ def test_an_artifact_is_checked_at_validation(tmp_path, tiny_model):
     assert text.count("\n  - ") == 2, text
     assert "plugins.export.artifacts[0]" in text and "q8_0 is a GGUF type" in text
     assert "plugins.export.artifacts[1].target" in text
+
+
+@needs_llama_cpp
+def test_drift_through_the_command_exits_1_and_is_recorded(tiny_model, tmp_path):
+    # A real-world drift: the template names a special token that transformers passes to it
+    # and llama-cpp-python's renderer does not.
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from ftp.testing import CHATML_TEMPLATE
+
+    folder = tmp_path / "drifts"
+    shutil.copytree(tiny_model, folder)
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    tok.chat_template = "{{ unk_token }}" + CHATML_TEMPLATE
+    tok.save_pretrained(str(folder))
+    result = export(str(folder), "--format", "gguf", "--dtype", "f32", "-o", ".", cwd=tmp_path)
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == ["error: parity: prompt 1: token 0: transformers '<|endoftext|>' (0), "
+                      "llama.cpp '<|im_start|>' (1)"]
+    record = json.loads((tmp_path / "export.json").read_text())[-1]
+    assert record["parity"] == {"checked": True, "failed": errors[0][len("error: "):]}

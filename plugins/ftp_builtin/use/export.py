@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from ftp import UserError
+from ftp import RunError, UserError
 from ftp_builtin.use.source import Source
 
 FORMATS = ("gguf", "ollama", "safetensors")
@@ -81,7 +81,14 @@ def export(source: Source, fmt: str, dtype: str, out: Path, overwrite: bool,
         if fmt == "ollama":
             paths[1].write_text(modelfile_text, encoding="utf-8")
             click.echo(f"wrote {paths[1]}", err=True)
-        record["parity"] = _parity(paths[0], model, tokenizer, dtype, source, parity)
+        try:
+            record["parity"] = _parity(paths[0], model, tokenizer, dtype, source, parity)
+        except RunError as exc:
+            # The files stay for inspection; export.json says they drifted.
+            record["parity"] = {"checked": True, "failed": str(exc)}
+            record["seconds"] = round(time.perf_counter() - started, 2)
+            _record(source, out, record)
+            raise
     record["seconds"] = round(time.perf_counter() - started, 2)
     _record(source, out, record)
     return record
