@@ -229,3 +229,21 @@ def test_a_classifier_pilot_compares_accuracy_after_training(folder: Path) -> No
     best = max(accuracies)
     chosen = next(c for c in report["candidates"] if c["name"] == report["recommended"])
     assert chosen["after_pilot"]["classification"]["accuracy"] >= best * 0.95
+
+
+def test_qlora_holds_the_8b_base_in_about_4_5_bits_per_weight() -> None:
+    """QLoRA cannot be validated without bitsandbytes (GPU only): the estimate itself, on
+    Llama-3.1-8B's shape (embeddings and LM head stay in bf16)."""
+    from ftp.planning.sizing import Setting, Shape, estimate_memory
+
+    shape = Shape(8_030_261_248, 41_943_040, "LlamaForCausalLM", 32, 4096, 14336, 32, 131072,
+                  128256, embedding_parameters=2 * 128256 * 4096)
+    setting = Setting(batch=1, sequence=2048, adapter=True, weight_bytes=2,
+                      autocast_bf16=True)
+    bf16 = estimate_memory(shape, setting)
+    nf4 = estimate_memory(shape, Setting(**{**setting.as_dict(), "quantized_4bit": True}))
+    linear = 8_030_261_248 - 2 * 128256 * 4096
+    assert nf4.weights == pytest.approx(linear * 4.5 / 8 + 2 * 128256 * 4096 * 2
+                                        + 41_943_040 * 2, rel=1e-6)
+    assert 5 < nf4.weights / 1024 ** 3 < 6 < 14 < bf16.weights / 1024 ** 3
+    assert nf4.activations == bf16.activations and nf4.optimizer == bf16.optimizer

@@ -32,6 +32,8 @@ class Shape:
         context_length: The longest sequence the model's positions allow (None: unknown).
         vocabulary: Tokens in the vocabulary.
         attention: The attention implementation (``sdpa``, ``eager``...).
+        embedding_parameters: Parameters of the input embeddings and, when untied, the LM
+            head (4-bit quantization leaves them in full precision).
 
     """
 
@@ -45,6 +47,7 @@ class Shape:
     context_length: int | None
     vocabulary: int
     attention: str = "sdpa"
+    embedding_parameters: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -68,6 +71,9 @@ def shape_of(model: Any, adapted: Any | None = None) -> Shape:
     else:
         trainable = sum(p.numel() for p in adapted.parameters() if p.requires_grad)
     hidden = int(_first(text, "hidden_size", "n_embd", "d_model", default=0))
+    tables = {id(m.weight): m.weight.numel()
+              for m in (model.get_input_embeddings(), model.get_output_embeddings())
+              if m is not None and getattr(m, "weight", None) is not None}
     return Shape(
         parameters=int(total),
         trainable=int(trainable),
@@ -80,6 +86,7 @@ def shape_of(model: Any, adapted: Any | None = None) -> Shape:
         context_length=_first(text, "max_position_embeddings", "n_positions", default=None),
         vocabulary=int(_first(text, "vocab_size", default=0)),
         attention=str(getattr(config, "_attn_implementation", None) or "sdpa"),
+        embedding_parameters=int(sum(tables.values())),
     )
 
 
@@ -114,6 +121,8 @@ class Setting:
         lora_dropout: Whether the adapter's dropout copies each adapted layer's input.
         logit_fraction: The share of positions projected onto the vocabulary (sft's
             padding-free loss projects only positions that predict a labelled token).
+        quantized_4bit: QLoRA: the base weights held in 4 bits (nf4 with double quantization,
+            about 4.5 bits per weight with its constants), embeddings and LM head excepted.
 
     """
 
@@ -129,6 +138,7 @@ class Setting:
     reference: bool = False
     lora_dropout: bool = False
     logit_fraction: float = 1.0
+    quantized_4bit: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -184,7 +194,10 @@ def estimate_memory(shape: Shape, setting: Setting) -> MemoryEstimate:
     tokens = s.batch * s.sequences_per_row * s.sequence
     act_bytes = 2 if s.autocast_bf16 else s.weight_bytes
     held = 2 if (s.adapter and s.frozen_bf16 and s.autocast_bf16) else s.weight_bytes
-    weights = shape.parameters * held
+    weights: float = shape.parameters * held
+    if s.quantized_4bit:
+        dense = shape.embedding_parameters
+        weights = (shape.parameters - dense) * 4.5 / 8 + dense * held
     if s.adapter:
         train_bytes = 4
         weights += shape.trainable * (4 - held)  # adapter weights stay in float32
@@ -205,7 +218,7 @@ def estimate_memory(shape: Shape, setting: Setting) -> MemoryEstimate:
     per_logit = act_bytes + 8 + (4 if act_bytes < 4 else 0)
     logits = tokens * s.logit_fraction * shape.vocabulary * per_logit if s.causal_lm else 0
     reference = shape.parameters * s.weight_bytes if s.reference else 0
-    what = "bf16" if held == 2 else f"{held}-byte"
+    what = "4 bits (nf4)" if s.quantized_4bit else "bf16" if held == 2 else f"{held}-byte"
     return MemoryEstimate(
         weights=int(weights), gradients=int(gradients), optimizer=int(optimizer),
         activations=int(activations), logits=int(logits), reference=int(reference),

@@ -194,6 +194,7 @@ def setting_for(provider: Any, stage: Stage, costs: Costs | None, order: list[in
         reference=bool(getattr(stage.method.cls, "uses_reference", False)) and not adapter,
         lora_dropout=adapter and float(getattr(stage.adapter, "dropout", 0) or 0) > 0,
         logit_fraction=fraction if fraction is not None else 1.0,
+        quantized_4bit=getattr(getattr(provider, "config", None), "quantize", None) == "4bit",
     )
 
 
