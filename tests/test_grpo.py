@@ -98,7 +98,9 @@ def test_prompt_format_examples_are_earlier_turns(tmp_path):
     pipeline.write_text(text)
     result = CliRunner().invoke(cli, ["validate", str(pipeline)])
     assert result.exit_code == 2
-    assert "data.sums.format_options.examples.0.answer" in result.output, result.output
+    assert "data.sums.format_options.examples[0].answer: unknown key" in result.output
+    assert "data.sums.format_options.examples[0].completion: required key is missing" in (
+        result.output)
 
 
 REWARDS = """[
