@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ftp.testing import one_line_error, run_ftp
+from ftp.testing import one_line_error, require_tool, run_ftp
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -49,7 +50,8 @@ def test_stdin_is_one_message(tiny_model, tmp_path):
 
 
 def test_a_gguf_chats_through_llama_cpp(tiny_model, tmp_path):
-    pytest.importorskip("llama_cpp", reason="the gguf extra: pip install 'ftp[gguf]'")
+    require_tool(importlib.util.find_spec("llama_cpp") is not None,
+                 "llama-cpp-python (the gguf extra: pip install 'ftp[gguf]')")
     assert run_ftp("export", str(tiny_model), "--format", "gguf", "--dtype", "f32", "-o", ".",
                    cwd=tmp_path).returncode == 0
     gguf = next(tmp_path.glob("*.gguf"))
@@ -68,8 +70,8 @@ def test_mistakes_are_one_line(tiny_model, tmp_path):
     assert line == f"error: --stage needs a run folder; {tiny_model} is not one (no run.json)"
 
 
-@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_a_conversation_in_a_real_terminal(tiny_model, tmp_path):
+    require_tool(shutil.which("tmux") is not None, "tmux (apt-get install -y tmux)")
     socket = f"ftp-chat-test-{time.time_ns()}"
     ftp = Path(sys.executable).parent / "ftp"
     done = tmp_path / "exit-code"

@@ -13,13 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from ftp.testing import one_line_error, run_ftp, run_pipeline
+from ftp.testing import one_line_error, require_tool, run_ftp, run_pipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-needs_llama_cpp = pytest.mark.skipif(
-    importlib.util.find_spec("llama_cpp") is None,
-    reason="llama-cpp-python (the gguf extra: pip install 'ftp[gguf]') is not installed")
+
+
+@pytest.fixture
+def needs_llama_cpp() -> None:
+    """llama.cpp (llama-cpp-python) for the tests that load a GGUF: skipped locally without it,
+    a failure under CI."""
+    require_tool(importlib.util.find_spec("llama_cpp") is not None,
+                 "llama-cpp-python (the gguf extra: pip install 'ftp[gguf]')")
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +51,7 @@ def export(*args: str, cwd: Path):
     return run_ftp("export", *args, cwd=cwd, timeout=900)
 
 
-@needs_llama_cpp
+@pytest.mark.usefixtures("needs_llama_cpp")
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["f32", "f16", "q8_0"])
 def test_gguf_export_loads_in_llama_cpp_and_passes_parity(smol, tmp_path, dtype):
@@ -77,7 +82,7 @@ def test_gguf_export_loads_in_llama_cpp_and_passes_parity(smol, tmp_path, dtype)
     assert llm.piece(ids[0]) == "<|im_start|>" and llm.piece(ids[1]) == "system"
 
 
-@needs_llama_cpp
+@pytest.mark.usefixtures("needs_llama_cpp")
 @pytest.mark.slow
 def test_a_wrong_template_fails_parity_naming_the_first_differing_token(smol, tmp_path):
     from ftp import RunError
@@ -102,7 +107,7 @@ def test_a_wrong_template_fails_parity_naming_the_first_differing_token(smol, tm
         "parity: prompt 1: token 1: transformers 'system' (9690), llama.cpp 'user' (4093)")
 
 
-@needs_llama_cpp
+@pytest.mark.usefixtures("needs_llama_cpp")
 @pytest.mark.slow
 def test_ollama_modelfile_has_the_template_stop_and_default_system(smol, tmp_path):
     result = export(str(smol), "--format", "ollama", "--dtype", "q8_0", "-o", ".",
@@ -166,7 +171,7 @@ def test_a_non_llama_architecture_is_one_clear_error(tmp_path):
     assert not (tmp_path / "export").exists()
 
 
-@needs_llama_cpp
+@pytest.mark.usefixtures("needs_llama_cpp")
 def test_a_run_exports_safetensors_and_an_ollama_model_with_its_system_prompt(
         tmp_path, tiny_model):
     rows = [{"instruction": "Who are you?", "output": "I am Nova."}] * 4
@@ -236,7 +241,7 @@ def test_an_artifact_is_checked_at_validation(tmp_path, tiny_model):
     assert "plugins.export.artifacts[1].target" in text
 
 
-@needs_llama_cpp
+@pytest.mark.usefixtures("needs_llama_cpp")
 def test_drift_through_the_command_exits_1_and_is_recorded(tiny_model, tmp_path):
     # A real-world drift: the template names a special token that transformers passes to it
     # and llama-cpp-python's renderer does not.

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from ftp.testing import require_tool
 from tests.test_report import run, tiny_pipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -20,10 +21,8 @@ WIDTH, HEIGHT = 1280, 2400
 
 def chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("chromium is not installed (apt-get install -y chromium)")
-        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    require_tool(found is not None, "chromium (apt-get install -y chromium)")
+    assert found is not None
     return found
 
 

@@ -298,3 +298,25 @@ def config_problems(result: subprocess.CompletedProcess[str]) -> list[str]:
     assert "Traceback" not in out
     assert "problem" in result.stderr
     return [line[4:] for line in result.stderr.splitlines() if line.startswith("  - ")]
+
+
+def require_tool(present: bool, what: str) -> None:
+    """Skip a test whose optional tool is missing, except under CI, where it fails.
+
+    A test that silently skips in CI proves nothing; on a developer's machine a missing
+    browser or terminal multiplexer should not fail the suite.
+
+    Args:
+        present: Whether the tool is there (e.g. ``shutil.which("tmux") is not None``).
+        what: What is missing and how to get it, e.g. ``"tmux (apt-get install -y tmux)"``.
+
+    """
+    import os
+
+    import pytest
+
+    if present:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{what} is not installed, and CI must run this test")
+    pytest.skip(f"{what} is not installed")
