@@ -1,12 +1,13 @@
 """QLoRA (``[model] quantize = "4bit"``) and DoRA (``adapter = { use_dora = true }``) on this
 CPU, with bitsandbytes, through the real CLI on a tiny Llama."""
 
+import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
-from ftp.testing import config_problems, run_ftp, write_pipeline
+from ftp.testing import config_problems, require_tool, run_ftp, write_pipeline
 
 DATA = Path(__file__).parent / "data"
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -44,7 +45,8 @@ def weights(folder: Path, name: str = "model.safetensors") -> dict:
 
 
 def test_a_4bit_model_needs_an_adapter(tmp_path: Path, tiny_model: Path) -> None:
-    pytest.importorskip("bitsandbytes")
+    require_tool(importlib.util.find_spec("bitsandbytes") is not None,
+                 "bitsandbytes (the qlora extra: pip install 'ftp[qlora]')")
     root = project(tmp_path, tiny_model, 'quantize = "4bit"', "")
     found = config_problems(run_ftp("validate", "p.toml", cwd=root))
     assert found == ['stages[0].adapter: a 4-bit model ([model] quantize) trains through an '
@@ -53,7 +55,8 @@ def test_a_4bit_model_needs_an_adapter(tmp_path: Path, tiny_model: Path) -> None
 
 def test_qlora_trains_in_4bit_and_merges_into_full_precision(tmp_path: Path,
                                                              tiny_model: Path) -> None:
-    pytest.importorskip("bitsandbytes")
+    require_tool(importlib.util.find_spec("bitsandbytes") is not None,
+                 "bitsandbytes (the qlora extra: pip install 'ftp[qlora]')")
     root = project(tmp_path, tiny_model, 'quantize = "4bit"', "adapter = { r = 4, alpha = 8 }")
     done = run_ftp("run", "p.toml", "-o", "run", cwd=root, OMP_NUM_THREADS="1")
     assert done.returncode == 0, done.stdout + done.stderr
