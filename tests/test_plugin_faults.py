@@ -473,7 +473,9 @@ def test_trace_covers_lifecycle_hooks_of_a_run(observed):
              if ln.startswith("ftp trace: ")]
     assert ["ftp_pipeline_start", "plugin=recorder"] in [t[2:4] for t in trace]
     finish = [t for t in trace if t[2] == "ftp_pipeline_finish"]
-    assert {t[3] for t in finish} == {"plugin=recorder", "plugin=raiser", "plugin=wrapper"}
+    # Every test plugin's finish hook is traced (built-ins that observe the finish, such as
+    # export's artifacts, are traced too).
+    assert {"plugin=recorder", "plugin=raiser", "plugin=wrapper"} <= {t[3] for t in finish}
     assert next(t for t in finish if t[3] == "plugin=raiser")[5:] == ["raised", "OSError"]
 
 
