@@ -17,7 +17,7 @@ from pydantic import Field, field_validator
 
 from ftp import EvalContext, Evaluator, RewardRef, Shape, StrictConfig, hookimpl
 from ftp.components import unique_labels
-from ftp_builtin.rewards.model import end_ids, score_ids
+from ftp_builtin.rewards.model import conversation_ids, score_ids
 
 
 class RewardEvaluator(Evaluator):
@@ -158,7 +158,7 @@ def score_conversations(ctx: EvalContext, conversations: list[list[dict[str, Any
     tok = ctx.tokenizer
     rows, cut = [], []
     for convo in conversations:
-        ids, was_cut = end_ids(tok, tok.apply_chat_template(convo, tokenize=False), max_length)
+        ids, was_cut = conversation_ids(tok, convo, max_length)
         rows.append(ids)
         cut.append(was_cut)
     return score_ids(ctx.model, tok.pad_token_id, rows, batch_size), cut

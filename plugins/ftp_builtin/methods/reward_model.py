@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import Field
 
 from ftp import Shape, TrainContext, TrainerMethod, TrainingOptions, UserError, hookimpl
-from ftp_builtin.rewards.model import end_ids
+from ftp_builtin.rewards.model import conversation_ids
 from ftp_builtin.tokenize import require_chat_template
 
 #: The name of the reward model's one output, in its saved config.
@@ -83,8 +83,8 @@ class RewardModelMethod(TrainerMethod):
             ids = {}
             cut = False
             for answer in ("chosen", "rejected"):
-                text = tok.apply_chat_template(pair["prompt"] + pair[answer], tokenize=False)
-                ids[f"{answer}_ids"], was_cut = end_ids(tok, text, limit)
+                ids[f"{answer}_ids"], was_cut = conversation_ids(tok, pair["prompt"] + pair[answer],
+                                                                 limit)
                 cut = cut or was_cut
             truncated += cut
             rows.append(ids)

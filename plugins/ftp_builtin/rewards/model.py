@@ -100,6 +100,16 @@ def end_ids(tokenizer: Any, text: str, max_length: int) -> tuple[list[int], bool
     return ids[-max_length:], len(ids) > max_length
 
 
+def conversation_ids(tokenizer: Any, messages: list[dict[str, Any]], max_length: int
+                     ) -> tuple[list[int], bool]:
+    """A whole conversation rendered by the chat template, then cut as `end_ids` cuts.
+
+    The one rendering the ``reward`` method trains on and ``reward_accuracy`` scores.
+    """
+    return end_ids(tokenizer, tokenizer.apply_chat_template(messages, tokenize=False),
+                   max_length)
+
+
 def score_ids(model: Any, pad_id: int | None, rows: list[list[int]], batch_size: int,
               index: int | None = None) -> list[float]:
     """A sequence-classification model's score of each row of token ids, in batches.
