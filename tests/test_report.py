@@ -283,3 +283,20 @@ def test_a_dpo_run_reports_its_reward_curves(tiny_model, tmp_path):
     assert all(len(p.split()) == 3 for p in polylines(rewards))
     assert "Requirements: 2 of 2 hold" in page
     assert "<td>mean_margin</td>" in page  # the preference evaluation, before → after
+
+
+def test_the_step_count_is_the_trainers_not_the_last_logged_step(tiny_model, tmp_path):
+    """7 steps logged every 3: logging ends at step 6, yet the stage took 7 steps."""
+    pipeline = tiny_pipeline(tmp_path, tiny_model)
+    out = run(pipeline, tmp_path / "run", "--set", "stages[0].max_steps=7",
+              "--set", "stages[0].logging_steps=3")
+    logged = [r["step"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+              if "loss" in r and "train_loss" not in r]
+    assert logged == [3, 6]
+    page = (out / "report.html").read_text()
+    training = page.split("<h2>Training</h2>")[1].split("<h3>")[0]
+    row = re.search(r"<tr><td>sft</td><td class=\"num\">([^<]+)</td>", training)
+    assert row is not None and row[1] == "7"
+    summary = (out / "summary.md").read_text()
+    assert "| stage | steps |" in summary
+    assert re.search(r"^\| sft \| 7 \|", summary, re.MULTILINE), summary

@@ -642,6 +642,10 @@ class Runner:
                         "tokens_seen", "eval_loss"):
                 if key in record:
                     summary[key] = record[key]
+            if isinstance(record.get("step"), int) and not record.get("event"):
+                # The trainer's closing summary carries its final step; logged steps may stop
+                # short of it (36 steps logged every 5 end at 35).
+                summary["steps"] = max(record["step"], summary.get("steps", 0))
 
     # -- records --------------------------------------------------------------------------
 

@@ -47,10 +47,11 @@ def render_summary(
     lines += [f"| {label} | {sec} |" for label, sec in timings.items()]
     if train:
         lines += ["", "## Training", "",
-                  "| stage | last logged loss | mean loss | tokens/s | tokens | seconds |",
-                  "|---|---|---|---|---|---|"]
+                  "| stage | steps | last logged loss | mean loss | tokens/s | tokens | seconds |",
+                  "|---|---|---|---|---|---|---|"]
         for stage, info in train.items():
-            cells = [_num(info.get(k)) for k in ("loss", "train_loss", "tokens_per_second",
+            cells = [_num(info.get(k)) for k in ("steps", "loss", "train_loss",
+                                                 "tokens_per_second",
                                                  "tokens_seen", "seconds")]
             lines.append(f"| {stage} | " + " | ".join(cells) + " |")
     for stage, evals in results.get("stages", {}).items():

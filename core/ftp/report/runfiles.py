@@ -121,6 +121,25 @@ class RunFiles:
                     keys.append(key)
         return keys
 
+    def steps(self, stage: str) -> int | None:
+        """The optimizer steps ``stage`` took: the trainer's closing summary's step.
+
+        The last *logged* step is not it (36 steps logged every 5 end at 35), so the summary's
+        ``step`` (the trainer's ``global_step`` when it finished) is used; a stage that did not
+        finish (failed, killed) has none, and then the last step it logged is the best known.
+        """
+        logged: list[float] = []
+        finished: float | None = None
+        for record in self.metrics:
+            step = as_float(record.get("step"))
+            if record.get("stage") != stage or step is None:
+                continue
+            logged.append(step)
+            if "train_loss" in record:
+                finished = step
+        found = finished if finished is not None else max(logged, default=None)
+        return None if found is None else int(found)
+
     def tokenized(self, stage: str) -> dict[str, Any]:
         """The method's ``tokenized`` record for ``stage`` (rows, tokens, truncated...)."""
         found: dict[str, Any] = {}

@@ -95,13 +95,11 @@ def training_section(run: RunFiles) -> str:
     parts = ["<h2>Training</h2>"]
     rows = []
     for stage in stages:
-        steps = [s for s, _ in run.curve(stage, "loss")]
         summary: dict[str, Any] = next((r for r in reversed(run.metrics)
                         if r.get("stage") == stage and "train_loss" in r), {})
         seen = next((r["tokens_seen"] for r in reversed(run.metrics)
                      if r.get("stage") == stage and is_number(r.get("tokens_seen"))), None)
-        last_step = int(max(steps)) if steps else summary.get("step")  # no step was logged
-        rows.append([stage, last_step, run.final_value(stage, "loss"),
+        rows.append([stage, run.steps(stage), run.final_value(stage, "loss"),
                      summary.get("train_loss"), run.final_value(stage, "eval_loss"), seen,
                      run.final_value(stage, "tokens_per_second"), summary.get("train_runtime")])
     parts.append(table(["stage", "steps", "last loss", "mean loss", "last eval loss",
