@@ -1,14 +1,16 @@
 """``ftp run --rehearse``: the pipeline on a tiny random model of the same architecture and the
-real tokenizer, 2 steps per stage, into RUN_DIR.rehearsal with a report; a pipeline that would
-fail, fails there with the same line and exit code as the real run."""
+real tokenizer, 2 steps per stage, in 2 processes (DDP over gloo), into RUN_DIR.rehearsal with a
+report; a pipeline that would fail, fails there with the same line and exit code as the real
+run."""
 
 import json
 from pathlib import Path
 
 import pytest
 
-from ftp.rehearsal import shrink_config
-from ftp.testing import run_ftp, write_pipeline
+from ftp.config import load_pipeline
+from ftp.rehearsal import EVAL_ROWS, processes, shrink_config
+from ftp.testing import plugin_set, run_ftp, write_pipeline
 
 DATA = Path(__file__).parent / "data"
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -45,6 +47,10 @@ def project(root: Path, tiny_model: Path, model_extra: str = "", format_extra: s
         evaluator = "generate"
         prompts = ["Who are you?"]
         max_new_tokens = 64
+        [[evaluate]]
+        evaluator = "loss"
+        data = "d"
+        split = "all"
     """)
     return root
 
@@ -57,6 +63,13 @@ def test_rehearsal_runs_the_pipeline_small_and_reports(tmp_path: Path, tiny_mode
     assert not (root / "out").exists()  # the real run's folder is untouched
     report = (folder / "rehearsal.md").read_text()
     assert report.startswith("# Rehearsal of 'rh': passed")
+    # The distributed path was rehearsed: two processes, one run folder written once.
+    assert "Processes: 2 (DDP over gloo on CPU)." in report
+    status = json.loads((folder / "run.json").read_text())
+    assert status["status"] == "finished" and status.get("processes") == 2
+    assert f"at most {EVAL_ROWS} rows" in report
+    loss = json.loads((folder / "results.json").read_text())["stages"]["sft"]["loss"]
+    assert loss["metrics"]["examples"] <= EVAL_ROWS, loss
     assert "| sft | sft | lora | 2 |" in report and "load data 'd'" in report
     steps = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
     assert max(r.get("step", 0) for r in steps if r.get("stage") == "sft") == 2
@@ -91,7 +104,21 @@ def test_a_broken_pipeline_fails_in_rehearsal_as_in_the_real_run(tmp_path: Path,
     assert "ftp resume" not in rehearsed.stderr  # a rehearsal is rerun, never resumed
     report = (root / "runs" / "rh.rehearsal" / "rehearsal.md").read_text()
     assert report.startswith("# Rehearsal of 'rh': FAILED")
-    assert error(real) in report
+    assert error(real) in report and "Processes: 2" in report
+
+
+def test_the_distributed_table_is_translated_to_what_the_cpu_can_do(tmp_path: Path,
+                                                                    tiny_model: Path) -> None:
+    root = project(tmp_path, tiny_model)
+    with (root / "p.toml").open("a") as f:
+        f.write('[distributed]\nnproc_per_node = 8\nnnodes = 2\nnode_rank = 0\n'
+                'rdzv_endpoint = "10.0.0.1:29500"\n')
+    p = load_pipeline(root / "p.toml", plugin_set(), [])
+    procs = processes(p, None)
+    assert procs.count == 2
+    assert any("2 machines" in n for n in procs.notes)
+    assert any("8 processes per machine: rehearsed with 2" in n for n in procs.notes)
+    assert processes(p, 1).count == 1 and processes(p, 1).notes == []  # --nproc wins
 
 
 @pytest.mark.parametrize(("heads", "kv", "hidden", "new"), [

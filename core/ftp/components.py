@@ -216,6 +216,9 @@ class Method(Component):
     #: Whether it can train under DeepSpeed ZeRO-3 (weights sharded across processes); a
     #: method that reads or changes whole weights itself says False, and is refused there.
     zero3: ClassVar[bool] = True
+    #: Whether it trains in several processes on CPU (DDP over gloo); a rehearsal
+    #: (``ftp run --rehearse``) of a method that says False runs in one process, and says so.
+    cpu_processes: ClassVar[bool] = True
 
     @classmethod
     def starts_from(cls) -> frozenset[str]:

@@ -10,12 +10,20 @@ same error line and exit code, in seconds instead of hours.
 
 The rehearsal writes ``runs/NAME.rehearsal`` (``ftp resume`` refuses it) with ``rehearsal.md``:
 passed or FAILED with the error line, the model each stage trained, and the seconds each data
-step took. It runs in one process: a ``[distributed]`` table is validated, not rehearsed.
+step took, how many processes trained and what could not be rehearsed on this CPU.
+
+It trains in `PROCESSES` processes (DDP over gloo, as ``ftp run --nproc 2``), so that the
+distributed path is rehearsed too: the tokenization cache filled once, the barriers, only rank 0
+writing. ``--nproc N`` on the command line wins. A method that says it cannot train in several
+processes on CPU (`ftp.components.Method.cpu_processes`) is rehearsed in one, and the report
+says so. Evaluations read at most `EVAL_ROWS` rows of their data, so that a rehearsal stays
+short whatever the held-out split's size.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +32,10 @@ if TYPE_CHECKING:
 
 STEPS = 2
 MAX_NEW_TOKENS = 8
+PROCESSES = 2
+EVAL_ROWS = 4
+#: What the launched processes of a rehearsal read: the overrides and the model's line.
+PLAN_FILE = "rehearsal.json"
 SUFFIX = ".rehearsal"
 REPORT = "rehearsal.md"
 MODEL_DIR = "rehearsal-model"
@@ -60,8 +72,52 @@ def shrink_config(config: Any) -> str:
             f"{getattr(config, 'vocab_size', '?')}; random weights")
 
 
-def overrides(pipeline: Pipeline, model_options: dict[str, Any]) -> list[str]:
-    """The ``--set`` items that turn ``pipeline`` into its rehearsal."""
+@dataclass
+class Processes:
+    """How many processes a rehearsal trains in, and what it could not rehearse (said plainly).
+
+    Attributes:
+        count: Processes on this machine (1: no launch).
+        notes: Sentences for rehearsal.md about the distributed run that was not rehearsed.
+
+    """
+
+    count: int
+    notes: list[str] = field(default_factory=list)
+
+
+def processes(pipeline: Pipeline, nproc: int | None) -> Processes:
+    """The processes to rehearse ``pipeline`` in: ``nproc`` (``--nproc``), else `PROCESSES`.
+
+    The pipeline's ``[distributed]`` table is translated to what one CPU machine can do: DDP
+    over gloo, one node; what that leaves out is noted.
+    """
+    count = PROCESSES if nproc is None else nproc
+    notes: list[str] = []
+    d = pipeline.distributed
+    if d is not None and nproc is None:
+        if d.strategy != "ddp":
+            notes.append(f"the {d.strategy} strategy: it shards the model over GPUs, which "
+                         "accelerate does not offer through the Trainer on CPU; the data and "
+                         "methods were rehearsed under DDP instead")
+        if d.nnodes > 1:
+            notes.append(f"the {d.nnodes} machines and their rendezvous at "
+                         f"{d.rdzv_endpoint}: rehearsed on this machine alone")
+        if d.nproc_per_node not in (count, "auto"):
+            notes.append(f"{d.nproc_per_node} processes per machine: rehearsed with {count}")
+    if count > 1:
+        alone = sorted({s.method.entry.name for s in pipeline.stages
+                        if not s.method.cls.cpu_processes})
+        if alone:
+            notes.append(f"method(s) {', '.join(alone)} cannot train in several processes on "
+                         "CPU: the whole rehearsal ran in one process")
+            count = 1
+    return Processes(count, notes)
+
+
+def overrides(pipeline: Pipeline, model_options: dict[str, Any],
+              count: int = 1) -> list[str]:
+    """The ``--set`` items that turn ``pipeline`` into its rehearsal in ``count`` processes."""
     items = [f"model.{key}={json.dumps(value)}" for key, value in model_options.items()]
     for stage in pipeline.stages:
         fields = type(stage.method.config).model_fields
@@ -73,20 +129,27 @@ def overrides(pipeline: Pipeline, model_options: dict[str, Any]) -> list[str]:
     for ev in pipeline.evaluations:
         if "max_new_tokens" in type(ev.evaluator.config).model_fields:
             items.append(f"evaluate[{ev.index}].max_new_tokens={MAX_NEW_TOKENS}")
-    if pipeline.distributed is not None:
-        items += ["distributed.nproc_per_node=1", "distributed.nnodes=1",
+    if pipeline.distributed is not None or count > 1:
+        items += [f"distributed.nproc_per_node={count}", "distributed.nnodes=1",
                   "distributed.node_rank=0"]
     return items
 
 
-def report(pipeline: Pipeline, model_line: str, status: dict[str, Any], error: str = "") -> str:
+def report(pipeline: Pipeline, model_line: str, status: dict[str, Any], error: str = "",
+           procs: Processes | None = None) -> str:
     """The text of ``rehearsal.md`` for a rehearsal that ended with ``status`` (run.json)."""
+    procs = procs or Processes(1)
     timings: dict[str, float] = status.get("timings") or {}
     lines = [f"# Rehearsal of {pipeline.name!r}: {'FAILED' if error else 'passed'}", ""]
     if error:
         lines += ["The real run would fail the same way:", "", "```", f"error: {error}", "```",
                   ""]
-    lines += [f"Model: {model_line}.", "", "| stage | method | adapter | steps | seconds |",
+    how = "DDP over gloo on CPU" if procs.count > 1 else "no distributed path rehearsed"
+    lines += [f"Model: {model_line}.", "",
+              f"Processes: {procs.count} ({how}).", "",
+              f"Evaluations: at most {EVAL_ROWS} rows of each evaluation's data and "
+              f"{MAX_NEW_TOKENS} generated tokens (the real run reads them all).", "",
+              "| stage | method | adapter | steps | seconds |",
               "|---|---|---|---|---|"]
     for stage in pipeline.stages:
         adapter = stage.adapter.type if stage.adapter else "—"
@@ -101,10 +164,9 @@ def report(pipeline: Pipeline, model_line: str, status: dict[str, Any], error: s
     lines += ["", "Data steps (these take as long in the real run):", "",
               "| step | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in data.items()]
-    if pipeline.distributed is not None:
-        d = pipeline.distributed
-        lines += ["", f"Not rehearsed: the [distributed] {d.strategy} run over "
-                  f"{d.nproc_per_node} process(es) per node (rehearsed in one process)."]
+    if procs.notes:
+        lines += ["", "Not rehearsed on this CPU:", ""]
+        lines += [f"- {note}." for note in procs.notes]
     return "\n".join(lines) + "\n"
 
 

@@ -53,8 +53,23 @@ def _version(name: str) -> str | None:
         return None
 
 
+def refuse_rehearsal(run_dir: RunDir) -> None:
+    """Refuse to resume ``run_dir`` when it holds a rehearsal (which is rerun, never resumed).
+
+    Raises:
+        UserError: naming the folder.
+
+    """
+    if run_dir.status().get("rehearsal"):
+        raise UserError(f"{run_dir.path} holds a rehearsal (--rehearse), which is not "
+                        "resumed: rehearse again, or run the pipeline itself")
+
+
 class Runner:
     """Runs one pipeline into one run directory."""
+
+    #: At most this many rows of each evaluation's data (None: all); a rehearsal caps them.
+    eval_rows: int | None = None
 
     def __init__(self, pipeline: Pipeline, run_dir: RunDir, console: Console | None = None,
                  from_stage: str | None = None, resume: bool = False,
@@ -127,9 +142,7 @@ class Runner:
 
         """
         state = self.run_dir.state()
-        if self.run_dir.status().get("rehearsal"):
-            raise UserError(f"{self.run_dir.path} holds a rehearsal (--rehearse), which is not "
-                            "resumed: rehearse again, or run the pipeline itself")
+        refuse_rehearsal(self.run_dir)
         if state == "finished":
             raise UserError(f"{self.run_dir.path} holds a finished run; nothing to resume "
                             "(--overwrite starts it over)")
@@ -585,6 +598,8 @@ class Runner:
         data = None
         if ev.section.data is not None:
             data = self.data[ev.section.data].split(ev.section.split)
+            if self.eval_rows is not None:
+                data = data[:self.eval_rows]
         evaluator = ev.evaluator.build()
         # The latest earlier result of this same evaluation (results keep evaluation order).
         earlier = [(name, by_eval[ev.name]) for name, by_eval in self.results["stages"].items()

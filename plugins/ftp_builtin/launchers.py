@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from typing import Any
 
 from ftp import Launcher, RanksStopped, hookimpl
@@ -34,15 +35,27 @@ class Torchrun(Launcher):
             options.training_script_args = list(args)
             run(options)
         except ChildFailedError as exc:
-            # A process killed by a signal is the cause; the others failed because it died.
-            killed = {r: f for r, f in exc.failures.items() if f.exitcode < 0}
-            rank, failure = min((killed or exc.failures).items(),
-                                key=lambda item: item[1].timestamp)
+            rank, failure = cause(exc.failures)
             if failure.exitcode < 0:
                 raise RanksStopped(f"rank {rank} was killed by {failure.signal_name()}; all "
                                    "processes were stopped") from None
             return int(failure.exitcode)
         return 0
+
+
+def cause(failures: dict[int, Any]) -> tuple[int, Any]:
+    """The rank whose failure stopped the run, and that failure (torch's ProcessFailure).
+
+    A process killed by a signal is the cause, and the others failed because it died; but the
+    agent itself stops the survivors with SIGTERM once one process exits with an error (a
+    user mistake in rank 0 while rank 1 waits at a barrier), so a SIGTERM is the cause only
+    when no process failed on its own.
+    """
+    killed = {r: f for r, f in failures.items() if f.exitcode < 0}
+    own = {r: f for r, f in failures.items() if f.exitcode > 0}
+    signalled = {r: f for r, f in killed.items() if f.exitcode != -signal.SIGTERM}
+    chosen = signalled or own or killed or failures
+    return min(chosen.items(), key=lambda item: item[1].timestamp)
 
 
 def torchrun_args(plan: LaunchPlan) -> list[str]:

@@ -57,8 +57,8 @@ def validate(state: State, pipeline: Path, overrides: tuple[str, ...]) -> None:
               help="Train in N processes on this machine (DDP; [distributed] nproc_per_node).")
 @click.option("--rehearse", is_flag=True,
               help="Rehearse: the whole pipeline on a tiny random model of the same "
-              "architecture and tokenizer, 2 steps per stage, into RUN_DIR.rehearsal, with a "
-              "report (rehearsal.md).")
+              "architecture and tokenizer, 2 steps per stage, in 2 processes (or --nproc), "
+              "into RUN_DIR.rehearsal, with a report (rehearsal.md).")
 @debug_option
 @allow_code_option
 @pass_state
@@ -90,7 +90,10 @@ def run(state: State, pipeline: Path, overrides: tuple[str, ...], output_dir: Pa
         if resume or from_stage:
             raise UserError("--rehearse starts a new rehearsal; it cannot be combined with "
                             f"{'--resume' if resume else '--from-stage'}")
-        _rehearse(state, pipeline, p, overrides, where, debug)
+        if _launched_by_ftp():
+            _rehearse_here(state, pipeline, where, debug)
+        else:
+            _rehearse(state, pipeline, p, overrides, where, nproc, debug)
         return
     if _launched_elsewhere(p, where):
         return
@@ -122,9 +125,10 @@ def resume(state: State, run_dir: Path, debug: bool) -> None:
     The run's own pipeline file (the path it was started from) and --set values are used.
     """
     from ftp.rundir import RunDir
-    from ftp.runner import Runner
+    from ftp.runner import Runner, refuse_rehearsal
 
     folder = RunDir.open_existing(run_dir)
+    refuse_rehearsal(folder)  # before any launch: a rehearsal of 2 processes is refused once
     try:
         resolved = json.loads(folder.file("resolved.json").read_text(encoding="utf-8"))
         source = Path(resolved["source"])
@@ -154,33 +158,95 @@ def resume(state: State, run_dir: Path, debug: bool) -> None:
 
 
 def _rehearse(state: State, source: Path, p: Any, overrides: tuple[str, ...], where: Path,
-              debug: bool) -> None:
-    """Run ``p``'s rehearsal into ``where.rehearsal`` and write its report."""
-    from ftp import rehearsal
-    from ftp.rundir import RunDir
-    from ftp.runner import Runner
+              nproc: int | None, debug: bool) -> None:
+    """Run ``p``'s rehearsal into ``where.rehearsal`` and write its report.
 
+    With several processes, the tiny model and the rehearsal's overrides are made here, once;
+    the launched processes read them from `ftp.rehearsal.PLAN_FILE` (`_rehearse_here`).
+    """
+    from ftp import rehearsal
+    from ftp.distributed.ranks import launched
+    from ftp.rundir import RunDir
+
+    if launched():
+        raise UserError("--rehearse starts its own processes; run it without torchrun, srun "
+                        "or accelerate launch")
     quiet_libraries(debug)
     # ftp's own folder: replaced by every rehearsal (and only if ftp wrote it).
     run_dir = RunDir.create(rehearsal.rehearsal_dir(where), overwrite=True)
-    click.echo(f"ftp: rehearsing {p.name!r} on a tiny random model of the same architecture")
+    procs = rehearsal.processes(p, nproc)
+    click.echo(f"ftp: rehearsing {p.name!r} on a tiny random model of the same architecture, "
+               f"in {procs.count} process(es)")
     options, model_line = p.model.build().rehearsal_model(run_dir.file(rehearsal.MODEL_DIR))
-    rehearsed = state.pipeline(source, (*overrides, *rehearsal.overrides(p, options)))
-    class Rehearsal(Runner):
-        def resume_command(self) -> str:
-            return f"ftp run {source} --rehearse"  # a rehearsal is rerun, never resumed
-
+    every = (*overrides, *rehearsal.overrides(p, options, procs.count))
+    rehearsed = state.pipeline(source, every)
+    run_dir.write_json(rehearsal.PLAN_FILE, {"overrides": list(every), "user": list(overrides)})
+    code = 0
     try:
-        _execute(Rehearsal(rehearsed, run_dir, overrides=overrides), debug)
+        if procs.count > 1:
+            code = _launch_rehearsal(rehearsed, run_dir.path)
+        else:
+            _execute(_rehearsal_runner(source, rehearsed, run_dir, overrides), debug)
     finally:
         status = run_dir.status()
         failed = status.get("status") != "finished"
         error = str(status.get("error") or status.get("status") or "").splitlines()
         run_dir.set_status(str(status.get("status", "failed")), rehearsal=True)
         report = run_dir.write_text(rehearsal.REPORT, rehearsal.report(
-            rehearsed, model_line, status, error[0] if failed and error else ""))
+            rehearsed, model_line, status, error[0] if failed and error else "", procs))
         click.echo(f"rehearsal {'FAILED' if failed else 'passed'}: {report}",
                    err=failed)
+    if code:
+        sys.exit(code)
+
+
+def _launch_rehearsal(rehearsed: Any, run_dir: Path) -> int:
+    """Start the rehearsal's processes (each runs `_rehearse_here`); their exit code."""
+    from ftp.distributed.launch import launch
+    from ftp.errors import RanksStopped
+
+    try:
+        return launch(rehearsed, sys.argv[1:])
+    except RanksStopped as exc:
+        from ftp.rundir import RunDir
+
+        RunDir(run_dir).set_status("failed", error=str(exc))
+        click.echo(f"error: {exc}", err=True)
+        return exc.exit_code
+
+
+def _rehearse_here(state: State, source: Path, where: Path, debug: bool) -> None:
+    """One launched process of a rehearsal: train what the launching process prepared."""
+    from ftp import rehearsal
+    from ftp.rundir import RunDir
+
+    folder = rehearsal.rehearsal_dir(where)
+    plan = json.loads((folder / rehearsal.PLAN_FILE).read_text(encoding="utf-8"))
+    rehearsed = state.pipeline(source, tuple(plan["overrides"]))
+    run_dir = RunDir(folder) if _is_main() else _follower(folder)
+    _execute(_rehearsal_runner(source, rehearsed, run_dir, tuple(plan["user"])), debug)
+
+
+def _rehearsal_runner(source: Path, pipeline: Any, run_dir: Any,
+                      overrides: tuple[str, ...]) -> Any:
+    """A runner for a rehearsal: evaluations capped, and rerun (never resumed) when it fails."""
+    from ftp import rehearsal
+    from ftp.runner import Runner
+
+    class Rehearsal(Runner):
+        eval_rows = rehearsal.EVAL_ROWS
+
+        def resume_command(self) -> str:
+            return f"ftp run {source} --rehearse"  # a rehearsal is rerun, never resumed
+
+    return Rehearsal(pipeline, run_dir, overrides=overrides)
+
+
+def _launched_by_ftp() -> bool:
+    """Whether ftp's own launch started this process (a process of a rehearsal, say)."""
+    from ftp.distributed.ranks import launched
+
+    return _started_by_ftp() and launched()
 
 
 def _started_by_ftp() -> bool:
