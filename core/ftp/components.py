@@ -254,14 +254,22 @@ class Evaluator(Component):
     #: Model tasks it can judge (a classifier cannot generate text).
     tasks: ClassVar[frozenset[str]] = frozenset({"causal-lm"})
     #: The metric names ``evaluate`` reports (its ``"metrics"`` keys); ``[[evaluate]]
-    #: require`` is checked against them when a pipeline is validated. Empty: not declared,
-    #: and a misspelt name is only found after the run (as a failed requirement).
+    #: require`` is checked against them when a pipeline is validated. A name may hold
+    #: ``*`` wildcards (``"mmlu_*/acc"``; ``fnmatch`` rules) where only part of it is known
+    #: before running. Empty: not declared, and a misspelt name is only found after the run
+    #: (as a failed requirement).
     metric_names: ClassVar[tuple[str, ...]] = ()
 
-    def reported_metrics(self) -> tuple[str, ...]:
+    def reported_metrics(self, base_dir: Path | None = None) -> tuple[str, ...]:
         """The metric names this evaluator reports with its options (default `metric_names`).
 
         Override when options decide which metrics exist (a metric per configured reward).
+        Names may hold ``*`` wildcards; return ``("*",)`` or nothing where none can be known.
+
+        Args:
+            base_dir: The pipeline file's folder, against which relative paths in the
+                options resolve (None where unknown).
+
         """
         return self.metric_names
 

@@ -822,7 +822,7 @@ def load_pipeline(
         if ev is not None:
             _check_eval_data(section, ev, raw_data, datasets, where, problems)
             _check_eval_tasks(section, ev, stages, after, where, problems)
-            _check_requirements(section, ev, where, problems)
+            _check_requirements(section, ev, where, problems, base_dir)
             evaluations.append(Evaluation(i, name, section, ev, after))
         if not section.before and not after:
             problems.append(Problem(where, "runs neither before nor after any stage; "
@@ -941,15 +941,21 @@ def _check_eval_tasks(section: EvaluateSection, ev: Bound, stages: list[Stage],
 
 
 def _check_requirements(section: EvaluateSection, ev: Bound, where: str,
-                        problems: list[Problem]) -> None:
+                        problems: list[Problem], base_dir: Path | None = None) -> None:
     """``require``: each readable, base-relative ones with ``before``, metrics the evaluator has."""
+    from fnmatch import fnmatchcase
+
     from ftp.gates import BASE, parse
     from ftp.suggest import did_you_mean
 
     reported: tuple[str, ...] = ()
     if section.require:
         try:
-            reported = tuple(ev.build().reported_metrics())
+            evaluator = ev.build()
+            try:
+                reported = tuple(evaluator.reported_metrics(base_dir=base_dir))
+            except TypeError:  # a plugin's override from before base_dir was passed
+                reported = tuple(evaluator.reported_metrics())
         except Exception:  # noqa: BLE001 — a plugin's faulty declaration only skips the check
             reported = ()
     for j, text in enumerate(section.require):
@@ -962,7 +968,7 @@ def _check_requirements(section: EvaluateSection, ev: Bound, where: str,
         if req.relative and not section.before:
             problems.append(Problem(at, f"{text!r} compares with {BASE}, the model before "
                                     "training: set before = true in this [[evaluate]]"))
-        if reported and req.metric not in reported:
+        if reported and not any(fnmatchcase(req.metric, name) for name in reported):
             problems.append(Problem(at, f"evaluator {ev.entry.name!r} reports no metric "
                                     f"{req.metric!r}{did_you_mean(req.metric, reported)}; it "
                                     f"reports: {', '.join(reported)}"))

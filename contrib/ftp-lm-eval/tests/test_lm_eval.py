@@ -289,3 +289,66 @@ def test_plugin_uses_only_ftps_public_api():
                     assert {a.name for a in node.names} <= set(ftp.__all__), source
                 else:
                     assert node.module.startswith("ftp_lm_eval"), (source, node.module)
+
+
+# -- metric names declared for `require`, checked by ftp validate -------------------------
+
+
+def validate(project: Path, options: str, cwd: Path, model: Path):
+    return ftp("validate", str(pipeline(project, model=str(model), options=options)), cwd=cwd)
+
+
+def test_validate_knows_the_metrics_of_local_tasks_and_catches_misspellings(tmp_path, tiny):
+    project = tmp_path / "project"
+    project.mkdir()
+    write_yesno(project / "tasks")
+    elsewhere = tmp_path / "elsewhere"  # task_dirs resolve against the pipeline's folder
+    elsewhere.mkdir()
+    tasks = 'tasks = ["sst2_zeroshot", "yesno"]\ntask_dirs = ["tasks"]\n'
+    good = validate(project, tasks + 'require = ["sst2_zeroshot/acc >= 0.5", '
+                    '"yesno/acc_stderr < 1"]', elsewhere, tiny)
+    assert good.returncode == 0, good.stdout + good.stderr
+
+    for wrong, hint in [("sst2_zeroshot/accuracy", "did you mean 'sst2_zeroshot/acc'"),
+                        ("sst2_zeroshott/acc", "did you mean 'sst2_zeroshot/acc'"),
+                        ("yesno/acc_norm", "")]:
+        out = validate(project, tasks + f'require = ["{wrong} >= 0.5"]', elsewhere, tiny)
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert "Traceback" not in out.stderr
+        line = next(x for x in out.stderr.splitlines() if "require[0]" in x)
+        assert f"evaluator 'lm_eval' reports no metric '{wrong}'" in line
+        assert hint in line
+        assert ("it reports: sst2_zeroshot/acc, sst2_zeroshot/acc_stderr, yesno/acc, "
+                "yesno/acc_stderr") in line
+
+    # The metrics option and stderr = false narrow what is reported.
+    narrow = validate(project, tasks + 'metrics = ["acc"]\nstderr = false\n'
+                      'require = ["yesno/acc_stderr < 1"]', elsewhere, tiny)
+    assert narrow.returncode == 2
+    assert "it reports: sst2_zeroshot/acc, yesno/acc" in narrow.stderr
+
+
+def test_lm_evals_own_tasks_have_unknown_metric_names_and_accept_any(tmp_path, tiny):
+    """Its tasks, groups and tags are not looked up at validation: any name passes, but a
+    ``metrics`` option still decides the metric part."""
+    anything = validate(tmp_path, 'tasks = ["hellaswag"]\nrequire = ["hellaswag/acc_norm >= 0"]',
+                        tmp_path, tiny)
+    assert anything.returncode == 0, anything.stdout + anything.stderr
+    kept = validate(tmp_path, 'tasks = ["hellaswag"]\nmetrics = ["acc"]\n'
+                    'require = ["hellaswag/acc_norm >= 0"]', tmp_path, tiny)
+    assert kept.returncode == 2, kept.stdout + kept.stderr
+    assert "reports no metric 'hellaswag/acc_norm'" in kept.stderr
+    assert "it reports: */acc, */acc_stderr" in kept.stderr
+
+
+def test_declared_names_follow_includes_filters_and_default_metrics(tmp_path):
+    from ftp_lm_eval.declared import declared_metrics
+
+    (tmp_path / "base.yaml").write_text("output_type: generate_until\nfilter_list:\n"
+                                        "  - name: strict\n  - name: flexible\n")
+    (tmp_path / "gen.yaml").write_text("include: base.yaml\ntask: gen\n")
+    (tmp_path / "mc.yaml").write_text("task: mc\noutput_type: multiple_choice\n")
+    (tmp_path / "fn.yaml").write_text("task: fn\nmetric_list:\n"
+                                      "  - metric: !function utils.score\n")
+    assert declared_metrics(["gen", "mc", "fn"], [tmp_path], None, False) == (
+        "gen/exact_match/strict", "gen/exact_match/flexible", "mc/acc", "mc/acc_norm", "fn/*")

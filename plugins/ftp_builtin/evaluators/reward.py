@@ -11,6 +11,7 @@ held-out preference pairs whose chosen answer it scores above the rejected one.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -46,7 +47,7 @@ class RewardEvaluator(Evaluator):
 
     config: Config
 
-    def reported_metrics(self) -> tuple[str, ...]:
+    def reported_metrics(self, base_dir: Path | None = None) -> tuple[str, ...]:
         """``prompts``, then per decoding: each reward by its label and the weighted total."""
         modes = ["greedy"] + (["sampled"] if self.config.samples else [])
         return ("prompts", *(f"{mode}/{name}" for mode in modes

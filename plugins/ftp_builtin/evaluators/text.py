@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -70,7 +71,7 @@ class Generate(Evaluator):
 
     config: Config
 
-    def reported_metrics(self) -> tuple[str, ...]:
+    def reported_metrics(self, base_dir: Path | None = None) -> tuple[str, ...]:
         """``expected_fraction`` only when ``expect`` names strings to look for."""
         return tuple(m for m in self.metric_names
                      if m != "expected_fraction" or self.config.expect)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from pydantic import Field, field_validator
 
 from ftp import EvalContext, Evaluator, StrictConfig, UserError
-from ftp_lm_eval.tasks import check_task_dirs, load_tasks
+from ftp_lm_eval.declared import declared_metrics
+from ftp_lm_eval.tasks import BUNDLED_TASKS, check_task_dirs, load_tasks
 
 
 class LmEval(Evaluator):
@@ -75,6 +77,20 @@ class LmEval(Evaluator):
             return v
 
     config: Config
+
+    def reported_metrics(self, base_dir: Path | None = None) -> tuple[str, ...]:
+        """``TASK/METRIC`` names, read from the task YAML files; ``*`` where unknown.
+
+        A task in the bundled folder or in ``task_dirs`` declares its metrics exactly; lm_eval's
+        own tasks, groups and tags are not looked up (that needs lm_eval's index, seconds to
+        build) and accept any name (see `ftp_lm_eval.declared`).
+        """
+        cfg = self.config
+        dirs = [Path(d) if Path(d).is_absolute() or base_dir is None else base_dir / d
+                for d in cfg.task_dirs]
+        if base_dir is None and any(not Path(d).is_absolute() for d in cfg.task_dirs):
+            return ("*",)  # relative folders with nowhere to resolve them: nothing is known
+        return declared_metrics(cfg.tasks, [BUNDLED_TASKS, *dirs], cfg.metrics, cfg.stderr)
 
     def evaluate(self, ctx: EvalContext) -> dict[str, Any]:
         """Run the tasks on ``ctx.model``; return flattened metrics and per-task details."""
