@@ -22,7 +22,8 @@ NO_SYSTEM = ("{% for m in messages %}{% if m['role'] == 'system' %}"
              "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-def project(root: Path, tiny_model: Path, model_extra: str = "", format_extra: str = "") -> Path:
+def project(root: Path, tiny_model: Path, model_extra: str = "", format_extra: str = "",
+            gate: str = "") -> Path:
     (root / "d.json").write_text((DATA / "alpaca.json").read_text(encoding="utf-8"))
     write_pipeline(root / "p.toml", f"""
         [pipeline]
@@ -47,6 +48,7 @@ def project(root: Path, tiny_model: Path, model_extra: str = "", format_extra: s
         evaluator = "generate"
         prompts = ["Who are you?"]
         max_new_tokens = 64
+        {gate}
         [[evaluate]]
         evaluator = "loss"
         data = "d"
@@ -56,7 +58,8 @@ def project(root: Path, tiny_model: Path, model_extra: str = "", format_extra: s
 
 
 def test_rehearsal_runs_the_pipeline_small_and_reports(tmp_path: Path, tiny_model: Path) -> None:
-    root = project(tmp_path, tiny_model)
+    # A gate no random model meets: judged, recorded, and no failure of the rehearsal.
+    root = project(tmp_path, tiny_model, gate='require = ["stopped_fraction >= 2"]')
     done = run_ftp("run", "p.toml", "--rehearse", "-o", "out", cwd=root, OMP_NUM_THREADS="1")
     assert done.returncode == 0, done.stdout + done.stderr
     folder = root / "out.rehearsal"
@@ -68,6 +71,7 @@ def test_rehearsal_runs_the_pipeline_small_and_reports(tmp_path: Path, tiny_mode
     status = json.loads((folder / "run.json").read_text())
     assert status["status"] == "finished" and status.get("processes") == 2
     assert f"at most {EVAL_ROWS} rows" in report
+    assert "Requirements: judged, 0 of 1 hold on the random model" in report
     loss = json.loads((folder / "results.json").read_text())["stages"]["sft"]["loss"]
     assert loss["metrics"]["examples"] <= EVAL_ROWS, loss
     assert "| sft | sft | lora | 2 |" in report and "load data 'd'" in report

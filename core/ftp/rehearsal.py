@@ -136,8 +136,12 @@ def overrides(pipeline: Pipeline, model_options: dict[str, Any],
 
 
 def report(pipeline: Pipeline, model_line: str, status: dict[str, Any], error: str = "",
-           procs: Processes | None = None) -> str:
-    """The text of ``rehearsal.md`` for a rehearsal that ended with ``status`` (run.json)."""
+           procs: Processes | None = None, results: dict[str, Any] | None = None) -> str:
+    """The text of ``rehearsal.md`` for a rehearsal that ended with ``status`` (run.json).
+
+    ``results`` (results.json) gives the requirements judged: judged as in the real run, but
+    on a random model, so that they fail is no failure of the rehearsal.
+    """
     procs = procs or Processes(1)
     timings: dict[str, float] = status.get("timings") or {}
     lines = [f"# Rehearsal of {pipeline.name!r}: {'FAILED' if error else 'passed'}", ""]
@@ -164,6 +168,11 @@ def report(pipeline: Pipeline, model_line: str, status: dict[str, Any], error: s
     lines += ["", "Data steps (these take as long in the real run):", "",
               "| step | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in data.items()]
+    judged = (results or {}).get("requirements") or []
+    if judged:
+        held = sum(1 for r in judged if r.get("passed"))
+        lines += ["", f"Requirements: judged, {held} of {len(judged)} hold on the random "
+                  "model (expected to fail there; the real run exits 3 when one fails)."]
     if procs.notes:
         lines += ["", "Not rehearsed on this CPU:", ""]
         lines += [f"- {note}." for note in procs.notes]
