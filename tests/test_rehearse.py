@@ -60,6 +60,12 @@ def project(root: Path, tiny_model: Path, model_extra: str = "", format_extra: s
 def test_rehearsal_runs_the_pipeline_small_and_reports(tmp_path: Path, tiny_model: Path) -> None:
     # A gate no random model meets: judged, recorded, and no failure of the rehearsal.
     root = project(tmp_path, tiny_model, gate='require = ["stopped_fraction >= 2"]')
+    # Bound for GPUs: refused on this CPU as it is; rehearsed under DDP, and said so.
+    with (root / "p.toml").open("a") as f:
+        f.write('[distributed]\nstrategy = "fsdp"\nnproc_per_node = "auto"\n'
+                'fsdp = { sharding = "full" }\n')
+    refused = run_ftp("validate", "p.toml", cwd=root)
+    assert refused.returncode != 0 and "FSDP needs GPUs" in refused.stderr + refused.stdout
     done = run_ftp("run", "p.toml", "--rehearse", "-o", "out", cwd=root, OMP_NUM_THREADS="1")
     assert done.returncode == 0, done.stdout + done.stderr
     folder = root / "out.rehearsal"
@@ -72,6 +78,7 @@ def test_rehearsal_runs_the_pipeline_small_and_reports(tmp_path: Path, tiny_mode
     assert status["status"] == "finished" and status.get("processes") == 2
     assert f"at most {EVAL_ROWS} rows" in report
     assert "Requirements: judged, 0 of 1 hold on the random model" in report
+    assert "Not rehearsed on this CPU:" in report and "- the fsdp strategy" in report
     loss = json.loads((folder / "results.json").read_text())["stages"]["sft"]["loss"]
     assert loss["metrics"]["examples"] <= EVAL_ROWS, loss
     assert "| sft | sft | lora | 2 |" in report and "load data 'd'" in report

@@ -711,6 +711,7 @@ def load_pipeline(
     plugins: PluginSet,
     overrides: list[str] | None = None,
     allow_code: bool | None = None,
+    rehearsal: bool = False,
 ) -> Pipeline:
     """Read, validate and resolve a pipeline file.
 
@@ -720,6 +721,8 @@ def load_pipeline(
         overrides: ``--set KEY=VALUE`` items applied before validation.
         allow_code: The user allowed code the file names (``--allow-code``); without it,
             ``FTP_ALLOW_CODE`` decides (see `ftp.consent`).
+        rehearsal: For ``ftp run --rehearse``: ``[distributed]`` is checked as for the GPU
+            machine it is bound for (the rehearsal trains DDP on CPU instead).
 
     Raises:
         ConfigError: with every problem found.
@@ -839,7 +842,7 @@ def load_pipeline(
         launcher = _bind(plugins, "launcher", file.distributed.launcher,
                          _extras(file.distributed), "distributed.launcher", "distributed",
                          problems, also=tuple(DistributedSection.model_fields))
-        problems.extend(problems_with(file.distributed, stages, base_dir))
+        problems.extend(problems_with(file.distributed, stages, base_dir, for_gpus=rehearsal))
 
     if problems or model is None:
         raise ConfigError(problems, str(path))

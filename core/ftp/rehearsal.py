@@ -22,6 +22,7 @@ short whatever the held-out split's size.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,9 +98,10 @@ def processes(pipeline: Pipeline, nproc: int | None) -> Processes:
     d = pipeline.distributed
     if d is not None and nproc is None:
         if d.strategy != "ddp":
-            notes.append(f"the {d.strategy} strategy: it shards the model over GPUs, which "
-                         "accelerate does not offer through the Trainer on CPU; the data and "
-                         "methods were rehearsed under DDP instead")
+            notes.append(f"the {d.strategy} strategy (sharding the model over GPUs, and saving "
+                         "it from the shards): accelerate offers it through the Trainer on "
+                         "GPUs only; its options were validated, and the data and methods "
+                         "were rehearsed under DDP instead")
         if d.nnodes > 1:
             notes.append(f"the {d.nnodes} machines and their rendezvous at "
                          f"{d.rdzv_endpoint}: rehearsed on this machine alone")
@@ -113,6 +115,20 @@ def processes(pipeline: Pipeline, nproc: int | None) -> Processes:
                          "CPU: the whole rehearsal ran in one process")
             count = 1
     return Processes(count, notes)
+
+
+def on_cpu(pipeline: Pipeline) -> Pipeline:
+    """``pipeline`` with its FSDP or DeepSpeed strategy replaced by DDP, which a CPU can train.
+
+    Validated as for GPUs (``load_pipeline(..., rehearsal=True)``), so its sharding options
+    were checked; `processes` notes what is left out.
+    """
+    d = pipeline.distributed
+    if d is None or d.strategy == "ddp":
+        return pipeline
+    ddp = d.model_copy(update={"strategy": "ddp", "fsdp": None, "deepspeed": None})
+    return dataclasses.replace(pipeline, file=pipeline.file.model_copy(
+        update={"distributed": ddp}))
 
 
 def overrides(pipeline: Pipeline, model_options: dict[str, Any],

@@ -46,14 +46,19 @@ class State:
             self._plugins = load_plugins(self.plugin_opts, strict=self.strict, only=self.only)
         return self._plugins
 
-    def pipeline(self, path: Path, overrides: tuple[str, ...]) -> Pipeline:
-        """Load and validate the pipeline at ``path``, warning about plugins that failed."""
+    def pipeline(self, path: Path, overrides: tuple[str, ...],
+                 rehearsal: bool = False) -> Pipeline:
+        """Load and validate the pipeline at ``path``, warning about plugins that failed.
+
+        ``rehearsal``: checked as for the machine it is bound for (`ftp.config.load_pipeline`).
+        """
         from ftp.config import load_pipeline
 
         plugins = self.plugins()
         for info in plugins.errors():
             click.echo(f"warning: plugin {info.name!r} failed to load: {info.error}", err=True)
-        return load_pipeline(path, plugins, list(overrides), allow_code=self.allow_code)
+        return load_pipeline(path, plugins, list(overrides), allow_code=self.allow_code,
+                             rehearsal=rehearsal)
 
 
 pass_state = click.make_pass_decorator(State)

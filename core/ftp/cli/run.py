@@ -72,7 +72,7 @@ def run(state: State, pipeline: Path, overrides: tuple[str, ...], output_dir: Pa
                         f"{'--overwrite' if overwrite else '--from-stage'}")
     if nproc is not None:  # validated, recorded and replayed on resume like any --set
         overrides = (*overrides, f"distributed.nproc_per_node={nproc}")
-    p = state.pipeline(pipeline, overrides)
+    p = state.pipeline(pipeline, overrides, rehearsal=rehearse)
     if preflight and _is_main() and not _started_by_ftp():
         # Once: here, before a launch, or in rank 0 under the user's own launcher.
         from ftp.cli.planning import preflight as plan_first
@@ -179,7 +179,7 @@ def _rehearse(state: State, source: Path, p: Any, overrides: tuple[str, ...], wh
                f"in {procs.count} process(es)")
     options, model_line = p.model.build().rehearsal_model(run_dir.file(rehearsal.MODEL_DIR))
     every = (*overrides, *rehearsal.overrides(p, options, procs.count))
-    rehearsed = state.pipeline(source, every)
+    rehearsed = rehearsal.on_cpu(state.pipeline(source, every, rehearsal=True))
     run_dir.write_json(rehearsal.PLAN_FILE, {"overrides": list(every), "user": list(overrides)})
     code = 0
     try:
@@ -232,7 +232,8 @@ def _rehearse_here(state: State, source: Path, where: Path, debug: bool) -> None
 
     folder = rehearsal.rehearsal_dir(where)
     plan = json.loads((folder / rehearsal.PLAN_FILE).read_text(encoding="utf-8"))
-    rehearsed = state.pipeline(source, tuple(plan["overrides"]))
+    rehearsed = rehearsal.on_cpu(state.pipeline(source, tuple(plan["overrides"]),
+                                                rehearsal=True))
     run_dir = RunDir(folder) if _is_main() else _follower(folder)
     _execute(_rehearsal_runner(source, rehearsed, run_dir, tuple(plan["user"])), debug,
              gates=False)

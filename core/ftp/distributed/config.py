@@ -168,7 +168,7 @@ def plan_of(section: DistributedSection | None, gpus: int | None = None) -> Laun
 
 
 def problems_with(section: DistributedSection, stages: list[Any], base_dir: Path,
-                  gpus: int | None = None) -> list[Problem]:
+                  gpus: int | None = None, for_gpus: bool = False) -> list[Problem]:
     """The combinations in ``section`` that cannot work, each with its reason.
 
     Args:
@@ -176,10 +176,13 @@ def problems_with(section: DistributedSection, stages: list[Any], base_dir: Path
         stages: The pipeline's resolved stages (their adapters and methods).
         base_dir: The pipeline file's folder (a DeepSpeed JSON path is relative to it).
         gpus: Visible GPUs (default: counted with `visible_gpus`).
+        for_gpus: Check it as for the GPU machine it is bound for, not this one (a rehearsal
+            on CPU, which trains DDP instead and says so): the GPUs here are not counted.
 
     """
     found: list[Problem] = []
-    gpus = visible_gpus() if gpus is None else gpus
+    if not for_gpus:
+        gpus = visible_gpus() if gpus is None else gpus
     where = "distributed"
     if section.node_rank >= section.nnodes:
         found.append(Problem(f"{where}.node_rank", f"must be below nnodes = {section.nnodes} "
