@@ -1,22 +1,26 @@
 """The data path at scale gives what the in-memory path gives: streamed JSON Lines, row-by-row
-digests, tokenization in forked processes, and `ftp data inspect`'s sampling (said so)."""
+digests, tokenization in forked processes, tokens held in int32 arrays (through the cache and
+into the trainer's dataset), and `ftp data inspect`'s sampling (said so)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import random
+from array import array
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ftp import LoadContext, UserError
+from ftp import IGNORE_INDEX, LoadContext, UserError
+from ftp.cache import load_rows, save_rows
 from ftp.datacheck import inspect as inspect_module
 from ftp.hashing import digest
 from ftp.testing import make_tiny_tokenizer, run_cli, run_pipeline, write_pipeline
+from ftp.tokenrows import TokenRows
 from ftp_builtin.data import JsonLoader
-from ftp_builtin.tokenize import tokenize_records
+from ftp_builtin.tokenize import conversation, tokenize_records
 from ftp_builtin.tokenize_parallel import cores, processes_for, tokenize_in_processes
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -99,6 +103,84 @@ def test_forked_tokenization_gives_the_tokens_of_one_process(
     with pytest.raises(UserError) as parts:
         tokenize_in_processes(tokenizer, records, 96)
     assert str(parts.value) == str(whole.value)
+
+
+def in_memory_rows(tokenizer: Any, records: list[dict[str, Any]], max_length: int
+                   ) -> list[dict[str, list[int]]]:
+    """The path before arrays: each conversation's Python lists, cut at ``max_length``, rows
+    with no token to learn from left out."""
+    out = []
+    for record in records:
+        row = {k: v[:max_length] for k, v in conversation(tokenizer, record["messages"]).items()}
+        if any(label != IGNORE_INDEX for label in row["labels"][1:]):
+            out.append(row)
+    return out
+
+
+def list_cache_files(rows: list[dict[str, list[int]]]) -> tuple[bytes, str]:
+    """``rows.bin`` and ``columns.json`` as the cache wrote them from lists (format 1)."""
+    data, columns = array("i"), {}
+    for name in rows[0]:
+        columns[name] = {"kind": "seq", "start": len(data),
+                         "lengths": [len(r[name]) for r in rows]}
+        for r in rows:
+            data.extend(r[name])
+    return data.tobytes(), json.dumps({"rows": len(rows), "columns": columns})
+
+
+def test_the_array_path_gives_the_in_memory_tokens_token_for_token(
+        tokenizer: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from datasets import Dataset
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in generated(3000)), encoding="utf-8")
+    ctx = LoadContext(dataset="d", base_dir=tmp_path, on_bad_rows="skip")
+    records = conversations(JsonLoader(JsonLoader.Config(path="rows.jsonl")).load(ctx))
+    reference = in_memory_rows(tokenizer, records, 96)
+    assert 0 < len(reference) < len(records)  # some rows lose their answer to the cut
+
+    monkeypatch.setenv("FTP_TOKENIZE_ROWS_PER_PROCESS", "700")
+    tokenized = tokenize_in_processes(tokenizer, records, 96, skip_empty=True)
+    assert isinstance(tokenized.rows, TokenRows)
+    assert list(tokenized.rows) == reference
+    assert tokenized.tokens == sum(len(r["input_ids"]) for r in reference)
+
+    # The cache writes the bytes it wrote from lists, so entries stay valid across versions.
+    save_rows(tokenized.rows, tmp_path)
+    data, layout = list_cache_files(reference)
+    assert (tmp_path / "rows.bin").read_bytes() == data
+    assert (tmp_path / "columns.json").read_text(encoding="utf-8") == layout
+    loaded = load_rows(tmp_path)
+    assert isinstance(loaded, TokenRows) and loaded == tokenized.rows
+
+    # The trainer's dataset and batches: Arrow columns built from the arrays, as from lists.
+    dataset = loaded.dataset()
+    assert dataset.to_list() == Dataset.from_list(reference).to_list() == reference
+    collate = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id,
+                                              padding_free=True)
+    for start in (0, len(reference) - 8):
+        ours = collate([dataset[i] for i in range(start, start + 8)])
+        theirs = collate(reference[start:start + 8])
+        assert ours.keys() == theirs.keys()
+        for key, value in ours.items():  # tensors, and the collator's counts (ints)
+            assert value.equal(theirs[key]) if hasattr(value, "equal") else value == theirs[key]
+
+
+def test_token_rows_hold_four_bytes_a_token_and_join_parts_in_order() -> None:
+    rows = [{"input_ids": list(range(i, i + 300 + i % 7)), "labels": [IGNORE_INDEX] * 3
+             + list(range(i + 3, i + 300 + i % 7)), "label": i} for i in range(200)]
+    held = TokenRows(rows)
+    tokens = sum(len(r["input_ids"]) for r in rows)
+    assert len(held.values("input_ids")) == tokens
+    assert held.values("input_ids").itemsize == 4 and not held.is_sequence("label")
+    joined = TokenRows(rows[:50])
+    joined.extend(TokenRows(rows[50:120]))
+    joined.extend(rows[120:])
+    assert joined == held == rows and held[-1] == rows[-1] and held[3:5] == rows[3:5]
+    assert held.dataset().to_list() == rows
+    with pytest.raises(ValueError, match="differ"):
+        held.append({"input_ids": [1]})
 
 
 def pipeline_text(model: Path, data: Path) -> str:

@@ -31,12 +31,13 @@ import shutil
 import tempfile
 import time
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ftp.hashing import digest, file_digest
+from ftp.tokenrows import VALUE_CODE, TokenRows
 
 T = TypeVar("T")
 
@@ -286,53 +287,55 @@ def clear(root: Path | None = None) -> tuple[int, int]:
 
 # -- rows of token ids ------------------------------------------------------------------------
 
+#: Ints read from ``rows.bin`` at a time, so no column is ever held twice while it is read.
+_READ_CHUNK = 1 << 22
 
-def save_rows(rows: list[dict[str, Any]], folder: Path) -> None:
+
+def save_rows(rows: Sequence[Mapping[str, Any]], folder: Path) -> None:
     """Write rows of int lists (``input_ids``, ``labels``...) or ints as flat int32 arrays.
 
     Every row has the same keys. ``rows.bin`` holds, per column, the values end to end; the
-    row boundaries go to ``columns.json``.
+    row boundaries go to ``columns.json``. A `TokenRows` is written column by column as it is
+    held (no row is read back into lists); a list of dicts gives the same bytes.
     """
+    table = rows if isinstance(rows, TokenRows) else TokenRows(rows)
     columns: dict[str, Any] = {}
-    data = array("i")
-    keys = list(rows[0]) if rows else []
-    for name in keys:
-        values = [row[name] for row in rows]
-        start = len(data)
-        if all(isinstance(v, int) for v in values):
-            data.extend(values)
-            columns[name] = {"kind": "int", "start": start}
-        else:
-            lengths = [len(v) for v in values]
-            for v in values:
-                data.extend(v)
-            columns[name] = {"kind": "seq", "start": start, "lengths": lengths}
-    (folder / _ROWS).write_bytes(data.tobytes())
-    (folder / "columns.json").write_text(json.dumps({"rows": len(rows), "columns": columns}),
+    start = 0
+    with (folder / _ROWS).open("wb") as fh:
+        for name in table.columns:
+            values = table.values(name)
+            values.tofile(fh)
+            if table.is_sequence(name):
+                columns[name] = {"kind": "seq", "start": start, "lengths": table.lengths(name)}
+            else:
+                columns[name] = {"kind": "int", "start": start}
+            start += len(values)
+    (folder / "columns.json").write_text(json.dumps({"rows": len(table), "columns": columns}),
                                          encoding="utf-8")
 
 
-def load_rows(folder: Path) -> list[dict[str, Any]]:
-    """Read rows written by `save_rows`."""
+def load_rows(folder: Path) -> TokenRows:
+    """Read rows written by `save_rows`, into flat arrays (no Python int per token)."""
     layout = json.loads((folder / "columns.json").read_text(encoding="utf-8"))
-    data = array("i")
-    data.frombytes((folder / _ROWS).read_bytes())
     n = layout["rows"]
-    rows: list[dict[str, Any]] = [{} for _ in range(n)]
-    for name, col in layout["columns"].items():
-        pos = col["start"]
-        if col["kind"] == "int":
-            for i, value in enumerate(data[pos:pos + n]):
-                rows[i][name] = value
-            continue
-        if len(col["lengths"]) != n:
-            raise ValueError(f"cache entry {folder}: column {name!r} has the wrong row count")
-        for i, length in enumerate(col["lengths"]):
-            rows[i][name] = data[pos:pos + length].tolist()
-            pos += length
-    if _ints_in(layout) != len(data):
+    path = folder / _ROWS
+    if _ints_in(layout) * array(VALUE_CODE).itemsize != path.stat().st_size:
         raise ValueError(f"cache entry {folder}: {_ROWS} has the wrong size")
-    return rows
+    values: dict[str, array[int]] = {}
+    lengths: dict[str, list[int] | None] = {}
+    with path.open("rb") as fh:
+        for name, col in layout["columns"].items():
+            count = n if col["kind"] == "int" else sum(col["lengths"])
+            fh.seek(col["start"] * array(VALUE_CODE).itemsize)
+            column = array(VALUE_CODE)
+            while len(column) < count:
+                column.fromfile(fh, min(_READ_CHUNK, count - len(column)))
+            values[name] = column
+            lengths[name] = None if col["kind"] == "int" else col["lengths"]
+    try:
+        return TokenRows.from_arrays(n, values, lengths)
+    except ValueError as exc:
+        raise ValueError(f"cache entry {folder}: {exc}") from None
 
 
 def _ints_in(layout: dict[str, Any]) -> int:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ftp import IGNORE_INDEX, UserError
+from ftp.tokenrows import TokenRows
 from ftp.turns import TRAIN, is_trained, untrained_turns
 
 #: Put before the tool definitions in the system message for templates without tool support.
@@ -50,7 +51,8 @@ class Tokenized:
     """Token ids and labels for a list of records, with what happened on the way.
 
     Attributes:
-        rows: ``{"input_ids", "labels"}`` per kept record.
+        rows: ``{"input_ids", "labels"}`` per kept record, held as flat int32 arrays
+            (`ftp.tokenrows.TokenRows`: 4 bytes a token, not a Python int each).
         truncated: Records longer than ``max_length``, cut to it.
         dropped: Records left out because nothing in them carries loss (only with
             ``skip_empty``; otherwise such a record is an error).
@@ -66,7 +68,7 @@ class Tokenized:
 
     """
 
-    rows: list[dict[str, list[int]]] = field(default_factory=list)
+    rows: TokenRows = field(default_factory=TokenRows)
     truncated: int = 0
     dropped: int = 0
     tokens: int = 0

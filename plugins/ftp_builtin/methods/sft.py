@@ -17,6 +17,7 @@ from pydantic import Field
 
 from ftp import Shape, TrainContext, TrainerMethod, TrainingOptions, UserError, hookimpl
 from ftp.components import IGNORE_INDEX, TokenizedExample, TokenSequence
+from ftp.tokenrows import TokenRows
 from ftp.turns import untrained_turns
 from ftp_builtin import tokenize as tokenize_module
 from ftp_builtin.methods.common import loss_on_labelled_positions
@@ -49,7 +50,6 @@ class SFT(TrainerMethod):
 
     def trainer(self, ctx: TrainContext) -> Any:
         """Tokenize, and build an SFTTrainer on the rows with the labelled-position loss."""
-        from datasets import Dataset
         from transformers import set_seed
         from trl import SFTConfig, SFTTrainer
         from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
@@ -101,7 +101,8 @@ class SFT(TrainerMethod):
         trainer = _LabelledLossSFTTrainer(
             model=ctx.model,
             args=args,
-            train_dataset=Dataset.from_list(train.rows),
+            # Arrow columns straight from the int32 arrays: no Python int per token.
+            train_dataset=train.rows.dataset(),
             processing_class=ctx.tokenizer,
             data_collator=collator,
             callbacks=ctx.callbacks,
@@ -125,7 +126,7 @@ class SFT(TrainerMethod):
         options = {"method": self.name, "max_length": cfg.max_length,
                    "assistant_only_loss": cfg.assistant_only_loss}
 
-        def compute() -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        def compute() -> tuple[TokenRows, dict[str, Any]]:
             # Rows with nothing to learn from are kept aside (``empty``), not refused here:
             # the dataset's on_bad_rows decides, and the cached tokens do not depend on it.
             # Several processes for many rows per core; the same tokens as one.
@@ -136,7 +137,7 @@ class SFT(TrainerMethod):
 
         rows, counts, hit = cached_rows(ctx, split, records, options,
                                         plugin_identity(tokenize_module), compute)
-        return Tokenized(rows=rows, **counts), hit
+        return Tokenized(rows=TokenRows.of(rows), **counts), hit
 
     def tokenize_examples(self, tokenizer: Any, records: list[dict[str, Any]]
                           ) -> list[TokenizedExample]:

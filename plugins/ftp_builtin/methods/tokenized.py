@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import ModuleType
@@ -27,6 +27,9 @@ from ftp_builtin.tokenize import common_prefix, render
 from ftp_builtin.truncation import TruncationMode, fit_pair
 
 PLUGIN = "ftp_builtin"
+
+#: Rows of token-id columns: a list of dicts, or the same held as arrays (`TokenRows`).
+RowsOfIds = Sequence[Mapping[str, Any]]
 
 
 def plugin_identity(*modules: ModuleType) -> dict[str, str]:
@@ -57,9 +60,12 @@ def announce(split: str, hit: bool, rows: int, seconds: float) -> None:
 
 def cached_rows(ctx: TrainContext, split: str, records: list[dict[str, Any]],
                 options: dict[str, Any], plugin: dict[str, str],
-                compute: Callable[[], tuple[list[dict[str, Any]], dict[str, Any]]]
-                ) -> tuple[list[dict[str, Any]], dict[str, Any], bool]:
+                compute: Callable[[], tuple[RowsOfIds, dict[str, Any]]]
+                ) -> tuple[RowsOfIds, dict[str, Any], bool]:
     """Rows of token ids (and JSON-able counts) for ``records``, from the cache when unchanged.
+
+    Rows read from the cache come back as a `TokenRows` (flat int32 arrays); computed rows
+    are returned as ``compute`` gave them.
 
     Returns:
         The rows, the counts, and whether they came from the cache.
@@ -75,11 +81,11 @@ def cached_rows(ctx: TrainContext, split: str, records: list[dict[str, Any]],
     """
     key = make_key(records, ctx.tokenizer, options, plugin)
 
-    def save(value: tuple[list[dict[str, Any]], dict[str, Any]], folder: Path) -> None:
+    def save(value: tuple[RowsOfIds, dict[str, Any]], folder: Path) -> None:
         save_rows(value[0], folder)
         (folder / "counts.json").write_text(json.dumps(value[1]), encoding="utf-8")
 
-    def load(folder: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    def load(folder: Path) -> tuple[RowsOfIds, dict[str, Any]]:
         counts = json.loads((folder / "counts.json").read_text(encoding="utf-8"))
         return load_rows(folder), counts
 
