@@ -110,8 +110,14 @@ def _part(span: tuple[int, int]) -> Tokenized:
 def join(parts: list[Tokenized], starts: list[int], max_length: int | None) -> Tokenized:
     """Join parts tokenized separately, in order; ``starts[i]`` is part i's first row index."""
     out = Tokenized(max_length=max_length)
-    for part, start in zip(parts, starts, strict=False):
-        out.rows.extend(part.rows)
+    for index, start in enumerate(starts[:len(parts)]):
+        part = parts[index]
+        # Each part's arrays are let go once copied: the tokens are held about once, not twice.
+        parts[index] = Tokenized()
+        if index == 0:
+            out.rows = part.rows  # the first part's arrays are the start of the whole
+        else:
+            out.rows.extend(part.rows)
         out.truncated += part.truncated
         out.tokens += part.tokens
         out.loss_tokens += part.loss_tokens
