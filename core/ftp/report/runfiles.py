@@ -121,6 +121,16 @@ class RunFiles:
                     keys.append(key)
         return keys
 
+    def closing(self, stage: str) -> dict[str, Any]:
+        """The trainer's closing summary of ``stage`` (``train_loss``, ``train_runtime``...)."""
+        return next((r for r in reversed(self.metrics)
+                     if r.get("stage") == stage and "train_loss" in r), {})
+
+    def counts_tokens(self, stage: str) -> bool:
+        """Whether the trainer of ``stage`` counted its input tokens (some never do: 0 logged)."""
+        return any(as_float(r.get("tokens_seen")) for r in self.metrics
+                   if r.get("stage") == stage and not r.get("event"))
+
     def steps(self, stage: str) -> int | None:
         """The optimizer steps ``stage`` took: the trainer's closing summary's step.
 
@@ -141,10 +151,13 @@ class RunFiles:
         return None if found is None else int(found)
 
     def tokenized(self, stage: str) -> dict[str, Any]:
-        """The method's ``tokenized`` record for ``stage`` (rows, tokens, truncated...)."""
+        """The method's ``tokenized`` record for ``stage`` (rows, tokens, truncated...).
+
+        Continued pretraining packs documents into blocks instead: its ``packed`` record.
+        """
         found: dict[str, Any] = {}
         for record in self.metrics:
-            if record.get("stage") == stage and record.get("event") == "tokenized":
+            if record.get("stage") == stage and record.get("event") in ("tokenized", "packed"):
                 found = {k: v for k, v in record.items() if k not in ("stage", "event")}
         return found
 

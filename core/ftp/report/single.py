@@ -16,6 +16,8 @@ CHARTS = (
     ("tokens/s", ("tokens_per_second",)),
 )
 MOST_REWARD_SERIES = 8
+#: Keys that are 0 throughout where a trainer does not count tokens (TRL's ORPO): not drawn.
+COUNTED = frozenset({"tokens_per_second"})
 
 
 def render_report(run: RunFiles) -> str:
@@ -77,7 +79,8 @@ def stage_charts(run: RunFiles, stage: str) -> list[str]:
     """The SVG charts of one stage: loss, learning rate, grad norm, tokens/s, rewards."""
     charts = []
     for title, keys in CHARTS:
-        series = [Series(key, run.curve(stage, key), dashed=i > 0) for i, key in enumerate(keys)]
+        series = [Series(key, run.curve(stage, key), dashed=i > 0) for i, key in enumerate(keys)
+                  if key not in COUNTED or run.counts_tokens(stage)]
         charts.append(line_chart(f"{stage}: {title}", series))
     rewards = [k for k in run.curve_keys(stage)
                if ("reward" in k or "margin" in k) and not k.endswith("std")]
@@ -95,13 +98,15 @@ def training_section(run: RunFiles) -> str:
     parts = ["<h2>Training</h2>"]
     rows = []
     for stage in stages:
-        summary: dict[str, Any] = next((r for r in reversed(run.metrics)
-                        if r.get("stage") == stage and "train_loss" in r), {})
+        summary = run.closing(stage)
         seen = next((r["tokens_seen"] for r in reversed(run.metrics)
                      if r.get("stage") == stage and is_number(r.get("tokens_seen"))), None)
+        counted = run.counts_tokens(stage)  # else 0 tokens would read as a measurement
         rows.append([stage, run.steps(stage), run.final_value(stage, "loss"),
-                     summary.get("train_loss"), run.final_value(stage, "eval_loss"), seen,
-                     run.final_value(stage, "tokens_per_second"), summary.get("train_runtime")])
+                     summary.get("train_loss"), run.final_value(stage, "eval_loss"),
+                     seen if counted else None,
+                     run.final_value(stage, "tokens_per_second") if counted else None,
+                     summary.get("train_runtime")])
     parts.append(table(["stage", "steps", "last loss", "mean loss", "last eval loss",
                         "tokens seen", "tokens/s", "seconds"], rows))
     for stage in stages:
@@ -145,7 +150,24 @@ def evaluations_section(run: RunFiles) -> str:
         if len(when) > 1:
             heads.append("change")
         parts.append(f"<h3>{esc(name)}</h3>" + table(heads, rows, raw=True))
+        parts += [confusion_table(evals[s][name], s) for s in when
+                  if isinstance(evals[s][name].get("confusion_matrix"), dict)]
     return "".join(parts)
+
+
+def confusion_table(result: dict[str, Any], stage: str) -> str:
+    """A classifier's confusion matrix (rows: the true label, columns: the predicted one)."""
+    confusion = result["confusion_matrix"]
+    labels, matrix = confusion.get("labels"), confusion.get("matrix")
+    if not isinstance(labels, list) or not isinstance(matrix, list) \
+            or len(matrix) != len(labels):
+        return ""
+    when = "before training" if stage == "base" else f"after {stage}"
+    rows = [[f"<td><b>{esc(label)}</b></td>"]
+            + [f'<td class="num">{esc(number(n))}</td>' for n in counts]
+            for label, counts in zip(labels, matrix, strict=True) if isinstance(counts, list)]
+    return (f"<p>confusion matrix {esc(when)} (rows: true label, columns: predicted)</p>"
+            + table(["", *[str(label) for label in labels]], rows, raw=True))
 
 
 def _answer_of(sample: dict[str, Any]) -> str | None:
@@ -197,7 +219,11 @@ def answers_section(run: RunFiles) -> str:
                     notes.append("expected ✓" if sample["expected"] else "expected ✗")
                 note = f"<br><span class=\"muted\">{esc(', '.join(notes))}</span>" if notes \
                     else ""
-                cells.append(f"<td class=\"answer\">{esc(_answer_of(sample))}{note}</td>")
+                answer = _answer_of(sample) or ""
+                # An empty answer (EOS first) is shown as such, not as a cell left blank.
+                shown_answer = esc(answer) if answer.strip() else \
+                    '<span class="muted">(empty answer)</span>'
+                cells.append(f"<td class=\"answer\">{shown_answer}{note}</td>")
             rows.append(cells)
         heads = ["prompt"] + [("before training" if s == "base" else f"after {s}")
                               for s in shown]

@@ -14,6 +14,9 @@ COLOURS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e
 WIDTH, HEIGHT = 460, 250
 LEFT, RIGHT, TOP, BOTTOM = 58, 12, 30, 34
 LEGEND_ROW = 16
+#: Legend entries: where they start, the line sample before the text, the space after it and
+#: a character's width at the charts' font size (generous, so entries never touch).
+LEGEND_LEFT, LEGEND_MARK, LEGEND_GAP, CHAR_WIDTH = 12, 20, 14, 6.2
 
 
 @dataclass
@@ -70,7 +73,8 @@ def line_chart(title: str, series: Sequence[Series], x_label: str = "step") -> s
     if y1 == y0:
         y1 = y0 + 1
     # The legend has rows of its own above the plot, so it never hides a curve.
-    legend_rows = (len(drawn) + 2) // 3 if len(drawn) > 1 else 0
+    places = _legend_places([s.label for s in drawn]) if len(drawn) > 1 else []
+    legend_rows = max(row for _, row in places) + 1 if places else 0
     top = TOP + legend_rows * LEGEND_ROW
     height = HEIGHT + legend_rows * LEGEND_ROW
     plot_w, plot_h = WIDTH - LEFT - RIGHT, height - top - BOTTOM
@@ -109,9 +113,9 @@ def line_chart(title: str, series: Sequence[Series], x_label: str = "step") -> s
         if len(s.points) == 1:  # one point is no line: mark it
             (x, y), = s.points
             out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{colour}"/>')
-        if legend_rows:
-            lx = LEFT + (i % 3) * (plot_w / 3)
-            ly = TOP + (i // 3) * LEGEND_ROW
+        if places:
+            lx, row = places[i]
+            ly = TOP + row * LEGEND_ROW
             out.append(f'<line x1="{lx:.1f}" x2="{lx + 16:.1f}" y1="{ly - 4}" y2="{ly - 4}" '
                        f'stroke="{colour}" stroke-width="2.5"{dash}/>')
             out.append(f'<text x="{lx + 20:.1f}" y="{ly}">{esc(_short(s.label))}</text>')
@@ -119,5 +123,22 @@ def line_chart(title: str, series: Sequence[Series], x_label: str = "step") -> s
     return "".join(out)
 
 
-def _short(label: str, most: int = 24) -> str:
+def _legend_places(labels: Sequence[str]) -> list[tuple[float, int]]:
+    """Where each legend entry starts (x) and on which row, entries wrapped to the width.
+
+    Each entry is as wide as its text (estimated from the character count), so long names
+    (``rewards/numeric_answer/mean``) never run into the next entry.
+    """
+    places = []
+    x, row = float(LEGEND_LEFT), 0
+    for label in labels:
+        width = LEGEND_MARK + len(_short(label)) * CHAR_WIDTH + LEGEND_GAP
+        if x > LEGEND_LEFT and x + width > WIDTH - RIGHT:
+            x, row = float(LEGEND_LEFT), row + 1
+        places.append((x, row))
+        x += width
+    return places
+
+
+def _short(label: str, most: int = 32) -> str:
     return label if len(label) <= most else label[:most - 1] + "…"
