@@ -224,6 +224,13 @@ def test_ftp_compare_names_the_setting_that_differs_and_overlays_curves(tiny_run
     assert loss_chart.count("<polyline") == 2
     assert ">run-a</th><th>run-b</th>" in page
     assert "<td>generate</td><td>stopped_fraction</td>" in page
+    # What each run's training came to, side by side: the same steps, different losses.
+    training = page.split("<h2>Training</h2>")[1].split("<h2>")[0]
+    assert f'<td>sft</td><td>steps</td><td class="num">{STEPS}</td><td class="num">{STEPS}</td>' \
+        in training
+    losses = re.search(r'<td>sft</td><td>last loss</td><td class="num">([^<]+)</td>'
+                       r'<td class="num">([^<]+)</td>', training)
+    assert losses is not None and losses[1] != losses[2]
 
 
 def test_ftp_compare_does_not_replace_a_file_it_did_not_write(tiny_run, slower_run, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ftp.report.html import esc, is_number, number, page, table
@@ -10,6 +11,14 @@ from ftp.report.single import evaluation_names
 from ftp.report.svg import Series, line_chart
 
 MISSING = "(not set)"
+#: Per stage, side by side: what each run's training came to.
+TRAINING: tuple[tuple[str, Callable[[RunFiles, str], Any]], ...] = (
+    ("steps", lambda r, s: r.steps(s)),
+    ("last loss", lambda r, s: r.final_value(s, "loss")),
+    ("mean loss", lambda r, s: r.closing(s).get("train_loss")),
+    ("last eval loss", lambda r, s: r.final_value(s, "eval_loss")),
+    ("seconds", lambda r, s: r.closing(s).get("train_runtime")),
+)
 OVERLAID = (("loss", "loss"), ("eval loss", "eval_loss"), ("learning rate", "learning_rate"),
             ("tokens/s", "tokens_per_second"))
 
@@ -80,6 +89,22 @@ def render_comparison(runs: list[RunFiles]) -> str:
     else:
         body.append("<p>The pipelines are the same.</p>")
 
+    stages: list[str] = []
+    for run in runs:
+        stages += [s for s in run.stages() if s not in stages]
+    training_rows = []
+    for stage in stages:
+        for label, value in TRAINING:
+            cells = [value(r, stage) for r in runs]
+            if any(c is not None for c in cells):
+                training_rows.append([f"<td>{esc(stage)}</td><td>{esc(label)}</td>"]
+                                     + [f'<td class="num">{esc(number(c))}</td>'
+                                        for c in cells])
+    if training_rows:
+        body.append("<h2>Training</h2>")
+        body.append(table(["stage", "", *names], [["".join(r)] for r in training_rows],
+                          raw=True))
+
     metric_rows = []
     evaluations: list[str] = []
     for run in runs:
@@ -111,9 +136,6 @@ def render_comparison(runs: list[RunFiles]) -> str:
         body.append(table(["run", "", "requirement", "value"], gate_rows, raw=True))
 
     charts = []
-    stages: list[str] = []
-    for run in runs:
-        stages += [s for s in run.stages() if s not in stages]
     for stage in stages:
         for title, key in OVERLAID:
             series = [Series(n, r.curve(stage, key)) for n, r in zip(names, runs, strict=True)]
