@@ -137,7 +137,8 @@ split = "all"
 before = true
 """, ["chart:classify: loss", "<h3>classification</h3>", "<td>accuracy</td>",
       "<td>macro_f1</td>", "confusion matrix before training", "confusion matrix after classify",
-      "<th>negative</th>", "<th>positive</th>"]),
+      "<th>negative</th>", "<th>positive</th>", "misclassified before training",
+      "<th>text</th><th>label</th><th>predicted</th>"]),
     "grpo": (f"""
 [data.sums]
 loader = "json"

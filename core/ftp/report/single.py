@@ -152,7 +152,20 @@ def evaluations_section(run: RunFiles) -> str:
         parts.append(f"<h3>{esc(name)}</h3>" + table(heads, rows, raw=True))
         parts += [confusion_table(evals[s][name], s) for s in when
                   if isinstance(evals[s][name].get("confusion_matrix"), dict)]
+        parts += [misclassified_table(evals[s][name], s) for s in when]
     return "".join(parts)
+
+
+def misclassified_table(result: dict[str, Any], stage: str) -> str:
+    """A classifier's wrong answers kept as samples: text, true label, predicted label."""
+    wrong = [x for x in result.get("samples") or [] if isinstance(x, dict)
+             and {"text", "label", "predicted"} <= set(x)]
+    if not wrong:
+        return ""
+    when = "before training" if stage == "base" else f"after {stage}"
+    return (f"<p>misclassified {esc(when)} (first {len(wrong)})</p>"
+            + table(["text", "label", "predicted"],
+                    [[x["text"], x["label"], x["predicted"]] for x in wrong]))
 
 
 def confusion_table(result: dict[str, Any], stage: str) -> str:
