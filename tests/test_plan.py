@@ -23,7 +23,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model, instruction data, preference pairs (the longest ones unusable at
-    max_length 64) and long documents."""
+    max_length 64), long documents and arithmetic prompts; a one-stage sft pipeline and a
+    four-stage one (cpt, orpo, grpo, reward), each planned once for the whole module."""
     root = tmp_path_factory.mktemp("plan")
     make_tiny_causal_lm(root / "model")
     rows = [{"instruction": f"Question {i}: " + "why " * (i % 6), "input": "",
@@ -39,6 +40,8 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "pairs.json").write_text(json.dumps(pairs), encoding="utf-8")
     docs = ["The quick brown fox jumps over the lazy dog. " * 60 for _ in range(4)]
     (root / "wiki.txt").write_text("\n".join(docs) + "\n", encoding="utf-8")
+    (root / "sums.json").write_text(json.dumps(
+        [{"question": f"What is {i} + {i}?"} for i in range(8)]), encoding="utf-8")
     write_pipeline(root / "sft.toml", """
         [pipeline]
         name = "tiny-sft"
@@ -61,9 +64,9 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         batch_size = 4
         max_length = 48
         """)
-    write_pipeline(root / "dropping.toml", """
+    write_pipeline(root / "several.toml", """
         [pipeline]
-        name = "tiny-dropping"
+        name = "tiny-several"
         seed = 1
 
         [model]
@@ -79,6 +82,12 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         path = "wiki.txt"
         split = "line"
         format = "text"
+
+        [data.sums]
+        loader = "json"
+        path = "sums.json"
+        format = "prompt"
+        format_options = { prompt = "question" }
 
         [[stages]]
         name = "cpt"
@@ -98,6 +107,16 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         max_length = 64
 
         [[stages]]
+        name = "grpo"
+        method = "grpo"
+        data = "sums"
+        epochs = 1
+        batch_size = 4
+        num_generations = 2
+        max_completion_length = 8
+        rewards = [{ reward = "regex", pattern = "[0-9]+" }]
+
+        [[stages]]
         name = "reward"
         method = "reward"
         data = "pairs"
@@ -106,6 +125,21 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
         epochs = 1
         max_length = 64
 
+
+        # Before training and after the three stages that leave a causal LM (the reward stage
+        # leaves a classifier): four runs on the 4 documents.
+        [[evaluate]]
+        evaluator = "loss"
+        data = "wiki"
+        split = "all"
+        before = true
+        after = ["cpt", "orpo", "grpo"]
+
+        [[evaluate]]
+        evaluator = "generate"
+        prompts = ["Hello", "Who are you?", "Count to three."]
+        max_new_tokens = 4
+        after = ["grpo"]
         """)
     return root
 
@@ -116,9 +150,21 @@ def _plan(folder: Path, *args: str) -> dict:
     return {"rc": result.returncode, "stderr": result.stderr, **json.loads(result.stdout)}
 
 
-def test_plan_probes_a_stage_and_gives_its_eta(folder: Path) -> None:
-    plan = _plan(folder, "sft.toml")
-    assert plan["rc"] == 0, plan["stderr"]
+@pytest.fixture(scope="module")
+def sft_over_budget(folder: Path) -> dict:
+    """``ftp plan sft.toml --json`` against a budget no stage fits: every figure of the plan,
+    and the refusal (the default budget's verdict is the preflight test's: it trains)."""
+    return _plan(folder, "sft.toml", "--memory-budget", "0.0001")
+
+
+@pytest.fixture(scope="module")
+def several(folder: Path) -> dict:
+    """``ftp plan several.toml --json``: cpt, orpo, grpo and reward stages, one probe each."""
+    return _plan(folder, "several.toml")
+
+
+def test_plan_probes_a_stage_and_gives_its_eta(sft_over_budget: dict) -> None:
+    plan = sft_over_budget
     (stage,) = plan["stages"]
     assert stage["probe"]["ok"], stage["probe"]
     # 24 training rows, batch 4, 2 epochs; the longest batch's rows, as sft tokenizes them.
@@ -126,33 +172,42 @@ def test_plan_probes_a_stage_and_gives_its_eta(folder: Path) -> None:
     assert 16 < stage["setting"]["sequence"] <= 48
     assert stage["measured_bytes"] > 0 and stage["seconds_per_step"] > 0
     assert plan["eta_seconds"] == pytest.approx(12 * stage["seconds_per_step"])
-    assert stage["estimate"]["total"] > 0 and plan["fits"]
+    # No evaluations: the whole pipeline's ETA is its training's.
+    assert plan["evaluations"] == [] and plan["evaluation_seconds"] == 0
+    assert plan["total_eta_seconds"] == plan["eta_seconds"]
+    assert stage["estimate"]["total"] > 0
 
 
-def test_the_terminal_table_and_a_stage_over_budget_exit_1(folder: Path) -> None:
-    result = run_ftp("plan", "sft.toml", "--memory-budget", "0.0001", cwd=folder)
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "Traceback" not in result.stderr
-    assert "stage  method" in result.stdout and "ETA for training" in result.stdout
-    assert "warning: stage 'sft' will not fit" in result.stderr
+def test_a_stage_over_budget_exits_1_with_a_warning(sft_over_budget: dict) -> None:
+    plan = sft_over_budget
+    assert plan["rc"] == 1 and not plan["fits"]
+    assert plan["budget_bytes"] == int(0.0001 * 1024 ** 3)
+    assert "warning: stage 'sft' will not fit" in plan["stderr"]
 
 
 def test_preflight_stops_before_training_and_runs_when_it_fits(folder: Path) -> None:
     refused = run_ftp("run", "sft.toml", "--preflight", "--memory-budget", "0.0001",
                       "-o", "refused", cwd=folder)
     assert refused.returncode == 1
+    assert "Traceback" not in refused.stderr
+    # The plan's terminal table, then the refusal.
+    assert "stage  method" in refused.stdout and "ETA for training" in refused.stdout
+    assert "ETA for the whole pipeline" in refused.stdout
+    assert "warning: stage 'sft' will not fit" in refused.stderr
     assert "nothing was trained" in refused.stderr
     assert not (folder / "refused").exists()
+    # Against the device's memory it fits, and the run goes on.
     ran = run_ftp("run", "sft.toml", "--preflight", "-o", "ran",
                   "--set", "stages[0].max_steps=1", cwd=folder)
     assert ran.returncode == 0, ran.stderr
+    assert "will not fit" not in ran.stderr
     assert "ETA for training" in ran.stdout and (folder / "ran" / "model").is_dir()
 
 
-def test_methods_that_drop_the_longest_rows_are_probed_on_rows_they_keep(folder: Path) -> None:
-    plan = _plan(folder, "dropping.toml")
-    assert plan["rc"] == 0, plan["stderr"]
-    cpt, orpo, reward = plan["stages"]
+def test_methods_that_drop_the_longest_rows_are_probed_on_rows_they_keep(several: dict
+                                                                         ) -> None:
+    assert several["rc"] == 0, several["stderr"]
+    cpt, orpo, _, reward = several["stages"]
     for stage in (orpo, reward):
         assert stage["probe"]["ok"], stage["probe"]
         # Ranked among rows the method keeps: the first batch tried is one it trains on.
@@ -166,39 +221,30 @@ def test_methods_that_drop_the_longest_rows_are_probed_on_rows_they_keep(folder:
     assert cpt["rows"] > 40 and cpt["steps"] == math.ceil(cpt["rows"] / 2)
 
 
-def test_grpo_is_probed_with_its_completions(folder: Path) -> None:
-    (folder / "sums.json").write_text(json.dumps(
-        [{"question": f"What is {i} + {i}?"} for i in range(8)]), encoding="utf-8")
-    write_pipeline(folder / "grpo.toml", """
-        [pipeline]
-        name = "tiny-grpo"
-        seed = 7
-
-        [model]
-        path = "model"
-
-        [data.sums]
-        loader = "json"
-        path = "sums.json"
-        format = "prompt"
-        format_options = { prompt = "question" }
-
-        [[stages]]
-        method = "grpo"
-        data = "sums"
-        epochs = 1
-        batch_size = 4
-        num_generations = 2
-        max_completion_length = 8
-        rewards = [{ reward = "regex", pattern = "[0-9]+" }]
-        """)
-    plan = _plan(folder, "grpo.toml")
-    assert plan["rc"] == 0, plan["stderr"]
-    (stage,) = plan["stages"]
+def test_grpo_is_probed_with_its_completions(several: dict) -> None:
+    assert several["rc"] == 0, several["stderr"]
+    stage = several["stages"][2]
     assert stage["probe"]["ok"], stage["probe"]
     # Each of the 8 prompts gets 2 completions, 4 per step; a row holds prompt + completion.
     assert stage["rows"] == 16 and stage["steps"] == 4
     assert stage["setting"]["sequence"] > 8
+    # The pipeline's training ETA is every stage's.
+    assert several["eta_seconds"] == pytest.approx(sum(s["eta_seconds"]
+                                                       for s in several["stages"]))
+
+
+def test_evaluations_are_timed_on_a_sample_and_added_to_the_eta(several: dict) -> None:
+    loss, generate = several["evaluations"]
+    # The loss on all 4 documents (fewer than the sample) before training and after three
+    # stages; the generation on its first prompt, scaled to its 3, after grpo.
+    assert (loss["name"], loss["runs"], loss["scale"]) == ("loss", 4, 1.0)
+    assert (generate["name"], generate["runs"], generate["scale"]) == ("generate", 1, 3.0)
+    for e in (loss, generate):
+        assert e["sample_seconds"] > 0
+        assert e["seconds"] == pytest.approx(e["sample_seconds"] * e["scale"] * e["runs"])
+    assert several["evaluation_seconds"] == pytest.approx(loss["seconds"] + generate["seconds"])
+    assert several["total_eta_seconds"] == pytest.approx(several["eta_seconds"]
+                                                         + several["evaluation_seconds"])
 
 
 @pytest.mark.slow

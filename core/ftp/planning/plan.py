@@ -1,8 +1,10 @@
 """``ftp plan`` and ``ftp run --preflight``: whether each stage fits, and how long it takes.
 
 Per stage: the estimate (`ftp.planning.sizing`) and one probe on the longest batch the
-method keeps (`ftp.planning.probe`) → peak memory, seconds per step, the stage's ETA; the
-pipeline's ETA is their sum (training only: loading, evaluations and saving are not in it).
+method keeps (`ftp.planning.probe`) → peak memory, seconds per step, the stage's ETA. The
+first stage's probe also times each evaluation on a sample (a few rows, one prompt), scaled
+to the whole evaluation and to every time the run evaluates it. The pipeline's ETA is the
+stages' and the evaluations' (loading, tokenizing and saving are not in it).
 A stage whose measured peak (plus the libraries' baseline) exceeds the memory budget (the
 device's memory unless ``--memory-budget`` says otherwise) will not fit.
 """
@@ -15,7 +17,14 @@ from typing import Any
 
 from ftp.config import Pipeline
 from ftp.planning.sizing import GIB, gib
-from ftp.planning.stages import Invocation, StageCost, memory_of_device, prepare_data, stage_cost
+from ftp.planning.stages import (
+    Invocation,
+    StageCost,
+    evaluation_specs,
+    memory_of_device,
+    prepare_data,
+    stage_cost,
+)
 
 
 @dataclass
@@ -27,6 +36,7 @@ class Plan:
         budget: The memory budget, in bytes.
         device: ``cpu`` or ``cuda``.
         problems: Warnings: stages that will not fit, probes that failed.
+        expected_evaluations: Evaluations the run will run (the first probe times each).
 
     """
 
@@ -34,6 +44,7 @@ class Plan:
     budget: int
     device: str
     problems: list[str] = field(default_factory=list)
+    expected_evaluations: int = 0
 
     @property
     def fits(self) -> bool:
@@ -48,11 +59,29 @@ class Plan:
         etas = [s.eta() for s in self.stages]
         return None if any(e is None for e in etas) else sum(e for e in etas if e is not None)
 
+    def evaluations(self) -> list[dict[str, Any]]:
+        """The evaluations the first probe timed (`ftp.planning.probe`), or []."""
+        first = self.stages[0].probe if self.stages else None
+        return list((first or {}).get("evaluations") or [])
+
+    def evaluation_eta(self) -> float | None:
+        """Seconds of every evaluation run (0 without any), or None when one is unknown."""
+        timed = self.evaluations()
+        if len(timed) < self.expected_evaluations or any("seconds" not in e for e in timed):
+            return None
+        return sum(float(e["seconds"]) for e in timed)
+
+    def total_eta(self) -> float | None:
+        """Training and evaluations, or None when either is unknown."""
+        train, evals = self.eta(), self.evaluation_eta()
+        return None if train is None or evals is None else train + evals
+
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
         return {"device": self.device, "budget_bytes": self.budget, "fits": self.fits,
-                "eta_seconds": self.eta(), "problems": self.problems,
-                "stages": [s.as_dict() for s in self.stages]}
+                "eta_seconds": self.eta(), "evaluation_seconds": self.evaluation_eta(),
+                "total_eta_seconds": self.total_eta(), "evaluations": self.evaluations(),
+                "problems": self.problems, "stages": [s.as_dict() for s in self.stages]}
 
 
 def peak_of(cost: StageCost) -> int:
@@ -70,11 +99,15 @@ def make_plan(pipeline: Pipeline, invocation: Invocation, budget_gb: float | Non
     provider = pipeline.model.build()
     tokenizer = provider.load_tokenizer()
     budget = int(budget_gb * GIB) if budget_gb else memory_of_device(provider)
-    plan = Plan([], budget, getattr(provider, "device", lambda: "cpu")())
+    evaluations = evaluation_specs(pipeline, data)
+    plan = Plan([], budget, getattr(provider, "device", lambda: "cpu")(),
+                expected_evaluations=len(evaluations))
     for i, stage in enumerate(pipeline.stages):
         say(f"probing stage {stage.name!r} ({stage.method.entry.name}): two steps on its "
-            "longest batch")
-        cost = stage_cost(pipeline, i, provider, tokenizer, data, invocation)
+            "longest batch" + (", then each evaluation on a sample" if i == 0 and evaluations
+                               else ""))
+        cost = stage_cost(pipeline, i, provider, tokenizer, data, invocation,
+                          evaluations=evaluations if i == 0 else None)
         plan.stages.append(cost)
         if cost.probe is not None and not cost.probe.get("ok"):
             plan.problems.append(f"stage {stage.name!r}: the probe failed: "
@@ -112,6 +145,15 @@ def render_plan(plan: Plan) -> list[str]:
                  if s.probe and s.probe.get("ok")), None)
     lines.append(f"memory: estimated and measured are above the libraries' baseline "
                  f"({gib(base)}); budget {gib(plan.budget)} ({plan.device})")
-    lines.append(f"ETA for training, all stages: {minutes(plan.eta())} (loading, evaluations "
-                 "and saving not included)")
+    lines.append(f"ETA for training, all stages: {minutes(plan.eta())}")
+    for e in plan.evaluations():
+        if "seconds" in e:
+            lines.append(f"  evaluation {e['name']!r}: {minutes(e['seconds'])} for {e['runs']} "
+                         f"run(s) (timed on a sample, scaled {e['scale']:.1f}×)")
+        else:
+            lines.append(f"  evaluation {e['name']!r}: unknown ({e.get('error')})")
+    if plan.expected_evaluations:
+        lines.append(f"ETA for evaluations: {minutes(plan.evaluation_eta())}")
+    lines.append(f"ETA for the whole pipeline: {minutes(plan.total_eta())} (loading, "
+                 "tokenizing and saving not included)")
     return lines

@@ -11,7 +11,9 @@ accumulation 1) on the first batch the method keeps: a batch the method refuses 
 
 Measured: the peak resident memory above the baseline on CPU (``ru_maxrss``), or
 ``torch.cuda.max_memory_allocated`` on a GPU; seconds per step from the second step (the
-first one warms caches up).
+first one warms caches up). Then, where the spec lists evaluations, each is run once on a
+sample (a few rows, or one of its prompts) and its time scaled to the whole evaluation and
+to every time the pipeline runs it (before training, after stages).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def run_probe(spec: dict[str, Any], timeout: float = 900) -> dict[str, Any]:
 
     Returns:
         ``{"ok": True, "peak_bytes", "baseline_bytes", "seconds_per_step", "device",
-        "rows", "tried"}`` or ``{"ok": False, "error": "..."}``.
+        "rows", "tried", "evaluations"}`` or ``{"ok": False, "error": "..."}``.
 
     """
     with tempfile.TemporaryDirectory(prefix="ftp-probe-") as tmp:
@@ -146,9 +148,45 @@ def _probe(spec: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "peak_bytes": int(peak), "baseline_bytes": int(baseline),
                 "seconds_per_step": times[1] if len(times) > 1 else times[0],
                 "device": "cuda" if on_gpu else "cpu", "window": n, "rows": len(rows),
-                "tried": tried}
+                "tried": tried,
+                "evaluations": _time_evaluations(pipeline, spec.get("evaluations") or [],
+                                                 model, tokenizer)}
     return {"ok": False, "error": "the method left rows out of every batch tried ("
             + "; ".join(tried[-3:]) + ")", "tried": tried}
+
+
+def _time_evaluations(pipeline: Any, specs: list[dict[str, Any]], model: Any,
+                      tokenizer: Any) -> list[dict[str, Any]]:
+    """Time each evaluation on its sample (after the training steps: the peak is theirs).
+
+    An evaluator with a list of ``prompts`` (``generate``) answers its first prompt only, and
+    is scaled by their number; a data evaluator gets the sample of rows the spec holds,
+    scaled by the spec's ``scale``.
+    """
+    from ftp.contexts import EvalContext
+
+    out = []
+    for spec in specs:
+        ev = next(e for e in pipeline.evaluations if e.name == spec["name"])
+        config = ev.evaluator.config
+        scale = float(spec.get("scale", 1.0))
+        prompts = getattr(config, "prompts", None)
+        if isinstance(prompts, list) and len(prompts) > 1:
+            config = config.model_copy(update={"prompts": prompts[:1]})
+            scale = float(len(prompts))
+        evaluator = ev.evaluator.cls(config)
+        started = time.perf_counter()
+        try:
+            evaluator.evaluate(EvalContext(stage="base", model=model, tokenizer=tokenizer,
+                                           data=spec.get("rows"), seed=pipeline.seed,
+                                           base_dir=pipeline.base_dir))
+        except Exception as exc:  # the estimate is left unknown; the run would tell
+            out.append({"name": ev.name, "error": f"{type(exc).__name__}: {exc}"[:200]})
+            continue
+        seconds = time.perf_counter() - started
+        out.append({"name": ev.name, "runs": int(spec["runs"]), "sample_seconds": seconds,
+                    "scale": scale, "seconds": seconds * scale * int(spec["runs"])})
+    return out
 
 
 def main(argv: list[str]) -> int:

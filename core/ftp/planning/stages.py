@@ -27,6 +27,8 @@ from ftp.planning.sizing import (
 
 #: Batches of rows the probe may try, longest first, before it gives up (see `windows`).
 MOST_TRIES = 8
+#: Rows of an evaluation's data the probe times it on (its time is scaled to all of them).
+EVALUATION_SAMPLE = 8
 
 
 @dataclass
@@ -240,7 +242,8 @@ def option_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def stage_cost(pipeline: Pipeline, index: int, provider: Any, tokenizer: Any | None,
                data: dict[str, Prepared], invocation: Invocation | None,
-               shape: Shape | None = None) -> StageCost:
+               shape: Shape | None = None,
+               evaluations: list[dict[str, Any]] | None = None) -> StageCost:
     """The cost of stage ``index``: rows, estimate and (with ``invocation``) the probe.
 
     Args:
@@ -252,6 +255,8 @@ def stage_cost(pipeline: Pipeline, index: int, provider: Any, tokenizer: Any | N
         data: Prepared datasets (`prepare_data`).
         invocation: How to load the pipeline in the probe's child; None: no probe.
         shape: The model's shape, when already known.
+        evaluations: Evaluations for the probe to time after its steps
+            (`evaluation_specs`), or None.
 
     """
     stage = pipeline.stages[index]
@@ -288,9 +293,28 @@ def stage_cost(pipeline: Pipeline, index: int, provider: Any, tokenizer: Any | N
             "plugin_opts": list(invocation.plugin_opts), "only": invocation.only,
             "allow_code": invocation.allow_code, "stage": index,
             "windows": windows(train, order, batch), "option_rows": option_rows(train),
-            "steps": 2,
+            "steps": 2, "evaluations": evaluations or [],
         })
     return result
+
+
+def evaluation_specs(pipeline: Pipeline, data: dict[str, Prepared]) -> list[dict[str, Any]]:
+    """What the probe times of the pipeline's evaluations: each on a sample, with its scale.
+
+    ``runs`` counts the times a run evaluates it (before training, after each stage it names);
+    a data evaluator gets its first `EVALUATION_SAMPLE` rows, ``scale`` being its rows ÷
+    those.
+    """
+    out: list[dict[str, Any]] = []
+    for ev in pipeline.evaluations:
+        runs = int(bool(ev.section.before)) + len(ev.after_stages)
+        if not runs:
+            continue
+        rows = data[ev.section.data].split(ev.section.split) if ev.section.data else None
+        sample = rows[:EVALUATION_SAMPLE] if rows is not None else None
+        out.append({"name": ev.name, "runs": runs, "rows": sample,
+                    "scale": len(rows) / len(sample) if rows and sample else 1.0})
+    return out
 
 
 def memory_of_device(provider: Any) -> int:
