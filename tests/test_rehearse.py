@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ftp.config import load_pipeline
-from ftp.rehearsal import EVAL_ROWS, processes, shrink_config
+from ftp.rehearsal import EVAL_ROWS, processes, report, shrink_config
 from ftp.testing import plugin_set, run_ftp, write_pipeline
 
 DATA = Path(__file__).parent / "data"
@@ -130,6 +130,19 @@ def test_the_distributed_table_is_translated_to_what_the_cpu_can_do(tmp_path: Pa
     assert any("2 machines" in n for n in procs.notes)
     assert any("8 processes per machine: rehearsed with 2" in n for n in procs.notes)
     assert processes(p, 1).count == 1 and processes(p, 1).notes == []  # --nproc wins
+
+
+def test_a_method_that_cannot_train_in_two_cpu_processes_is_rehearsed_in_one(
+        tmp_path: Path, tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = project(tmp_path, tiny_model)
+    p = load_pipeline(root / "p.toml", plugin_set(), [])
+    assert processes(p, None).count == 2
+    monkeypatch.setattr(p.stages[0].method.cls, "cpu_processes", False)
+    procs = processes(p, None)
+    assert procs.count == 1
+    assert procs.notes == ["method(s) sft cannot train in several processes on CPU: the whole "
+                           "rehearsal ran in one process"]
+    assert "Processes: 1 (no distributed path rehearsed)." in report(p, "m", {}, "", procs)
 
 
 @pytest.mark.parametrize(("heads", "kv", "hidden", "new"), [
