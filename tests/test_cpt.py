@@ -245,6 +245,13 @@ def test_perplexity_is_exp_of_the_mean_loss_over_every_block(tiny_model):
     assert m["perplexity"] == pytest.approx(math.exp(m["loss"]), rel=1e-9)
     assert model.training  # put back as it was
 
+    # max_blocks (what a rehearsal sets): the first blocks alone, scored the same way.
+    first = Perplexity(Perplexity.Config(block_size=24, batch_size=3, max_blocks=2)).evaluate(
+        EvalContext(stage="base", model=model, tokenizer=tok, data=[{"text": t} for t in DOCS]))
+    total2, count2 = block_losses(copy.deepcopy(model).eval(), scored.blocks[:2])
+    assert first["metrics"]["blocks"] == 2 and first["metrics"]["tokens"] == count2
+    assert first["metrics"]["loss"] == pytest.approx(total2 / count2, rel=1e-5)
+
 
 # --- whole runs through the CLI ----------------------------------------------------------------
 

@@ -16,8 +16,8 @@ It trains in `PROCESSES` processes (DDP over gloo, as ``ftp run --nproc 2``), so
 distributed path is rehearsed too: the tokenization cache filled once, the barriers, only rank 0
 writing. ``--nproc N`` on the command line wins. A method that says it cannot train in several
 processes on CPU (`ftp.components.Method.cpu_processes`) is rehearsed in one, and the report
-says so. Evaluations read at most `EVAL_ROWS` rows of their data, so that a rehearsal stays
-short whatever the held-out split's size.
+says so. Evaluations read at most `EVAL_ROWS` rows of their data (perplexity: blocks), so
+that a rehearsal stays short whatever the held-out split's size.
 """
 
 from __future__ import annotations
@@ -143,8 +143,11 @@ def overrides(pipeline: Pipeline, model_options: dict[str, Any],
             if name in fields:
                 items.append(f"stages[{stage.index}].{name}={MAX_NEW_TOKENS}")
     for ev in pipeline.evaluations:
-        if "max_new_tokens" in type(ev.evaluator.config).model_fields:
+        fields = type(ev.evaluator.config).model_fields
+        if "max_new_tokens" in fields:
             items.append(f"evaluate[{ev.index}].max_new_tokens={MAX_NEW_TOKENS}")
+        if "max_blocks" in fields:  # perplexity: a held-out document can be 50 blocks long
+            items.append(f"evaluate[{ev.index}].max_blocks={EVAL_ROWS}")
     if pipeline.distributed is not None or count > 1:
         items += [f"distributed.nproc_per_node={count}", "distributed.nnodes=1",
                   "distributed.node_rank=0"]
@@ -167,8 +170,9 @@ def report(pipeline: Pipeline, model_line: str, status: dict[str, Any], error: s
     how = "DDP over gloo on CPU" if procs.count > 1 else "no distributed path rehearsed"
     lines += [f"Model: {model_line}.", "",
               f"Processes: {procs.count} ({how}).", "",
-              f"Evaluations: at most {EVAL_ROWS} rows of each evaluation's data and "
-              f"{MAX_NEW_TOKENS} generated tokens (the real run reads them all).", "",
+              f"Evaluations: at most {EVAL_ROWS} rows (perplexity: blocks) of each "
+              f"evaluation's data and {MAX_NEW_TOKENS} generated tokens (the real run reads "
+              "them all).", "",
               "| stage | method | adapter | steps | seconds |",
               "|---|---|---|---|---|"]
     for stage in pipeline.stages:

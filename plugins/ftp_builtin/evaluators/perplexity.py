@@ -33,6 +33,8 @@ class Perplexity(Evaluator):
             512, ge=2, description="Tokens per block; use the cpt stage's block_size."
         )
         batch_size: int = Field(8, gt=0, description="Blocks per forward pass.")
+        max_blocks: int | None = Field(
+            None, gt=0, description="Score only the first N blocks (a rehearsal scores a few).")
 
     config: Config
 
@@ -49,7 +51,7 @@ class Perplexity(Evaluator):
                       keep_last=True)
         # Every token but a block's first is predicted and scored.
         rows = [{"input_ids": block, "labels": [IGNORE_INDEX, *block[1:]]}
-                for block in packed.blocks]
+                for block in packed.blocks[:cfg.max_blocks]]
         pad = ctx.tokenizer.pad_token_id or 0
         scored = [s for s in score_rows(model, rows, pad, cfg.batch_size) if s is not None]
         total = -sum(s.logp for s in scored)
@@ -59,7 +61,7 @@ class Perplexity(Evaluator):
             "perplexity": math.exp(mean) if count else float("nan"),
             "loss": mean,
             "tokens": count,
-            "blocks": len(packed.blocks),
+            "blocks": len(rows),
             "documents": packed.documents,
         }}
 
