@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ftp.config import load_pipeline
-from ftp.rehearsal import EVAL_ROWS, processes, report, shrink_config
+from ftp.rehearsal import EVAL_ROWS, overrides, processes, report, shrink_config
 from ftp.testing import plugin_set, run_ftp, write_pipeline
 
 DATA = Path(__file__).parent / "data"
@@ -130,6 +130,12 @@ def test_the_distributed_table_is_translated_to_what_the_cpu_can_do(tmp_path: Pa
     assert any("2 machines" in n for n in procs.notes)
     assert any("8 processes per machine: rehearsed with 2" in n for n in procs.notes)
     assert processes(p, 1).count == 1 and processes(p, 1).notes == []  # --nproc wins
+    # One batch a step in a rehearsal; the stage's other options are its own.
+    accumulated = load_pipeline(root / "p.toml", plugin_set(),
+                                ["stages[0].gradient_accumulation=4"])
+    items = overrides(accumulated, {}, 2)
+    assert "stages[0].gradient_accumulation=1" in items and "stages[0].max_steps=2" in items
+    assert "distributed.nproc_per_node=2" in items
 
 
 def test_a_method_that_cannot_train_in_two_cpu_processes_is_rehearsed_in_one(

@@ -4,7 +4,8 @@ Everything but the model's size is the pipeline's own: the data and its formats,
 tokenizer and chat template, the methods, stages and evaluators. The model is built from the
 real one's config.json alone (no weights are read): the same architecture, vocabulary and
 special tokens, and the same grouping of query heads per key/value head, shrunk to 2 layers and
-a hidden size near 64, randomly initialised. Each stage trains `STEPS` steps; evaluators
+a hidden size near 64, randomly initialised. Each stage trains `STEPS` steps of one batch
+(no gradient accumulation, except where GRPO ties the batch to its groups); evaluators
 generate at most `MAX_NEW_TOKENS` tokens. What would break in the real run breaks here, with the
 same error line and exit code, in seconds instead of hours.
 
@@ -139,6 +140,11 @@ def overrides(pipeline: Pipeline, model_options: dict[str, Any],
         fields = type(stage.method.config).model_fields
         if "max_steps" in fields:
             items.append(f"stages[{stage.index}].max_steps={STEPS}")
+        # One batch per step: a multistage DPO at 2 pairs x 2 accumulated spent most of its
+        # rehearsal there. Kept where the batch is tied to it (GRPO's groups of generations).
+        if getattr(stage.method.config, "gradient_accumulation", 1) > 1 \
+                and "num_generations" not in fields:
+            items.append(f"stages[{stage.index}].gradient_accumulation=1")
         for name in ("max_completion_length", "max_new_tokens"):
             if name in fields:
                 items.append(f"stages[{stage.index}].{name}={MAX_NEW_TOKENS}")
@@ -168,7 +174,8 @@ def report(pipeline: Pipeline, model_line: str, status: dict[str, Any], error: s
         lines += ["The real run would fail the same way:", "", "```", f"error: {error}", "```",
                   ""]
     how = "DDP over gloo on CPU" if procs.count > 1 else "no distributed path rehearsed"
-    lines += [f"Model: {model_line}.", "",
+    lines += [f"Model: {model_line}.", "", f"Training: {STEPS} steps a stage, one batch a step "
+              "(no gradient accumulation, except where GRPO's groups need it).", "",
               f"Processes: {procs.count} ({how}).", "",
               f"Evaluations: at most {EVAL_ROWS} rows (perplexity: blocks) of each "
               f"evaluation's data and {MAX_NEW_TOKENS} generated tokens (the real run reads "
