@@ -129,7 +129,8 @@ def test_the_distributed_table_is_translated_to_what_the_cpu_can_do(tmp_path: Pa
     assert procs.count == 2
     assert any("2 machines" in n for n in procs.notes)
     assert any("8 processes per machine: rehearsed with 2" in n for n in procs.notes)
-    assert processes(p, 1).count == 1 and processes(p, 1).notes == []  # --nproc wins
+    alone = processes(p, 1)  # --nproc wins; the machines are still not rehearsed
+    assert alone.count == 1 and len(alone.notes) == 1 and "2 machines" in alone.notes[0]
     # One batch a step in a rehearsal; the stage's other options are its own.
     accumulated = load_pipeline(root / "p.toml", plugin_set(),
                                 ["stages[0].gradient_accumulation=4"])

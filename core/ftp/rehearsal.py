@@ -97,7 +97,7 @@ def processes(pipeline: Pipeline, nproc: int | None) -> Processes:
     count = PROCESSES if nproc is None else nproc
     notes: list[str] = []
     d = pipeline.distributed
-    if d is not None and nproc is None:
+    if d is not None:
         if d.strategy != "ddp":
             notes.append(f"the {d.strategy} strategy (sharding the model over GPUs, and saving "
                          "it from the shards): accelerate offers it through the Trainer on "
@@ -106,7 +106,7 @@ def processes(pipeline: Pipeline, nproc: int | None) -> Processes:
         if d.nnodes > 1:
             notes.append(f"the {d.nnodes} machines and their rendezvous at "
                          f"{d.rdzv_endpoint}: rehearsed on this machine alone")
-        if d.nproc_per_node not in (count, "auto"):
+        if nproc is None and d.nproc_per_node not in (count, "auto"):
             notes.append(f"{d.nproc_per_node} processes per machine: rehearsed with {count}")
     if count > 1:
         alone = sorted({s.method.entry.name for s in pipeline.stages
