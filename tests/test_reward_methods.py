@@ -19,6 +19,12 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 def run(pipeline: Path, out: Path) -> Path:
+    run_output(pipeline, out)
+    return out
+
+
+def run_output(pipeline: Path, out: Path) -> str:
+    """What ``ftp run`` printed, after checking it succeeded."""
     env = dict(os.environ)
     try:
         result = CliRunner().invoke(cli, ["run", str(pipeline), "--output-dir", str(out)])
@@ -26,7 +32,7 @@ def run(pipeline: Path, out: Path) -> Path:
         os.environ.clear()
         os.environ.update(env)
     assert result.exit_code == 0, result.output
-    return out
+    return result.output
 
 
 def pairs_pipeline(folder: Path, model: Path, method: str, extra: str = "",
@@ -72,6 +78,15 @@ def test_reference_free_methods_train_with_finite_metrics(tiny_model, tmp_path, 
         assert math.isfinite(m["loss"])
         assert math.isfinite(m["rewards/margins"]) and math.isfinite(m["rewards/accuracies"])
     assert (out / "model" / "config.json").is_file()
+
+
+def test_orpo_progress_shows_no_token_rate_it_does_not_count(tiny_model, tmp_path):
+    # TRL's ORPO trainer counts no input tokens: its progress line must not claim 0 tok/s,
+    # and datasets' note that TRL's map function could not be hashed stays out of the output.
+    shown = run_output(pairs_pipeline(tmp_path, tiny_model, "orpo"), tmp_path / "run")
+    last = [line for line in shown.splitlines() if "orpo step 2/2" in line]
+    assert last and "loss" in last[0] and "tok/s" not in last[0], shown
+    assert "hashed" not in shown, shown
 
 
 def test_a_pair_whose_prompt_fills_max_length_is_dropped_not_nan(tiny_model, tmp_path):

@@ -61,6 +61,9 @@ def quiet_libraries(debug: bool) -> None:
 
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    # datasets warns on its own logger, e.g. that a trainer's map function could not be hashed
+    # for its cache (TRL's ORPO trainer): nothing a user of ftp can act on.
+    os.environ.setdefault("DATASETS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -70,6 +73,7 @@ def quiet_libraries(debug: bool) -> None:
     # A library imported before this call (ftp used in-process) read those variables already.
     for module, switch in (("transformers.utils.logging", "disable_progress_bar"),
                            ("datasets.utils.logging", "disable_progress_bar"),
+                           ("datasets.utils.logging", "set_verbosity_error"),
                            ("huggingface_hub.utils", "disable_progress_bars")):
         loaded = sys.modules.get(module)
         if loaded is not None and callable(getattr(loaded, switch, None)):

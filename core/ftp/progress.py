@@ -97,9 +97,11 @@ def make_progress_callback(
 
         def _fields(self, state: Any) -> dict[str, Any]:
             eta = self.clock.eta(state.global_step, state.max_steps)
+            # Some trainers count no tokens (TRL's ORPO): "-", never a rate of 0 tok/s.
+            counted = bool(getattr(state, "num_input_tokens_seen", 0))
             return {"elapsed": clock(self.clock.elapsed()), "eta": clock(eta),
                     "loss": "-" if self.loss is None else f"{self.loss:.4f}",
-                    "tps": f"{self._rate(state):.0f}"}
+                    "tps": f"{self._rate(state):.0f}" if counted else "-"}
 
         def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             self.clock = Clock(state.global_step)
@@ -154,7 +156,7 @@ def make_progress_callback(
                             if k in logs)
             console.print(f"  {stage} step {state.global_step}/{state.max_steps}  "
                           f"{fields['elapsed']} elapsed, ETA {fields['eta']}  loss "
-                          f"{fields['loss']}{extra}  {fields['tps']} tok/s", highlight=False,
+                          f"{fields['loss']}{extra}{_rate_text(fields)}", highlight=False,
                           soft_wrap=True)  # one line per step in a log, however narrow
 
         def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
@@ -165,10 +167,15 @@ def make_progress_callback(
                     fields = self._fields(self.state)
                     console.print(f"  {stage} step {self.state.global_step}/"
                                   f"{self.state.max_steps} in {fields['elapsed']}  loss "
-                                  f"{fields['loss']}  {fields['tps']} tok/s", highlight=False,
+                                  f"{fields['loss']}{_rate_text(fields)}", highlight=False,
                                   soft_wrap=True)
 
     return _Progress()
+
+
+def _rate_text(fields: dict[str, Any]) -> str:
+    """The tokens/s part of a plain progress line; empty where the trainer counts no tokens."""
+    return "" if fields["tps"] == "-" else f"  {fields['tps']} tok/s"
 
 
 def _loggable(v: Any) -> bool:
