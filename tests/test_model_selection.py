@@ -129,6 +129,27 @@ def test_two_local_models_compared_on_the_pipeline(folder: Path) -> None:
     assert (folder / "cmp" / "candidates.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_without_a_held_out_split_the_loss_is_scored_on_training_rows(folder: Path) -> None:
+    # The quickstart has no held-out split: the choice must still rest on how well each
+    # candidate knows the data, not fall to the smallest model (a random one included).
+    text = (folder / "tiny.toml").read_text(encoding="utf-8")
+    (folder / "no-held-out.toml").write_text(
+        text.replace("eval_fraction = 0.2\n", "").replace('name = "tiny"', 'name = "nho"'),
+        encoding="utf-8")
+    result = run_ftp("models", "compare", "no-held-out.toml", "--candidate", "tiny-small",
+                     "--candidate", "tiny-big", "-o", "nho", cwd=folder)
+    assert result.returncode == 0, result.stderr
+    assert "the pipeline has no held-out split, so it is the loss on the first 200 training " \
+        "rows" in result.stdout
+    report = _report(folder, "nho")
+    for c in report["candidates"]:
+        assert c["loss_rows"] == "training" and c["heldout_loss"] > 0
+    assert any("loss on training rows (no held-out split)" in r for r in report["reasons"])
+    best = min(report["candidates"], key=lambda c: c["heldout_loss"])
+    within = [c for c in report["candidates"] if c["heldout_loss"] <= best["heldout_loss"] * 1.05]
+    assert report["recommended"] in {c["name"] for c in within}
+
+
 def test_config_only_candidates_give_published_sizes_and_the_24gb_verdict(folder: Path
                                                                            ) -> None:
     result = run_ftp("models", "compare", "big.toml", "--candidate", "llama-1b/config.json",

@@ -41,6 +41,8 @@ from ftp.planning.stages import (
 #: A candidate within this fraction of the best held-out loss counts as good as the best.
 WITHIN = 0.05
 WRITTEN_BY = "ftp models compare"
+#: Without a held-out split, the loss is scored on this many training rows instead.
+TRAINING_ROWS = 200
 
 
 @dataclass
@@ -54,6 +56,8 @@ class Candidate:
     tokens_per_word: float | None = None
     heldout_loss: float | None = None
     heldout_tokens: int | None = None
+    #: Which rows the loss is scored on: "held-out", or "training" without a held-out split.
+    loss_rows: str = "held-out"
     before: dict[str, dict[str, Any]] = field(default_factory=dict)
     pilot_loss: float | None = None
     after_pilot: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -86,6 +90,7 @@ class Candidate:
                 "template_tokens_per_row": self.cost.costs.template_tokens
                 if self.cost and self.cost.costs else None,
                 "heldout_loss": self.heldout_loss, "heldout_tokens": self.heldout_tokens,
+                "loss_rows": self.loss_rows,
                 "before": self.before, "pilot_loss": self.pilot_loss,
                 "after_pilot": self.after_pilot, "fits": self.fits,
                 "peak_bytes": self.peak, "eta_seconds": self.eta, "eta_how": self.eta_how,
@@ -150,7 +155,18 @@ class Report:
         size_head, size_rows, cost_head, cost_rows = self.rows()
         note = (f"memory above the libraries' baseline; fits: against {gib(self.budget)}; "
                 f"stage {self.stage!r}")
-        return [*_table(size_head, size_rows), "", *_table(cost_head, cost_rows), note]
+        return [*_table(size_head, size_rows), "", *_table(cost_head, cost_rows), note,
+                *self.loss_note()]
+
+    def loss_note(self) -> list[str]:
+        """A line saying the loss was scored on training rows, when it was (else none)."""
+        if not any(c.loss_rows == "training" for c in self.candidates):
+            return []
+        line = (f"held-out loss: the pipeline has no held-out split, so it is the loss on the "
+                f"first {TRAINING_ROWS} training rows (at most)")
+        if self.pilot:
+            line += "; after the pilot, on rows the pilot trained on"
+        return [line]
 
     def as_dict(self) -> dict[str, Any]:
         """report.json's contents."""
@@ -166,6 +182,7 @@ class Report:
                f"**{self.recommendation_line()}**", "", "## Size and complexity", "",
                *_md(size_head, size_rows), "", "## Fit to the data, what it knows, cost", "",
                *_md(cost_head, cost_rows), "",
+               *[f"{line[0].upper()}{line[1:]}.\n" for line in self.loss_note()],
                f"Memory: estimated and measured peaks are above the libraries' baseline; "
                f"*fits* compares the measured peak plus that baseline (the estimate for a "
                f"config-only candidate) with the budget, {gib(self.budget)}. Stage time: "
@@ -284,6 +301,11 @@ def _measure(name: str, p: Any, data: dict[str, Any], invocation: Invocation, pi
     train = data[stage.data].train
     held_out = data[stage.data].eval
     c = Candidate(name, config_only=not provider.weights_present())
+    if not held_out:
+        # Nothing trains here (before a pilot), so the loss on training rows still says how
+        # well each candidate knows this data; without it the choice fell to the smallest
+        # model, a randomly initialised one included.
+        held_out, c.loss_rows = train[:TRAINING_ROWS], "training"
     tokenizer = None
     try:
         tokenizer = provider.load_tokenizer()
@@ -407,6 +429,9 @@ def _finish(report: Report) -> None:
         return
     scored = [c for c in fitting if c.loss() is not None]
     what = "held-out loss after the pilot" if report.pilot else "held-out loss"
+    if any(c.loss_rows == "training" for c in scored):
+        what = ("loss on training rows after the pilot (which trained on them)" if report.pilot
+                else "loss on training rows (no held-out split)")
     if scored:
         best = min(scored, key=lambda c: c.loss() or 0.0)
         good = [c for c in scored if (c.loss() or 0.0) <= (best.loss() or 0.0) * (1 + WITHIN)]
