@@ -160,8 +160,9 @@ class Report:
 
     def loss_note(self) -> list[str]:
         """A line saying the loss was scored on training rows, when it was (else none)."""
-        if not any(c.loss_rows == "training" for c in self.candidates):
-            return []
+        if not any(c.loss_rows == "training" and c.heldout_loss is not None
+                   for c in self.candidates):
+            return []  # held-out rows, or no loss at all (a classifier's data)
         line = (f"held-out loss: the pipeline has no held-out split, so it is the loss on the "
                 f"first {TRAINING_ROWS} training rows (at most)")
         if self.pilot:
