@@ -122,13 +122,17 @@ class RunDir:
         with self.file("metrics.jsonl").open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record, default=str) + "\n")
 
-    def status(self) -> dict[str, Any]:
-        """The contents of run.json, or an empty dict."""
+    def read_json(self, name: str) -> dict[str, Any]:
+        """The JSON object in file ``name``, or an empty dict (missing, unreadable, not one)."""
         try:
-            data = json.loads(self.file(STATUS_FILE).read_text(encoding="utf-8"))
+            data = json.loads(self.file(name).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return {}
         return data if isinstance(data, dict) else {}
+
+    def status(self) -> dict[str, Any]:
+        """The contents of run.json, or an empty dict."""
+        return self.read_json(STATUS_FILE)
 
     def state(self) -> str:
         """The run's state: run.json's status, except ``killed`` for a dead ``running`` owner."""

@@ -195,19 +195,11 @@ def _rehearse(state: State, source: Path, p: Any, overrides: tuple[str, ...], wh
         run_dir.set_status(str(status.get("status", "failed")), rehearsal=True)
         report = run_dir.write_text(rehearsal.REPORT, rehearsal.report(
             rehearsed, model_line, status, error[0] if failed and error else "", procs,
-            _results(run_dir.file("results.json"))))
+            run_dir.read_json("results.json")))  # {} when a run failed before writing it
         click.echo(f"rehearsal {'FAILED' if failed else 'passed'}: {report}",
                    err=failed)
     if code:
         sys.exit(code)
-
-
-def _results(path: Path) -> dict[str, Any]:
-    """results.json of a run, or nothing when it was not written (a run that failed early)."""
-    try:
-        return dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError):
-        return {}
 
 
 def _launch_rehearsal(rehearsed: Any, run_dir: Path) -> int:
