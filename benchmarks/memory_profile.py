@@ -1,0 +1,182 @@
+"""Where the quickstart's training memory goes: resident memory by phase, and what one step keeps.
+
+    python benchmarks/memory_profile.py [--steps N] [--batch 8]
+
+The job is examples/quickstart.toml's stage (SmolLM2-135M-Instruct, LoRA r16 alpha 32 on every
+linear layer, batch 8, padding-free rows, loss on the answers only, ftp's own loss), run by
+hand in this process so that each phase can be looked at:
+
+- resident memory (RSS) after importing the libraries, after loading the model, after adding
+  LoRA, and the peak over the training steps (``ru_maxrss``), each with the allocator this
+  process runs on (ftp may preload jemalloc; ``FTP_ALLOCATOR=system`` to compare);
+- what autograd saves for the backward pass of the largest batch, attributed to the kind of
+  module that saved it (attention, MLP, norms, LoRA, the LM head and loss), parameters left
+  out: the part of a step's memory that grows with the tokens in a batch.
+
+Nothing is timed: the figures are memory only, so it may run beside other work; the steps
+use the real rows of examples/data/identity.json in the order of the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import resource
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from peers import filled_rows, model_folder, prompt_of  # noqa: E402
+
+MiB = 2**20
+
+
+def rss_mib() -> float:
+    """Resident memory of the process now."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / MiB
+
+
+def peak_mib() -> float:
+    """Peak resident memory of the process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def allocator() -> str:
+    """The malloc this process really runs on, from its memory map."""
+    with open("/proc/self/maps") as f:
+        maps = f.read()
+    for name in ("jemalloc", "tcmalloc", "mimalloc"):
+        if f"lib{name}" in maps:
+            return name
+    return "glibc malloc"
+
+
+def batches(tokenizer: Any, batch: int) -> list[dict[str, Any]]:
+    """The quickstart's rows as ftp trains them: padding-free rows of `batch` conversations."""
+    import torch
+
+    from ftp.components import IGNORE_INDEX
+    from ftp_builtin.tokenize import conversation
+
+    rows = [conversation(tokenizer, [{"role": "user", "content": prompt_of(r)},
+                                     {"role": "assistant", "content": r["output"]}])
+            for r in filled_rows()]
+    out = []
+    for start in range(0, len(rows), batch):
+        ids: list[int] = []
+        labels: list[int] = []
+        positions: list[int] = []
+        for row in rows[start:start + batch]:
+            ids += row["input_ids"]
+            # A row's first token predicts nothing from the row before it.
+            labels += [IGNORE_INDEX] + row["labels"][1:]
+            positions += list(range(len(row["input_ids"])))
+        out.append({"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]),
+                    "position_ids": torch.tensor([positions])})
+    return out
+
+
+KINDS = (("lora", "lora"), ("attn", "attention"), ("mlp", "MLP"), ("norm", "norms"),
+         ("lm_head", "LM head and loss"), ("embed", "embeddings"))
+
+
+def kind_of(module_name: str) -> str:
+    """The kind of module a saved tensor belongs to, from the innermost module's name."""
+    lowered = module_name.lower()
+    for key, kind in KINDS:
+        if key in lowered:
+            return kind
+    return "LM head and loss" if not module_name else "other"
+
+
+def saved_by_kind(model: Any, step: Any) -> tuple[dict[str, float], float]:
+    """MiB autograd saves for backward during `step()`, by kind of module; parameters left out."""
+    import torch
+
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: set[int] = set()
+    by_kind: collections.Counter[str] = collections.Counter()
+    stack: list[str] = []
+
+    def enter(name: str) -> Any:
+        return lambda *_: stack.append(name)
+
+    def leave(*_: Any) -> None:
+        stack.pop()
+
+    handles = []
+    for name, module in model.named_modules():
+        if name:
+            handles.append(module.register_forward_pre_hook(enter(name)))
+            handles.append(module.register_forward_hook(leave))
+
+    def pack(t: Any) -> Any:
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr not in params and ptr not in seen:
+            seen.add(ptr)
+            by_kind[kind_of(stack[-1] if stack else "")] += storage.nbytes() / MiB
+        return t
+
+    try:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loss = step()
+    finally:
+        for h in handles:
+            h.remove()
+    loss.backward()
+    return dict(by_kind), sum(by_kind.values())
+
+
+def main() -> None:
+    """Print resident memory by phase and the saved activations of the largest batch."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=12, help="training steps (default 12)")
+    parser.add_argument("--batch", type=int, default=8, help="conversations a step (default 8)")
+    args = parser.parse_args()
+
+    print(f"allocator: {allocator()}")
+    print(f"{'python started':<34} RSS {rss_mib():7.0f} MiB")
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ftp_builtin.methods.common import loss_on_labelled_positions
+
+    torch.manual_seed(0)
+    print(f"{'torch, transformers, peft imported':<34} RSS {rss_mib():7.0f} MiB")
+    folder = model_folder()
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    print(f"{'model loaded (float32)':<34} RSS {rss_mib():7.0f} MiB")
+    model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"))
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    print(f"{'LoRA added':<34} RSS {rss_mib():7.0f} MiB")
+
+    data = batches(tokenizer, args.batch)
+    before = peak_mib()
+    for i in range(args.steps):
+        loss = loss_on_labelled_positions(model, data[i % len(data)])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    steps_peak = peak_mib()
+    print(f"{f'{args.steps} training steps':<34} RSS {rss_mib():7.0f} MiB, peak {steps_peak:7.0f} "
+          f"MiB (+{steps_peak - before:.0f} over the steps)")
+
+    largest = max(data, key=lambda b: b["input_ids"].numel())
+    tokens = largest["input_ids"].numel()
+    labelled = int((largest["labels"][0, 1:] != -100).sum())
+    by_kind, total = saved_by_kind(model, lambda: loss_on_labelled_positions(model, largest))
+    print(f"\nsaved for backward, largest batch ({tokens} tokens, {labelled} labelled): "
+          f"{total:.0f} MiB ({total * MiB / tokens / 1024:.0f} KiB a token)")
+    for kind, mib in sorted(by_kind.items(), key=lambda kv: -kv[1]):
+        print(f"  {kind:<18} {mib:7.1f} MiB  {100 * mib / total:5.1f}%")
+
+
+if __name__ == "__main__":
+    main()
