@@ -9,7 +9,11 @@ glibc to return its free pages (``malloc_trim(0)``); the runner calls it after e
 evaluation and at the end of each stage, where large tensors (a trainer, an evaluation's
 logits) have just been dropped.
 
-Elsewhere (not Linux, not glibc) it only collects garbage. On a GPU the tensors that matter
+Under jemalloc (`ftp.allocator`: the commands that train switch to it where it is installed)
+glibc's heap is not where the memory is, so `release` asks jemalloc instead to purge every
+arena (``mallctl("arena.4096.purge")``; 4096 is ``MALLCTL_ARENAS_ALL``): its dirty pages go
+back at once rather than after its decay delay. Elsewhere (not Linux, neither allocator) it
+only collects garbage. On a GPU the tensors that matter
 live in device memory, which torch's caching allocator manages itself, so nothing is trimmed
 there.
 
@@ -41,13 +45,45 @@ def _malloc_trim() -> Callable[[int], int] | None:
     return trim
 
 
+# jemalloc's MALLCTL_ARENAS_ALL: "arena.<i>.purge" with this index purges every arena.
+_ALL_ARENAS = 4096
+
+
+@functools.cache
+def _jemalloc_purge() -> Callable[[], bool] | None:
+    """Purging all of jemalloc's arenas, where this process runs on jemalloc; else None."""
+    if not sys.platform.startswith("linux"):
+        return None
+    from ftp.allocator import current
+
+    if current().name != "jemalloc":
+        return None
+    try:
+        # Preloaded, its symbols are in the process's global namespace.
+        mallctl = ctypes.CDLL(None).mallctl
+    except (OSError, AttributeError):
+        return None
+    mallctl.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                        ctypes.c_size_t]
+    mallctl.restype = ctypes.c_int
+    name = f"arena.{_ALL_ARENAS}.purge".encode()
+    return lambda: mallctl(name, None, None, None, 0) == 0
+
+
 def can_trim() -> bool:
-    """Whether this process's C library can give free heap memory back (glibc on Linux)."""
-    return _malloc_trim() is not None
+    """Whether this process's allocator can give free heap memory back (glibc or jemalloc)."""
+    return _jemalloc_purge() is not None or _malloc_trim() is not None
 
 
 def trim() -> bool:
-    """Return glibc's free heap pages to the operating system; True if any were returned."""
+    """Return free heap pages to the operating system.
+
+    Under jemalloc its arenas are purged (True when it accepted); under glibc ``malloc_trim``
+    runs (True when it returned any pages); elsewhere nothing happens (False).
+    """
+    purge = _jemalloc_purge()
+    if purge is not None:
+        return purge()
     fn = _malloc_trim()
     return bool(fn(0)) if fn is not None else False
 

@@ -8,7 +8,7 @@ Layout::
       .lock                 held by the live run (ftp.runlock)
       manifest.json         what a resume must match (ftp.checkpoints.identity), per stage
       pipeline.toml         the pipeline file as given; resolved.json: after --set and defaults
-      environment.json      python, packages and plugins with their versions
+      environment.json      python, packages and plugins with their versions, the allocator
       data.json             per dataset: source fingerprint, row counts, fingerprint of records
       metrics.jsonl         one JSON object per logged training step, with the stage's name
       results.json          every evaluator's results, by stage (``base`` = before training)

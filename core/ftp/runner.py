@@ -27,7 +27,7 @@ from typing import Any
 
 from rich.console import Console
 
-from ftp import checkpoints
+from ftp import allocator, checkpoints
 from ftp.config import Bound, Evaluation, Pipeline, Stage
 from ftp.contexts import EvalContext, TrainContext
 from ftp.data import Prepared, combine, load_records, mix_summary, prepare
@@ -704,6 +704,8 @@ class Runner:
             "platform": platform.platform(),
             "packages": {name: _version(name) for name in PACKAGES},
             "plugins": [info.as_dict() for info in self.plugins.infos.values()],
+            # The C allocator really mapped into this process (ftp.allocator), not the one asked.
+            "allocator": allocator.record(),
         })
 
     def _judge_requirements(self) -> None:

@@ -61,7 +61,8 @@ class TrainingOptions(StrictConfig):
     )
     trim_memory_steps: int = Field(
         0, ge=0, description="On CPU: give freed heap memory back to the system every N "
-        "optimizer steps (glibc malloc_trim); 0: only after training and evaluations."
+        "optimizer steps (glibc malloc_trim, or jemalloc's purge); 0: only after training and "
+        "evaluations."
     )
 
 

@@ -89,4 +89,7 @@ for _module in (run, listing, data, cache, report, planning):
 
 def main() -> None:
     """Entry point of the ``ftp`` console script."""
+    from ftp import allocator
+
+    allocator.allow_switch()  # this process is the command's own: it may re-execute itself
     cli(prog_name="ftp")

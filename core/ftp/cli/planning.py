@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from ftp.allocator import prefer as prefer_allocator
 from ftp.cli.common import (
     State,
     allow_code_option,
@@ -64,6 +65,7 @@ def plan(state: State, pipeline: Path, overrides: tuple[str, ...], memory_budget
 
     Exits 1 when a stage will not fit the memory budget (or could not be probed).
     """
+    prefer_allocator()  # first: it may start this command over with jemalloc
     quiet_libraries(debug)
     if not preflight(state, pipeline, overrides, memory_budget, json_out):
         sys.exit(1)
@@ -98,6 +100,7 @@ def compare(state: State, pipeline: Path, candidates: tuple[str, ...],
     Per candidate: size, fit to the data, held-out loss, memory and time; written to
     report.md, report.json and candidates.png.
     """
+    prefer_allocator()
     from ftp.planning.compare import compare_candidates
 
     if pilot < 0:

@@ -9,6 +9,8 @@ from typing import Any
 
 import click
 
+from ftp.allocator import describe as describe_allocator
+from ftp.allocator import prefer as prefer_allocator
 from ftp.cli.common import (
     State,
     allow_code_option,
@@ -67,6 +69,7 @@ def run(state: State, pipeline: Path, overrides: tuple[str, ...], output_dir: Pa
         overwrite: bool, from_stage: str | None, resume: bool, preflight: bool,
         memory_budget: float | None, nproc: int | None, rehearse: bool, debug: bool) -> None:
     """Run PIPELINE: load data and model, train each stage, evaluate, save."""
+    prefer_allocator()  # first: it may start this command over with jemalloc
     if resume and (overwrite or from_stage):
         raise UserError("--resume continues the earlier run; it cannot be combined with "
                         f"{'--overwrite' if overwrite else '--from-stage'}")
@@ -124,6 +127,7 @@ def resume(state: State, run_dir: Path, debug: bool) -> None:
 
     The run's own pipeline file (the path it was started from) and --set values are used.
     """
+    prefer_allocator()
     from ftp.rundir import RunDir
     from ftp.runner import Runner, refuse_rehearsal
 
@@ -317,6 +321,7 @@ def _execute(runner: Any, debug: bool, gates: bool = True) -> None:
         _run_quietly(runner, debug)
         return
     click.echo(f"ftp: running {runner.pipeline.name!r} into {run_dir}")
+    click.echo(describe_allocator())
     try:
         results = runner.run()
     except FtpError as exc:

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from ftp import hookimpl, quiet_libraries, reports_errors
+from ftp.allocator import prefer as prefer_allocator
 from ftp_builtin.use.gguf_file import DTYPES
 
 TARGET_HELP = "A run folder, a model folder, a catalog name, a Hub id"
@@ -33,6 +34,7 @@ def chat(target: str, stage: str | None, system: str | None, prompt: str | None,
     Answers stream greedily through the model's own chat template and end at its end-of-turn
     token. Interactive on a terminal: /reset starts over, /exit or Ctrl-D ends.
     """
+    prefer_allocator()  # first: it may start this command over with jemalloc
     quiet_libraries(debug)
     from ftp_builtin.use.chat import run_chat
     from ftp_builtin.use.source import resolve
@@ -63,6 +65,7 @@ def export(target: str, fmt: str, dtype: str | None, output: Path | None, stage:
     Each GGUF is checked in llama.cpp against transformers: prompt tokens through the GGUF's
     own template, stop tokens, and greedy answers; drift exits 1 naming the first difference.
     """
+    prefer_allocator()
     quiet_libraries(debug)
     from ftp_builtin.use import export as exporting
     from ftp_builtin.use.source import resolve
