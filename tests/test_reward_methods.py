@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from ftp.cli import cli
-from ftp.testing import write_pipeline
+from ftp.testing import run_ftp, write_pipeline
 from ftp_builtin.rewards.model import RewardModel
 
 DATA = Path(__file__).parent / "data"
@@ -36,7 +36,7 @@ def run_output(pipeline: Path, out: Path) -> str:
 
 
 def pairs_pipeline(folder: Path, model: Path, method: str, extra: str = "",
-                   max_length: int = 4096) -> Path:
+                   max_length: int = 4096, steps: str = "max_steps = 2") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     return write_pipeline(folder / "pipeline.toml", f"""
         [pipeline]
@@ -54,7 +54,7 @@ def pairs_pipeline(folder: Path, model: Path, method: str, extra: str = "",
         [[stages]]
         method = "{method}"
         data = "pairs"
-        max_steps = 2
+        {steps}
         batch_size = 2
         logging_steps = 1
         learning_rate = 1e-3
@@ -89,13 +89,30 @@ def test_orpo_progress_shows_no_token_rate_it_does_not_count(tiny_model, tmp_pat
     assert "hashed" not in shown, shown
 
 
-def test_a_pair_whose_prompt_fills_max_length_is_dropped_not_nan(tiny_model, tmp_path):
-    # Two of the five test pairs have a prompt over 120 tokens (system prompt; multi-turn).
-    out = run(pairs_pipeline(tmp_path, tiny_model, "orpo", max_length=120), tmp_path / "run")
+@pytest.mark.parametrize("method", ["orpo", "simpo"])
+def test_a_pair_whose_prompt_fills_max_length_trains_cut_from_its_start(tiny_model, tmp_path,
+                                                                       method):
+    # Two of the five test pairs have a prompt over 120 tokens (system prompt; multi-turn):
+    # TRL would cut them to an empty answer (NaN); ftp cuts their prompts from the start, as
+    # dpo does, so all five train: one epoch of batches of 2 is 3 steps.
+    pipeline = pairs_pipeline(tmp_path, tiny_model, method, max_length=120, steps="epochs = 1")
+    shown = run_output(pipeline, tmp_path / "run")
+    out = tmp_path / "run"
     events = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     tokenized = next(m for m in events if m.get("event") == "tokenized")
-    assert tokenized["dropped"] > 0 and tokenized["examples"] > 0
-    assert all(math.isfinite(m["loss"]) for m in logged_steps(out, "orpo"))
+    assert tokenized["examples"] == 5 and tokenized["dropped"] == 0, tokenized
+    assert tokenized["truncated"] >= 2 and tokenized["truncation_mode"] == "keep_end", tokenized
+    assert "their prompts were cut from the start" in shown, shown
+    logged = logged_steps(out, method)
+    assert [m["step"] for m in logged] == [1, 2, 3]
+    assert all(math.isfinite(m["loss"]) for m in logged), logged
+    if method == "simpo":
+        return  # planned as orpo is (the same rows), checked once below to keep this quick
+    # `ftp plan` counts the steps from the same rule: every pair, one epoch, batches of 2.
+    planned = run_ftp("plan", str(pipeline), "--json", cwd=tmp_path)
+    assert planned.returncode == 0, planned.stderr
+    (stage,) = json.loads(planned.stdout)["stages"]
+    assert stage["rows"] == 5 and stage["steps"] == 3, stage
 
 
 def test_reward_method_trains_a_reward_model_the_reward_model_reward_scores(tiny_model,

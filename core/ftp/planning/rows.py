@@ -5,8 +5,8 @@ method's own `Method.tokenize_examples` when it has one (exact: truncation at ma
 rows it drops), else through the chat template with the method's ``max_length`` as a cap
 (methods whose TRL trainer tokenizes). `probe_order` ranks the rows for the probe so that the
 rows a method keeps come first: a row that fills the cap is ranked after the rows that fit
-whole, because a method may drop it (the reward trainer drops pairs over max_length, ORPO
-those whose prompt fills it) and a probe on rows the method drops measures nothing.
+whole, because a method may drop it (the reward trainer drops pairs over max_length) and a
+probe on rows the method drops measures nothing.
 """
 
 from __future__ import annotations

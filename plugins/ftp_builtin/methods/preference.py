@@ -124,7 +124,7 @@ class PreferenceMethod(TrainerMethod):
             extra["precompute_ref_log_probs"] = precompute
             reference["ref_model"] = _reference_copy(ctx, precompute)
         args = self.arguments(ctx, config_cls, **extra, **self.trl_options())
-        trainer = _with_cached_tokens(trainer_cls, ctx, cfg, self.answers)(
+        trainer = self.fitting_trainer(trainer_cls, ctx)(
             model=ctx.model,
             args=args,
             train_dataset=Dataset.from_list(ctx.train),
@@ -137,6 +137,14 @@ class PreferenceMethod(TrainerMethod):
             if model is not None:
                 use_lean_lm_head(model)
         return trainer
+
+    def fitting_trainer(self, trainer_cls: Any, ctx: TrainContext) -> Any:
+        """``trainer_cls`` whose training rows are fitted into max_length the ftp way.
+
+        Whatever the TRL trainer, the subclass it returns keeps what fitting did (a
+        `ftp_builtin.methods.pairs.Fitted`) as ``ftp_fitted``, which `prepared` reports.
+        """
+        return _with_cached_tokens(trainer_cls, ctx, self.config, self.answers)
 
     def prepared(self, ctx: TrainContext, trainer: Any) -> None:
         """Say what fitting the pairs into max_length did; log the counts."""

@@ -6,20 +6,29 @@ reward trainer in its main API, but moved ORPO and CPO (whose ``loss_type = "sim
 SimPO) to ``trl.experimental``: these methods use ``trl.experimental.orpo.ORPOTrainer`` and
 ``trl.experimental.cpo.CPOTrainer``. TRL renders the conversational pairs through the
 tokenizer's chat template, as for DPO.
+
+A pair longer than ``max_length`` is fitted as dpo fits it (``truncation_mode``, see
+``ftp_builtin.truncation``): by default the prompt loses its start and the answers, with their
+end-of-sequence token, are kept whole, so every pair trains.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import sys
 import warnings
 from typing import Any
 
 from pydantic import Field
 
-from ftp import Shape, TrainContext, UserError, hookimpl
+from ftp import Shape, TrainContext, hookimpl
 from ftp.components import TokenizedExample
+from ftp_builtin.methods.pairs import INDEX, fit_rows
 from ftp_builtin.methods.preference import PreferenceMethod, PreferenceOptions
-from ftp_builtin.tokenize import render, require_chat_template
+
+#: The answers of a pair, as TRL's experimental trainers name their columns.
+ANSWERS = ("chosen", "rejected")
+#: TRL's label for a token that carries no loss (the prompt's).
+IGNORED = -100
 
 
 class ReferenceFreeOptions(PreferenceOptions):
@@ -37,27 +46,16 @@ class _ReferenceFree(PreferenceMethod):
     accepts = frozenset({Shape.PREFERENCE})
     uses_reference = False
 
-    def trainer(self, ctx: TrainContext) -> Any:
-        """The TRL trainer, on the pairs whose prompt leaves room for an answer.
+    def fitting_trainer(self, trainer_cls: Any, ctx: TrainContext) -> Any:
+        """``trainer_cls`` whose tokenized pairs are fitted into max_length as dpo's are.
 
-        TRL's experimental trainers cut such a pair to an empty answer, whose mean
-        log-probability is NaN and poisons the loss; DPO's trainer drops them, and so does
-        ftp here (counted in metrics.jsonl).
+        TRL's experimental trainers cut ``prompt + answer`` at the end, so a pair whose prompt
+        alone fills ``max_length`` would keep an empty answer, whose mean log-probability is
+        NaN and poisons the loss. ftp lets them tokenize whole and fits each pair with dpo's
+        `ftp_builtin.methods.pairs.fit_rows` (``truncation_mode``: by default the prompt
+        loses its start), so every pair trains; the counts go where dpo's go.
         """
-        require_chat_template(ctx.tokenizer)
-        limit = self.config.max_length
-        fits = [r for r in ctx.train
-                if len(render(ctx.tokenizer, r["prompt"], generation_prompt=True)) < limit]
-        if not fits:
-            raise UserError(f"every training prompt fills max_length={limit} on its own, so "
-                            "no answer token is left; raise max_length")
-        return super().trainer(dataclasses.replace(ctx, train=fits))
-
-    def prepared(self, ctx: TrainContext, trainer: Any) -> None:
-        """Record how many pairs are trained on, and how many were dropped."""
-        kept = len(trainer.train_dataset)
-        ctx.log({"stage": ctx.stage, "event": "tokenized", "examples": kept,
-                 "dropped": len(ctx.train) - kept})
+        return _fitted(trainer_cls, ctx, self.config)
 
     def tokenize_examples(self, tokenizer: Any, records: list[dict[str, Any]]
                           ) -> list[TokenizedExample] | None:
@@ -113,6 +111,74 @@ class SimPO(_ReferenceFree):
         """The SimPO loss, its margin, and the weight of the NLL term."""
         cfg = self.config
         return {"loss_type": "simpo", "simpo_gamma": cfg.gamma, "cpo_alpha": cfg.sft_weight}
+
+
+def _fitted(trainer_cls: Any, ctx: TrainContext, cfg: PreferenceOptions) -> Any:
+    """``trainer_cls`` tokenizing each pair whole, then fitting them all (`fit_rows`).
+
+    The fitted rows replace the tokenized dataset before training starts; what fitting did is
+    kept as ``ftp_fitted`` for `PreferenceMethod.prepared` to report.
+    """
+    from datasets import Dataset
+
+    class _Fitted(trainer_cls):
+        def __init__(self, *args: Any, train_dataset: Any, **kwargs: Any) -> None:
+            # The index names each row's source file and line if it has to be skipped.
+            indexed = train_dataset.add_column(INDEX, list(range(len(train_dataset))))
+            super().__init__(*args, train_dataset=indexed, **kwargs)
+            tokenized: Any = getattr(self, "train_dataset")  # noqa: B009 (mypy: TRL is untyped)
+            rows = [_as_pair(row) for row in tokenized.to_list()]
+            self.ftp_fitted = fit_rows(ctx, rows, ANSWERS, cfg.max_length,
+                                       cfg.truncation_mode)
+            self.train_dataset = Dataset.from_list([_as_trl(r) for r in self.ftp_fitted.rows])
+
+        def tokenize_row(self, feature: Any, model: Any = None) -> dict[str, Any]:
+            # Tokenize whole: TRL's own cut (at the end) would empty a long prompt's answers.
+            limit: int = getattr(self, "max_length")  # noqa: B009 (mypy: TRL is untyped)
+            self.max_length = sys.maxsize
+            try:
+                return dict(super().tokenize_row(feature, model))
+            finally:
+                self.max_length = limit
+
+    _Fitted.__name__ = _Fitted.__qualname__ = trainer_cls.__name__
+    return _Fitted
+
+
+def _as_pair(row: dict[str, Any]) -> dict[str, Any]:
+    """A row TRL tokenized, as `fit_rows` takes a pair: one prompt, then each answer.
+
+    The prompt is what both sequences share before their first labelled token (TRL may give
+    one answer's last prompt token to the answer, where the tokenizer merged it); each answer
+    token travels with its label, so what TRL masked stays masked.
+    """
+    first = min(_first_labelled(row[f"{a}_labels"]) for a in ANSWERS)
+    chosen, rejected = row["chosen_input_ids"], row["rejected_input_ids"]
+    shared = 0
+    while shared < first and chosen[shared] == rejected[shared]:
+        shared += 1
+    pair: dict[str, Any] = {INDEX: row[INDEX], "prompt_ids": chosen[:shared]}
+    for a in ANSWERS:
+        pair[f"{a}_ids"] = list(zip(row[f"{a}_input_ids"][shared:],
+                                    row[f"{a}_labels"][shared:], strict=True))
+    return pair
+
+
+def _as_trl(pair: dict[str, Any]) -> dict[str, Any]:
+    """A fitted pair back in TRL's columns: prompt + answer, its attention mask and labels."""
+    prompt = list(pair["prompt_ids"])
+    row: dict[str, Any] = {"prompt_input_ids": prompt, "prompt_attention_mask": [1] * len(prompt)}
+    for a in ANSWERS:
+        answer = pair[f"{a}_ids"]
+        row[f"{a}_input_ids"] = prompt + [token for token, _ in answer]
+        row[f"{a}_attention_mask"] = [1] * (len(prompt) + len(answer))
+        row[f"{a}_labels"] = [IGNORED] * len(prompt) + [label for _, label in answer]
+    return row
+
+
+def _first_labelled(labels: list[int]) -> int:
+    """The position of the first token that carries loss."""
+    return next((i for i, label in enumerate(labels) if label != IGNORED), len(labels))
 
 
 @hookimpl
