@@ -5,17 +5,32 @@ from __future__ import annotations
 from typing import Any
 
 from ftp.components import IGNORE_INDEX
+from ftp_builtin.methods.chunked_loss import (
+    head_returns_hidden,
+    linear_cross_entropy_sum,
+    plain_head,
+)
 
 
 def loss_on_labelled_positions(model: Any, inputs: dict[str, Any],
-                               num_items_in_batch: Any = None) -> Any:
+                               num_items_in_batch: Any = None, chunked: bool = True) -> Any:
     """Causal-LM loss that projects onto the vocabulary only where a label is set.
 
     The LM head and softmax over a 49k vocabulary cost about a fifth of a small model's step,
-    and most positions of an SFT batch (system prompt, question) carry no label. With one
-    padding-free row, only the positions that predict a labelled token are projected
-    (``logits_to_keep``); the loss is the same sum of token cross-entropies, divided by the
-    number of labelled tokens in the whole (accumulated) batch, as the model's own loss.
+    and most positions of an SFT batch (system prompt, question) carry no label. Only the
+    positions that predict a labelled token are projected; the loss is the same sum of token
+    cross-entropies, divided by the number of labelled tokens in the whole (accumulated)
+    batch, as the model's own loss.
+
+    Args:
+        model: The (possibly DDP- or peft-wrapped) causal LM.
+        inputs: The collated batch, ``labels`` included.
+        num_items_in_batch: Labelled tokens of the whole accumulated batch, if known.
+        chunked: Where the model's head is a plain linear layer, project and take the
+            cross-entropy a chunk of positions at a time (``chunked_loss``), so the logits
+            never exist whole; elsewhere, or when false, the model's own logits at the
+            labelled positions (``logits_to_keep`` for one padding-free row).
+
     """
     import torch.nn.functional as F
 
@@ -23,14 +38,20 @@ def loss_on_labelled_positions(model: Any, inputs: dict[str, Any],
     labels = inputs.pop("labels")
     targets_all = labels[:, 1:]
     keep_mask = targets_all != IGNORE_INDEX
-    if labels.size(0) == 1:
-        keep = keep_mask[0].nonzero().flatten()
-        logits = model(**inputs, logits_to_keep=keep).logits[0]
-        targets = targets_all[0, keep]
+    head = plain_head(model) if chunked else None
+    if head is not None:
+        keep = keep_mask[0].nonzero().flatten() if labels.size(0) == 1 else 0
+        with head_returns_hidden(head):
+            hidden = model(**inputs, logits_to_keep=keep).logits
+        hidden = hidden[0] if labels.size(0) == 1 else hidden[:, :-1][keep_mask]
+        loss = linear_cross_entropy_sum(hidden, head.weight, head.bias, targets_all[keep_mask])
     else:
-        logits = model(**inputs).logits[:, :-1][keep_mask]
-        targets = targets_all[keep_mask]
-    loss = F.cross_entropy(logits.float(), targets, reduction="sum")
+        if labels.size(0) == 1:
+            keep = keep_mask[0].nonzero().flatten()
+            logits = model(**inputs, logits_to_keep=keep).logits[0]
+        else:
+            logits = model(**inputs).logits[:, :-1][keep_mask]
+        loss = F.cross_entropy(logits.float(), targets_all[keep_mask], reduction="sum")
     count = num_items_in_batch if num_items_in_batch is not None else keep_mask.sum()
     return loss / torch_clamp_min(count, 1)
 
