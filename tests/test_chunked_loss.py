@@ -142,3 +142,17 @@ def test_vocabulary_wide_logits_are_not_kept_for_backward():
     plain = _saved_bytes(lambda: loss_on_labelled_positions(model, batch, chunked=False))
     chunked = _saved_bytes(lambda: loss_on_labelled_positions(model, batch))
     assert plain - chunked >= logits_bytes  # at least one whole copy of the logits less
+
+
+def test_cpt_blocks_loss_equals_models_own_loss_over_every_predicted_token():
+    from ftp_builtin.methods.cpt import collate_blocks
+
+    model = _llama()
+    torch.manual_seed(2)
+    batch = collate_blocks(torch.randint(3, 256, (3, 40)).tolist())
+    labelled = int((batch["labels"] != -100).sum())
+    assert labelled == 3 * 39  # the count Trainer divides by: every token a block predicts
+    ours = loss_on_labelled_positions(model, batch, num_items_in_batch=labelled)
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    reference = model(**inputs, labels=batch["input_ids"]).loss  # labels = input_ids, as before
+    assert torch.allclose(ours, reference, atol=1e-5)

@@ -1,4 +1,4 @@
-"""The loss sft trains with: cross-entropy at labelled positions only."""
+"""The loss sft and cpt train with: cross-entropy at labelled positions only."""
 
 from __future__ import annotations
 
@@ -63,3 +63,30 @@ def torch_clamp_min(value: Any, minimum: int) -> Any:
     if isinstance(value, torch.Tensor):
         return value.clamp(min=minimum)
     return max(int(value), minimum)
+
+
+def with_labelled_loss(trainer_class: type) -> type:
+    """``trainer_class`` (a transformers Trainer) computing ``loss_on_labelled_positions``.
+
+    Build the trainer, then call ``accepts_loss_kwargs`` on it: the loss is already divided
+    by the labelled tokens of the whole accumulated batch.
+    """
+
+    class LabelledLossTrainer(trainer_class):
+        def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            # Only training calls this (neither method evaluates during training), so there
+            # are no outputs to return alongside the loss.
+            loss = loss_on_labelled_positions(model, inputs, num_items_in_batch)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes  # DDP averages gradients
+            return loss
+
+    LabelledLossTrainer.__name__ = f"LabelledLoss{trainer_class.__name__}"
+    return LabelledLossTrainer
+
+
+def accepts_loss_kwargs(trainer: Any) -> Any:
+    """Tell Trainer not to divide the loss by the accumulation steps again; return it."""
+    trainer.model_accepts_loss_kwargs = True
+    return trainer

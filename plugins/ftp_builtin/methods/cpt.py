@@ -3,7 +3,9 @@
 Documents are tokenized without a chat template, each followed by exactly one EOS, joined and
 cut into blocks of ``block_size`` tokens (``ftp_builtin.blocks``); the last, partial block is
 dropped and its tokens are counted in the ``packed`` event of metrics.jsonl. Every token of a
-block carries loss: the model's own causal-LM loss with ``labels = input_ids``.
+block but its first carries loss, computed as sft computes it (``loss_on_labelled_positions``:
+the LM head and cross-entropy a chunk of positions at a time where the head allows), equal to
+the model's own causal-LM loss with ``labels = input_ids``.
 
 Labels are built here, not by transformers' ``DataCollatorForLanguageModeling``: that collator
 masks pad tokens out of the loss, and with pad == EOS (most chat models) it would hide every
@@ -27,6 +29,7 @@ from ftp import Shape, TrainContext, TrainerMethod, TrainingOptions, UserError, 
 from ftp.components import TokenizedExample, TokenSequence
 from ftp_builtin import blocks as blocks_module
 from ftp_builtin.blocks import check_block_size, document_ids, pack_ids
+from ftp_builtin.methods.common import accepts_loss_kwargs, with_labelled_loss
 from ftp_builtin.methods.tokenized import cached_rows, plugin_identity
 
 
@@ -69,14 +72,14 @@ class CPT(TrainerMethod):
             raise UserError(f"the training text is {packed.tokens} tokens, less than one block "
                             f"of block_size = {cfg.block_size}; lower block_size or add text")
 
-        return Trainer(
+        return accepts_loss_kwargs(with_labelled_loss(Trainer)(
             model=ctx.model,
             args=self.arguments(ctx, eval_strategy="no"),
             train_dataset=packed.blocks,
             data_collator=collate_blocks,
             processing_class=ctx.tokenizer,
             callbacks=ctx.callbacks,
-        )
+        ))
 
     def tokenize_examples(self, tokenizer: Any, records: list[dict[str, Any]]
                           ) -> list[TokenizedExample]:
@@ -91,13 +94,19 @@ class CPT(TrainerMethod):
 
 
 def collate_blocks(blocks: list[list[int]]) -> dict[str, Any]:
-    """Equal-length blocks as a batch; loss on every token (the model shifts the labels)."""
+    """Equal-length blocks as a batch; loss on every token a block's earlier tokens predict."""
     import torch
 
+    from ftp.components import IGNORE_INDEX
+
     ids = torch.tensor(blocks, dtype=torch.long)
+    labels = ids.clone()
+    # A block's first token is predicted by nothing: unlabelled, so that the labelled tokens
+    # Trainer counts for the loss's divisor are exactly those that carry loss.
+    labels[:, 0] = IGNORE_INDEX
     # The all-ones mask is free under SDPA and lets Trainer count tokens seen correctly
     # (its "non_padding" count would otherwise skip every EOS, as EOS is the pad token).
-    return {"input_ids": ids, "labels": ids.clone(), "attention_mask": torch.ones_like(ids)}
+    return {"input_ids": ids, "labels": labels, "attention_mask": torch.ones_like(ids)}
 
 
 @hookimpl

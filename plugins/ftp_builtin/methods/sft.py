@@ -20,7 +20,7 @@ from ftp.components import IGNORE_INDEX, TokenizedExample, TokenSequence
 from ftp.tokenrows import TokenRows
 from ftp.turns import untrained_turns
 from ftp_builtin import tokenize as tokenize_module
-from ftp_builtin.methods.common import loss_on_labelled_positions
+from ftp_builtin.methods.common import accepts_loss_kwargs, with_labelled_loss
 from ftp_builtin.methods.tokenized import cached_rows, plugin_identity
 from ftp_builtin.tokenize import Tokenized, require_chat_template, tokenize_records
 from ftp_builtin.tokenize_parallel import tokenize_in_processes
@@ -88,17 +88,7 @@ class SFT(TrainerMethod):
             pad_token_id=ctx.tokenizer.pad_token_id, padding_free=cfg.padding_free
         )
 
-        class _LabelledLossSFTTrainer(SFTTrainer):
-            def compute_loss(self, model: Any, inputs: Any, return_outputs: bool = False,
-                             num_items_in_batch: Any = None) -> Any:
-                # Only training calls this (sft never evaluates during training), so there
-                # are no outputs to return alongside the loss.
-                loss = loss_on_labelled_positions(model, inputs, num_items_in_batch)
-                if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-                    loss = loss * self.accelerator.num_processes  # DDP averages gradients
-                return loss
-
-        trainer = _LabelledLossSFTTrainer(
+        trainer = with_labelled_loss(SFTTrainer)(
             model=ctx.model,
             args=args,
             # Arrow columns straight from the int32 arrays: no Python int per token.
@@ -107,10 +97,7 @@ class SFT(TrainerMethod):
             data_collator=collator,
             callbacks=ctx.callbacks,
         )
-        # The loss above is already divided by the labelled tokens of the whole accumulated
-        # batch; tell Trainer not to divide by the accumulation steps again.
-        trainer.model_accepts_loss_kwargs = True
-        return trainer
+        return accepts_loss_kwargs(trainer)
 
     @staticmethod
     def _warn(ctx: TrainContext, split: str, tokenized: Tokenized) -> None:
