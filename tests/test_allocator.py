@@ -92,7 +92,8 @@ def test_a_missing_library_is_one_line_and_exit_2(tmp_path):
 
 @pytest.mark.parametrize("command", [("run", "pipeline.toml"), ("plan", "pipeline.toml"),
                                      ("models", "compare", "pipeline.toml"),
-                                     ("chat", "model", "--prompt", "hi")])
+                                     ("resume", "run"), ("chat", "model", "--prompt", "hi"),
+                                     ("export", "model", "--format", "gguf")])
 def test_a_bad_value_names_the_variable(tmp_path, command):
     line = one_line_error(run_ftp(*command, cwd=tmp_path, **{ENV: "jemaloc"}))
     assert line == (f"error: {ENV}='jemaloc': expected auto, jemalloc, system or the path of "
