@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ftp.errors import UserError
+from ftp.jsonfiles import read_json_object
 from ftp.masking import mask_secrets, mask_text
 from ftp.runlock import HEARTBEAT_EVERY_S, is_live, refuse_if_live
 
@@ -124,11 +125,7 @@ class RunDir:
 
     def read_json(self, name: str) -> dict[str, Any]:
         """The JSON object in file ``name``, or an empty dict (missing, unreadable, not one)."""
-        try:
-            data = json.loads(self.file(name).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+        return read_json_object(self.file(name))
 
     def status(self) -> dict[str, Any]:
         """The contents of run.json, or an empty dict."""

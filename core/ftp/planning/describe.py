@@ -5,10 +5,11 @@ Reported as found; anything not written down is ``unknown``, never guessed from 
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
+
+from ftp.jsonfiles import read_json_object
 
 UNKNOWN = "unknown"
 
@@ -39,14 +40,6 @@ def _listed(value: Any) -> str:
     return str(value)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 def card_facts(name: str, source: Path | str | None, tokenizer: Any | None) -> dict[str, str]:
     """What the card (README.md front matter), config.json and tokenizer say of a model.
 
@@ -66,8 +59,8 @@ def card_facts(name: str, source: Path | str | None, tokenizer: Any | None) -> d
     folder = Path(source) if isinstance(source, Path) else None
     if folder is not None and folder.is_dir():
         card = front_matter(folder / "README.md")
-        config = _read_json(folder / "config.json")
-        tok_config = _read_json(folder / "tokenizer_config.json")
+        config = read_json_object(folder / "config.json")
+        tok_config = read_json_object(folder / "tokenizer_config.json")
     tags = [str(t).lower() for t in card.get("tags") or [] if isinstance(t, str)]
     words = " ".join([name.lower(), *tags, str(card.get("base_model") or "").lower()])
     if folder is not None and folder.name:

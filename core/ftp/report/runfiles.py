@@ -13,17 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ftp.jsonfiles import read_json_object
+
 #: Logged per step by the trainers, but not a curve over steps.
 NOT_CURVES = frozenset({"stage", "step", "epoch", "event", "tokens_seen", "train_loss",
                         "train_runtime", "train_samples_per_second", "train_steps_per_second",
                         "total_flos", "num_input_tokens_seen", "train_tokens_per_second"})
-
-
-def _json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def as_float(value: Any) -> float | None:
@@ -54,8 +49,7 @@ class RunFiles:
     def read(cls, path: Path) -> RunFiles:
         """Read every file the report uses from the run folder ``path``."""
         def mapping(name: str) -> dict[str, Any]:
-            value = _json(path / name)
-            return value if isinstance(value, dict) else {}
+            return read_json_object(path / name)
 
         metrics: list[dict[str, Any]] = []
         try:
