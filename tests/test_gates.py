@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from ftp import Evaluator, StrictConfig, hookimpl
 from ftp.gates import EXIT_CODE, Requirement, parse
-from ftp.testing import run_cli
+from ftp.testing import plugin, run_cli
 from tests.test_report import tiny_pipeline
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -60,6 +61,61 @@ def test_a_misspelt_metric_is_a_validation_error_with_a_suggestion(tiny_model, t
     assert "evaluate[2].require[0]: evaluator 'generate' reports no metric 'stoped_fraction' " \
            "(did you mean 'stopped_fraction'?); it reports: stopped_fraction, " \
            "mean_new_tokens" in result.stderr
+
+
+class _Declaring(Evaluator):
+    """Declares its metrics through an override (see the two subclasses)."""
+
+    class Config(StrictConfig):
+        """No options."""
+
+    def evaluate(self, ctx):
+        return {"metrics": {"score": 1.0}}
+
+
+class Broken(_Declaring):
+    """A current override (it takes base_dir) with a bug inside: a TypeError of its own."""
+
+    name = "broken"
+
+    def reported_metrics(self, base_dir=None):
+        return tuple(sorted(["score", None]))  # TypeError: None < str
+
+
+class OldStyle(_Declaring):
+    """An override written before base_dir was passed: it takes no argument."""
+
+    name = "oldstyle"
+
+    def reported_metrics(self):
+        return ("score",)
+
+
+class DeclaringPlugin:
+    @hookimpl
+    def ftp_evaluators(self):
+        return [Broken, OldStyle]
+
+
+def test_an_error_inside_a_metrics_override_is_the_plugins_not_retried(tiny_model, tmp_path):
+    # An override that takes base_dir and raises TypeError is not called again without it
+    # (which would fail differently, or hide the bug): validation names the plugin and its error.
+    gate = '\n[[evaluate]]\nevaluator = "broken"\nrequire = ["score >= 0"]'
+    with plugin(DeclaringPlugin(), "declaring"):
+        result = run_cli("validate", str(tiny_pipeline(tmp_path, tiny_model, gate)))
+    assert result.exit_code == 2, result.output
+    assert "evaluate[2].require: evaluator 'broken' (plugin 'declaring') failed to list its " \
+           "metrics: TypeError: '<' not supported" in result.stderr, result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_metrics_override_from_before_base_dir_is_still_checked(tiny_model, tmp_path):
+    gate = '\n[[evaluate]]\nevaluator = "oldstyle"\nrequire = ["scor >= 0"]'
+    with plugin(DeclaringPlugin(), "declaring"):
+        result = run_cli("validate", str(tiny_pipeline(tmp_path, tiny_model, gate)))
+    assert result.exit_code == 2, result.output
+    assert "evaluator 'oldstyle' reports no metric 'scor' (did you mean 'score'?)" \
+        in result.stderr, result.stderr
 
 
 def test_base_relative_requirements_need_before_and_bad_ones_are_named(tiny_model, tmp_path):

@@ -955,12 +955,16 @@ def _check_requirements(section: EvaluateSection, ev: Bound, where: str,
     if section.require:
         try:
             evaluator = ev.build()
+        except Exception:  # noqa: BLE001 — its options' problems are reported on their own
+            evaluator = None
+        if evaluator is not None:
             try:
-                reported = tuple(evaluator.reported_metrics(base_dir=base_dir))
-            except TypeError:  # a plugin's override from before base_dir was passed
-                reported = tuple(evaluator.reported_metrics())
-        except Exception:  # noqa: BLE001 — a plugin's faulty declaration only skips the check
-            reported = ()
+                reported = _reported_metrics(evaluator, base_dir)
+            except Exception as exc:  # noqa: BLE001 — the plugin's fault, said as such
+                problems.append(Problem(
+                    f"{where}.require", f"evaluator {ev.entry.name!r} (plugin "
+                    f"{ev.entry.plugin!r}) failed to list its metrics: "
+                    f"{type(exc).__name__}: {exc}"))
     for j, text in enumerate(section.require):
         at = f"{where}.require[{j}]"
         try:
@@ -975,6 +979,21 @@ def _check_requirements(section: EvaluateSection, ev: Bound, where: str,
             problems.append(Problem(at, f"evaluator {ev.entry.name!r} reports no metric "
                                     f"{req.metric!r}{did_you_mean(req.metric, reported)}; it "
                                     f"reports: {', '.join(reported)}"))
+
+
+def _reported_metrics(evaluator: Any, base_dir: Path | None) -> tuple[str, ...]:
+    """What ``evaluator.reported_metrics`` declares, given ``base_dir`` where it takes one.
+
+    An override written before ``base_dir`` was passed takes no argument; the signature says
+    which kind it is, so an error raised inside an override is never mistaken for that.
+    """
+    import inspect
+
+    declare = evaluator.reported_metrics
+    params = inspect.signature(declare).parameters.values()
+    if any(p.name == "base_dir" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return tuple(declare(base_dir=base_dir))
+    return tuple(declare())
 
 
 def _after_stages(
