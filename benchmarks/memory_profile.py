@@ -8,7 +8,8 @@ hand in this process so that each phase can be looked at:
 
 - resident memory (RSS) after importing the libraries, after loading the model, after adding
   LoRA, and the peak over the training steps (``ru_maxrss``), each with the allocator this
-  process runs on (ftp may preload jemalloc; ``FTP_ALLOCATOR=system`` to compare);
+  process runs on (a plain ``python`` runs on glibc's malloc; ``LD_PRELOAD=`` a jemalloc
+  library to see what ``ftp run`` gets where jemalloc is installed);
 - what autograd saves for the backward pass of the largest batch, attributed to the kind of
   module that saved it (attention, MLP, norms, LoRA, the LM head and loss), parameters left
   out: the part of a step's memory that grows with the tokens in a batch.
@@ -42,16 +43,6 @@ def rss_mib() -> float:
 def peak_mib() -> float:
     """Peak resident memory of the process so far (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def allocator() -> str:
-    """The malloc this process really runs on, from its memory map."""
-    with open("/proc/self/maps") as f:
-        maps = f.read()
-    for name in ("jemalloc", "tcmalloc", "mimalloc"):
-        if f"lib{name}" in maps:
-            return name
-    return "glibc malloc"
 
 
 def batches(tokenizer: Any, batch: int) -> list[dict[str, Any]]:
@@ -138,7 +129,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="conversations a step (default 8)")
     args = parser.parse_args()
 
-    print(f"allocator: {allocator()}")
+    from ftp.allocator import current
+
+    print(f"allocator: {current().name}")
     print(f"{'python started':<34} RSS {rss_mib():7.0f} MiB")
     import torch
     from peft import LoraConfig, get_peft_model
