@@ -119,7 +119,7 @@ class CacheKey:
                 "options": self.options, "plugin": self.plugin}
 
 
-def make_key(records: list[Any], tokenizer: Any, options: dict[str, Any],
+def make_key(records: Sequence[Any], tokenizer: Any, options: dict[str, Any],
              plugin: dict[str, Any]) -> CacheKey:
     """The cache key for tokenizing ``records`` with ``tokenizer``.
 

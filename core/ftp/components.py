@@ -10,6 +10,7 @@ methods, so that listing and validating stay fast.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -225,7 +226,7 @@ class Method(Component):
         """Tasks of a previous stage's model this method can continue from (for chains)."""
         return frozenset({cls.task})
 
-    def model_options(self, train: list[dict[str, Any]]) -> dict[str, Any]:
+    def model_options(self, train: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """Extra options for ``ModelProvider.load_model`` (e.g. a classifier's labels)."""
         return {}
 
@@ -233,7 +234,7 @@ class Method(Component):
         """Train ``ctx.model`` and return it (possibly still wrapped in an adapter)."""
         raise NotImplementedError
 
-    def tokenize_examples(self, tokenizer: Any, records: list[dict[str, Any]]
+    def tokenize_examples(self, tokenizer: Any, records: Sequence[dict[str, Any]]
                           ) -> list[TokenizedExample] | None:
         """``records`` tokenized exactly as `train` would, for ``ftp data preview/inspect``.
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import glob
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -156,8 +156,8 @@ class TrainContext:
     model: Any
     tokenizer: Any
     provider: Any
-    train: list[dict[str, Any]]
-    eval: list[dict[str, Any]] | None
+    train: Sequence[dict[str, Any]]
+    eval: Sequence[dict[str, Any]] | None
     adapter: Any
     output_dir: Path
     seed: int
@@ -234,7 +234,7 @@ class EvalContext(PipelinePaths):
     stage: str
     model: Any
     tokenizer: Any
-    data: list[dict[str, Any]] | None
+    data: Sequence[dict[str, Any]] | None
     seed: int = 42
     previous: dict[str, Any] | None = None
     previous_stage: str | None = None

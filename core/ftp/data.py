@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from ftp.config import Dataset
 from ftp.contexts import LoadContext
 from ftp.errors import UserError
 from ftp.hashing import digest, file_digest
+from ftp.packedrows import PackedRows
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
@@ -24,8 +27,9 @@ class Prepared:
     Attributes:
         name: The dataset's name (or, for a stage's mixture, a label such as ``a+b``).
         shape: The record shape its format produces.
-        train: Training records.
-        eval: Held-out records.
+        train: Training records: a list of dicts, or (from `prepare`) the same rows held
+            compactly as `ftp.packedrows.PackedRows`, read like a list.
+        eval: Held-out records, held the same way.
         fingerprint: What ``data.json`` records about it.
         warnings: Lines to show on the terminal.
         skipped: With ``on_bad_rows = "skip"``: how many rows were skipped, by reason.
@@ -38,8 +42,8 @@ class Prepared:
 
     name: str
     shape: str
-    train: list[dict[str, Any]]
-    eval: list[dict[str, Any]]
+    train: Sequence[dict[str, Any]]
+    eval: Sequence[dict[str, Any]]
     fingerprint: dict[str, Any]
     warnings: list[str]
     skipped: dict[str, int] = field(default_factory=dict)
@@ -47,13 +51,15 @@ class Prepared:
     eval_origins: list[str] = field(default_factory=list)
     on_bad_rows: str = "error"
 
-    def split(self, which: str) -> list[dict[str, Any]]:
+    def split(self, which: str) -> Sequence[dict[str, Any]]:
         """``eval``, ``train`` or ``all`` records."""
         if which == "eval":
             return self.eval
         if which == "train":
             return self.train
-        return self.train + self.eval
+        if isinstance(self.train, PackedRows):
+            return self.train + self.eval
+        return [*self.train, *self.eval]
 
 
 def fill_placeholders(value: Any, values: dict[str, str], where: str) -> Any:
@@ -135,24 +141,35 @@ class _Formatter:
     #: Where each record of the last `run`'s result came from.
     origins: list[str] = field(default_factory=list)
 
-    def run(self, records: list[dict[str, Any]], origins: list[str | None],
-            limit: int | None) -> list[dict[str, Any]]:
+    def run(self, records: list[Any], origins: list[str | None],
+            limit: int | None, consume: bool = False) -> Sequence[dict[str, Any]]:
+        """The formatted records, packed (`PackedRows`) unless one cannot be pickled.
+
+        With ``consume``, each raw record is dropped from ``records`` (set to None) once it
+        is formatted, so the raw and the formatted rows never both exist whole.
+        """
         section = self.ds.section
-        out: list[dict[str, Any]] = []
+        out: PackedRows | list[dict[str, Any]] = PackedRows()
         self.origins = []
-        for i, record in enumerate(records):
+        for i in range(len(records)):
             if limit is not None and len(out) >= limit:
                 break
+            record = records[i]
+            if consume:
+                records[i] = None
+            if record is None:
+                continue  # already consumed by an earlier call: not a row
             where = (origins[i] if i < len(origins) else None) or f"data.{self.ds.name} row {i}"
             if section.placeholders:
                 record = fill_placeholders(record, section.placeholders, where)
             elif _has_placeholder(record):
                 self.unfilled += 1
             try:
-                out.append(self.fmt.convert(record))
+                row = self.fmt.convert(record)
             except (ValueError, KeyError, TypeError) as exc:
                 self._bad(where, exc, record)
                 continue
+            out = _add(out, row)
             self.origins.append(where)
         return out
 
@@ -172,11 +189,15 @@ class _Formatter:
                         'on_bad_rows = "skip" to leave such rows out)')
 
 
-def prepare(ds: Dataset, records: list[dict[str, Any]], base_dir: Path, seed: int) -> Prepared:
+def prepare(ds: Dataset, records: list[dict[str, Any]], base_dir: Path, seed: int,
+            consume: bool = False) -> Prepared:
     """Fill placeholders, format and split one dataset's records.
 
     ``records`` is what `load_records` returned; a plain list works too (its rows are then
-    named by index in messages, and ``eval_path`` is not read).
+    named by index in messages, and ``eval_path`` is not read). The prepared rows are held
+    packed (`ftp.packedrows.PackedRows`). With ``consume``, ``records`` (and its
+    ``eval_records``) are emptied as they are formatted — each raw row set to None — for a
+    caller that needs only the prepared rows: raw and formatted rows then never coexist.
 
     Raises:
         UserError: naming the file and line (or the dataset and row) of a bad record.
@@ -188,7 +209,9 @@ def prepare(ds: Dataset, records: list[dict[str, Any]], base_dir: Path, seed: in
     skipped = dict(getattr(records, "skipped", {}))
     fmt: Format = ds.format.build()
     formatter = _Formatter(ds, fmt, skipped)
-    formatted = formatter.run(list(records), origins, section.limit)
+    n_records = len(records)
+    formatted = formatter.run(records if consume else list(records), origins, section.limit,
+                              consume)
     formatted_origins = formatter.origins
     if not formatted:
         raise UserError(f"{where}: no rows left after leaving out "
@@ -199,7 +222,9 @@ def prepare(ds: Dataset, records: list[dict[str, Any]], base_dir: Path, seed: in
         random.Random(seed).shuffle(order)
     eval_records = getattr(records, "eval_records", None)
     if eval_records is not None:
-        eval_rows = formatter.run(list(eval_records), eval_records.origins, None)
+        n_eval_read = len(eval_records)
+        eval_rows = formatter.run(eval_records if consume else list(eval_records),
+                                  eval_records.origins, None, consume)
         eval_origins = formatter.origins
         for reason, n in eval_records.skipped.items():
             skipped[reason] = skipped.get(reason, 0) + n
@@ -212,15 +237,15 @@ def prepare(ds: Dataset, records: list[dict[str, Any]], base_dir: Path, seed: in
             n_eval = min(max(1, n_eval), len(order) - 1)
             if len(order) < 2:
                 raise UserError(f"{where}: eval_fraction needs at least 2 rows, got {len(order)}")
-        eval_rows = [formatted[i] for i in order[:n_eval]]
+        eval_rows = _take(formatted, order[:n_eval])
         eval_origins = [formatted_origins[i] for i in order[:n_eval]]
-    train_rows = [formatted[i] for i in order[n_eval:]]
+    train_rows = _take(formatted, order[n_eval:])
     train_origins = [formatted_origins[i] for i in order[n_eval:]]
 
     fingerprint: dict[str, Any] = {
         "loader": section.loader,
         "format": section.format,
-        "rows": len(records),
+        "rows": n_records,
         "train_rows": len(train_rows),
         "eval_rows": len(eval_rows),
         "records_sha256": digest(formatted),
@@ -241,7 +266,7 @@ def prepare(ds: Dataset, records: list[dict[str, Any]], base_dir: Path, seed: in
             fingerprint["source"] = fingerprint["sources"][0]["path"]
             fingerprint["source_sha256"] = fingerprint["sources"][0]["sha256"]
     if eval_records is not None:
-        fingerprint["eval_rows_read"] = len(eval_records)
+        fingerprint["eval_rows_read"] = n_eval_read
         fingerprint["eval_sources"] = [{"path": str(f.resolve()), "sha256": file_digest(f)}
                                        for f in eval_records.files]
         fingerprint["eval_records_sha256"] = digest(eval_rows)
@@ -296,7 +321,7 @@ def combine(label: str, parts: list[Prepared], weights: dict[str, float] | None,
     rng = random.Random(seed)
     if weights is None:
         counts = {p.name: len(p.train) for p in parts}
-        train = [row for p in parts for row in p.train]
+        train = _pack(row for p in parts for row in p.train)
         origins = [_origin(p, i) for p in parts for i in range(len(p.train))]
     else:
         counts = mix_counts({p.name: len(p.train) for p in parts}, weights)
@@ -304,14 +329,15 @@ def combine(label: str, parts: list[Prepared], weights: dict[str, float] | None,
         if empty:
             raise UserError(f"mixture {label}: dataset {empty[0]!r} would give no rows at these "
                             f"weights ({mix_summary(counts)}); raise its weight")
-        picks: list[tuple[dict[str, Any], str]] = []
-        for p in parts:
+        # Which part and row, not the row itself: the mixture is packed from them.
+        picks: list[tuple[int, int, str]] = []
+        for k, p in enumerate(parts):
             picked = sorted(rng.sample(range(len(p.train)), counts[p.name]))
-            picks.extend((p.train[i], _origin(p, i)) for i in picked)
+            picks.extend((k, i, _origin(p, i)) for i in picked)
         rng.shuffle(picks)
-        train = [row for row, _ in picks]
-        origins = [where for _, where in picks]
-    eval_rows = [row for p in parts for row in p.eval]
+        train = _pack(parts[k].train[i] for k, i, _ in picks)
+        origins = [where for _, _, where in picks]
+    eval_rows = _pack(row for p in parts for row in p.eval)
     eval_origins = [where for p in parts for where in p.eval_origins]
     skipped: dict[str, int] = {}
     for p in parts:
@@ -329,6 +355,34 @@ def combine(label: str, parts: list[Prepared], weights: dict[str, float] | None,
     policy = "skip" if all(p.on_bad_rows == "skip" for p in parts) else "error"
     return Prepared(label, parts[0].shape, train, eval_rows, fingerprint, [], skipped,
                     origins, eval_origins, policy)
+
+
+def _add(rows: PackedRows | list[dict[str, Any]], row: dict[str, Any]
+         ) -> PackedRows | list[dict[str, Any]]:
+    """``rows`` with ``row`` appended; a row that cannot be pickled turns them into a list."""
+    if isinstance(rows, PackedRows):
+        try:
+            rows.append(row)
+            return rows
+        except (pickle.PicklingError, TypeError, AttributeError):
+            rows = list(rows)  # a format made something unpicklable: keep plain dicts
+    rows.append(row)
+    return rows
+
+
+def _pack(rows: Iterable[dict[str, Any]]) -> Sequence[dict[str, Any]]:
+    """``rows`` packed, or as a list when one cannot be pickled."""
+    out: PackedRows | list[dict[str, Any]] = PackedRows()
+    for row in rows:
+        out = _add(out, row)
+    return out
+
+
+def _take(rows: Sequence[dict[str, Any]], indices: list[int]) -> Sequence[dict[str, Any]]:
+    """The rows at ``indices``: a view of packed rows, else a list."""
+    if isinstance(rows, PackedRows):
+        return rows.take(indices)
+    return [rows[i] for i in indices]
 
 
 def _origin(part: Prepared, index: int) -> str:

@@ -7,9 +7,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ftp.packedrows import PackedRows
+
 
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str)
+    return json.dumps(obj, sort_keys=True, ensure_ascii=False, default=_default)
+
+
+def _default(obj: Any) -> Any:
+    # Packed rows inside a value hash as the list they read as, never as their repr.
+    return list(obj) if isinstance(obj, PackedRows) else str(obj)
 
 
 def digest(obj: Any) -> str:
@@ -20,7 +27,7 @@ def digest(obj: Any) -> str:
     only one row's text exists at a time: a million-row dataset is not written out again as
     one string.
     """
-    if not isinstance(obj, list | tuple):
+    if not isinstance(obj, list | tuple | PackedRows):
         return hashlib.sha256(_dumps(obj).encode("utf-8")).hexdigest()
     h = hashlib.sha256(b"[")
     for i, item in enumerate(obj):

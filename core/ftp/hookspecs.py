@@ -22,6 +22,7 @@ checking, so that this module stays light.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -150,8 +151,8 @@ def ftp_pipeline_start(pipeline: Pipeline, run_dir: Path) -> None:
 
 
 @hookspec
-def ftp_dataset_ready(name: str, train: list[dict[str, Any]],
-                      eval: list[dict[str, Any]] | None) -> None:
+def ftp_dataset_ready(name: str, train: Sequence[dict[str, Any]],
+                      eval: Sequence[dict[str, Any]] | None) -> None:
     """Called for each dataset a stage or evaluation uses, once loaded, formatted and split.
 
     Args:
@@ -159,7 +160,8 @@ def ftp_dataset_ready(name: str, train: list[dict[str, Any]],
         train: Formatted training records.
         eval: Formatted held-out records, or None.
 
-    The lists are the ones training and evaluation use: treat them as read-only.
+    The sequences are the ones training and evaluation use, read like lists (held packed:
+    `ftp.packedrows.PackedRows`, each read a fresh copy); treat them as read-only.
 
     """
 

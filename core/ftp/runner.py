@@ -408,7 +408,9 @@ class Runner:
                     ranks.main_first(f"load data {name!r}"):
                 records = load_records(ds, p.base_dir, p.seed)
             with self.step(f"format data {name!r}", ds.format):
-                self.data[name] = prepare(ds, records, p.base_dir, p.seed)
+                # Consumed: each raw row is let go once formatted (packed rows remain).
+                self.data[name] = prepare(ds, records, p.base_dir, p.seed, consume=True)
+                del records
             for warning in self.data[name].warnings:
                 self.console.print(f"  [yellow]warning:[/] {warning}", highlight=False)
             d = self.data[name]

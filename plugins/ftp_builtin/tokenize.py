@@ -27,6 +27,7 @@ counted; a row left with no token to learn from is an error naming the row.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -383,7 +384,7 @@ def _snippet(record: dict[str, Any]) -> str:
 
 def tokenize_records(
     tokenizer: Any,
-    records: list[dict[str, Any]],
+    records: Sequence[dict[str, Any]],
     max_length: int | None,
     assistant_only: bool = True,
     *,
@@ -446,7 +447,7 @@ def tokenize_records(
     return out
 
 
-def expects_bos(tokenizer: Any, records: list[dict[str, Any]]) -> bool:
+def expects_bos(tokenizer: Any, records: Sequence[dict[str, Any]]) -> bool:
     """Whether conversations among ``records`` should start with BOS (the first decides)."""
     return any("messages" in r or isinstance(r.get("prompt"), list)
                for r in records[:1]) and adds_bos(tokenizer)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+from collections.abc import Sequence
 from typing import Any
 
 from ftp_builtin.tokenize import Tokenized, expects_bos, refuse_empty, tokenize_records
@@ -27,7 +28,7 @@ ROWS_PER_PROCESS = 20_000
 """Below this many rows per core, one process: forking and joining would cost more."""
 
 # The job the forked children read: set just before the pool forks, cleared after.
-_JOB: tuple[Any, list[dict[str, Any]], int | None, bool, bool] | None = None
+_JOB: tuple[Any, Sequence[dict[str, Any]], int | None, bool, bool] | None = None
 
 
 def rows_per_process() -> int:
@@ -51,7 +52,7 @@ def processes_for(rows: int) -> int:
     return max(1, min(cores(), rows // rows_per_process()))
 
 
-def tokenize_in_processes(tokenizer: Any, records: list[dict[str, Any]],
+def tokenize_in_processes(tokenizer: Any, records: Sequence[dict[str, Any]],
                           max_length: int | None, assistant_only: bool = True, *,
                           skip_empty: bool = False) -> Tokenized:
     """`tokenize_records`, with the same arguments and result, in several processes if it pays.

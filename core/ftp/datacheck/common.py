@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,7 +84,7 @@ def load_tokenizer(pipeline: Pipeline) -> Any:
     return pipeline.model.build().load_tokenizer()
 
 
-def tokenize_examples(target: Target, tokenizer: Any, records: list[dict[str, Any]]
+def tokenize_examples(target: Target, tokenizer: Any, records: Sequence[dict[str, Any]]
                       ) -> list[TokenizedExample] | None:
     """``records`` as the target's method tokenizes them, or None when it cannot say."""
     method = target.method()

@@ -36,6 +36,16 @@ def text_hash(text: str) -> str:
     return hashlib.sha1(normalise(text).encode("utf-8")).hexdigest()
 
 
+def short_hash(text: str) -> int:
+    """An 8-byte hash of the normalised text, for counting exact duplicates over many rows.
+
+    Two different texts share one with probability 2^-64 a pair: among a million rows, about
+    one chance in 36 million that any pair does.
+    """
+    return int.from_bytes(hashlib.blake2b(normalise(text).encode("utf-8"),
+                                          digest_size=8).digest(), "little")
+
+
 def shingles(text: str) -> set[int]:
     """CRC32s of the normalised text's character 5-grams (the whole text if shorter)."""
     norm = normalise(text).encode("utf-8")

@@ -10,7 +10,9 @@ and assistant turns marked untrained (``weight: 0``). Written as ``report.md``,
 ``report.json`` and one ``lengths-NAME.png`` per dataset.
 
 At any size, row counts, skips, empty fields, exact duplicates and exact leakage are counted
-over every row (texts hashed one at a time, never all held at once). Above `SAMPLE_ROWS` rows,
+over every row (texts hashed one at a time to 8 bytes each, `short_hash`; neither the texts
+nor the raw rows are all held at once: the raw rows are counted, then let go as they are
+formatted, and the formatted rows are held packed, `ftp.packedrows`). Above `SAMPLE_ROWS` rows,
 what costs per row far more — tokenizing through the chat template, near-duplicate
 signatures — is estimated from a seeded sample of `SAMPLE_ROWS` rows: token length
 percentiles, the total and the truncated and dropped rows (scaled to the whole), near
@@ -24,7 +26,7 @@ import dataclasses
 import json
 import random
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, overload
 
@@ -32,7 +34,7 @@ from ftp.components import Shape
 from ftp.config import Dataset, Pipeline
 from ftp.data import Prepared, load_records, prepare
 from ftp.datacheck.common import Target, record_text, tokenize_examples
-from ftp.datacheck.dedup import near_duplicates, near_matches, normalise, text_hash
+from ftp.datacheck.dedup import near_duplicates, near_matches, normalise, short_hash
 from ftp.turns import untrained_turns
 
 PERCENTILES = (50, 90, 95, 99)
@@ -67,6 +69,29 @@ class Texts(Sequence[str]):
         return (record_text(r) for r in self.rows)
 
 
+class RowNames(Sequence[str]):
+    """``train 0`` … ``eval 0`` …: the name of each row of train + eval, made when asked for."""
+
+    def __init__(self, train: int, held_out: int) -> None:
+        self.train, self.held_out = train, held_out
+
+    def __len__(self) -> int:
+        return self.train + self.held_out
+
+    @overload
+    def __getitem__(self, index: int) -> str: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[str]: ...
+
+    def __getitem__(self, index: int | slice) -> str | list[str]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        return f"train {index}" if index < self.train else f"eval {index - self.train}"
+
+
 def sample_indices(n: int, seed: int, size: int | None = None) -> list[int] | None:
     """A seeded sample of ``size`` (`SAMPLE_ROWS`) of ``range(n)``, sorted; None if n fits."""
     size = SAMPLE_ROWS if size is None else size
@@ -82,7 +107,7 @@ def _skipping(ds: Dataset) -> Dataset:
     return dataclasses.replace(ds, section=ds.section.model_copy(update={"on_bad_rows": "skip"}))
 
 
-def empty_fields(records: list[dict[str, Any]]) -> dict[str, int]:
+def empty_fields(records: Sequence[dict[str, Any]]) -> dict[str, int]:
     """Per field, rows where it is missing-valued: None, blank text, or an empty list/dict.
 
     Lists of dicts (conversation turns) are looked into: ``conversations[].value`` counts the
@@ -111,7 +136,7 @@ def _blank(value: Any) -> bool:
     return isinstance(value, list | dict) and not value
 
 
-def unfinished_conversations(records: list[dict[str, Any]]) -> int:
+def unfinished_conversations(records: Sequence[dict[str, Any]]) -> int:
     """Rows holding a list of turns whose last turn is not the assistant's (raw rows)."""
     count = 0
     for record in records:
@@ -124,7 +149,7 @@ def unfinished_conversations(records: list[dict[str, Any]]) -> int:
     return count
 
 
-def untrained_summary(rows: list[dict[str, Any]]) -> dict[str, int]:
+def untrained_summary(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
     """Assistant turns marked untrained (``weight: 0``) in formatted rows, and rows with any."""
     per_row = [untrained_turns(r) for r in rows]
     return {"turns": sum(per_row), "rows": sum(1 for n in per_row if n)}
@@ -164,7 +189,7 @@ def histogram(values: list[int], path: Path, title: str, limit: int | None) -> N
 
 def label_balance(prepared: Prepared) -> dict[str, int] | None:
     """Counts per label for labelled text, per desirability for unpaired preference."""
-    rows = prepared.train + prepared.eval
+    rows = prepared.split("all")
     if prepared.shape == Shape.LABELLED_TEXT:
         return dict(sorted(Counter(str(r["label"]) for r in rows).items()))
     if prepared.shape == Shape.UNPAIRED_PREFERENCE:
@@ -180,11 +205,7 @@ def duplicates(texts: Sequence[str], names: Sequence[str], seed: int = 0) -> dic
     duplicates are counted over every text; near pairs among a seeded sample above
     `SAMPLE_ROWS` texts (``near_sampled`` then says how many were compared).
     """
-    groups: dict[str, list[int]] = {}
-    for i, t in enumerate(texts):
-        groups.setdefault(text_hash(t), []).append(i)
-    dup_groups = [g for g in groups.values() if len(g) > 1]
-    del groups
+    dup_groups = _equal_groups(_hashes(texts))
     chosen = sample_indices(len(texts), seed)
     picked = list(range(len(texts))) if chosen is None else chosen
     compared = [texts[i] for i in picked]
@@ -214,9 +235,9 @@ def overlap(held_out: Sequence[str], train: Sequence[str], seed: int = 0) -> dic
     when there are more than `SAMPLE_ROWS` rows in all (half of it from each side at most):
     then ``near`` is a lower bound and ``near_sampled`` says how many rows were compared.
     """
-    train_hashes = {text_hash(t) for t in train}
-    exact = [i for i, t in enumerate(held_out) if text_hash(t) in train_hashes]
-    del train_hashes
+    import numpy as np
+
+    exact = np.flatnonzero(np.isin(_hashes(held_out), _hashes(train))).tolist()
     big = len(held_out) + len(train) > SAMPLE_ROWS
     half = SAMPLE_ROWS // 2
     held_pick = (sample_indices(len(held_out), seed, half) if big else None) \
@@ -231,6 +252,27 @@ def overlap(held_out: Sequence[str], train: Sequence[str], seed: int = 0) -> dic
     if big:
         result["near_sampled"] = {"held_out": len(held_pick), "train": len(train_pick)}
     return result
+
+
+def _hashes(texts: Iterable[str]) -> Any:
+    """Each text's `short_hash`, as a numpy uint64 array: 8 bytes a row, whatever the size."""
+    import numpy as np
+
+    return np.fromiter((short_hash(t) for t in texts), dtype=np.uint64)
+
+
+def _equal_groups(hashes: Any) -> list[list[int]]:
+    """Indices of equal hashes, groups of two or more, each sorted, by first index."""
+    import numpy as np
+
+    order = np.argsort(hashes, kind="stable")  # equal hashes adjacent, in index order
+    ranked = hashes[order]
+    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+    stops = np.r_[starts[1:], len(ranked)].astype(np.int64)
+    repeated = stops - starts > 1
+    groups = [order[a:b].tolist() for a, b in zip(starts[repeated].tolist(),
+                                                   stops[repeated].tolist(), strict=True)]
+    return sorted(groups, key=lambda g: g[0])
 
 
 def prompt_text(record: dict[str, Any]) -> str | None:
@@ -294,11 +336,15 @@ def inspect_dataset(pipeline: Pipeline, target: Target, tokenizer: Any, out_dir:
     """The report of one dataset (a JSON-able dict) and its prepared records."""
     ds = _skipping(target.dataset)
     records = load_records(ds, pipeline.base_dir, pipeline.seed)
-    prepared = prepare(ds, records, pipeline.base_dir, pipeline.seed)
-    raw = list(records) + list(getattr(records, "eval_records", None) or [])
-    loader_skipped = sum(getattr(records, "skipped", {}).values())
+    # What needs the raw rows is counted first; then they are let go as they are formatted.
+    raw = [*records, *(getattr(records, "eval_records", None) or [])]
+    rows_read = len(raw) + sum(getattr(records, "skipped", {}).values())
+    empty = empty_fields(raw)
+    unfinished = unfinished_conversations(raw)
+    del raw
+    prepared = prepare(ds, records, pipeline.base_dir, pipeline.seed, consume=True)
     skipped = dict(getattr(prepared, "skipped", {}) or {})
-    rows = prepared.train + prepared.eval
+    rows = prepared.split("all")
     texts = Texts(rows)
     seed = pipeline.seed
     report: dict[str, Any] = {
@@ -307,16 +353,16 @@ def inspect_dataset(pipeline: Pipeline, target: Target, tokenizer: Any, out_dir:
         "shape": prepared.shape,
         "tokenized_by": ({"stage": target.stage.name, "method": target.stage.method.entry.name}
                          if target.stage else None),
-        "rows_read": len(raw) + loader_skipped,
+        "rows_read": rows_read,
         "rows_skipped": sum(skipped.values()),
         "skipped_reasons": skipped,
         "train_rows": len(prepared.train),
         "eval_rows": len(prepared.eval),
-        "empty_fields": empty_fields(raw),
-        "duplicates": duplicates(texts, [f"train {i}" for i in range(len(prepared.train))]
-                                 + [f"eval {i}" for i in range(len(prepared.eval))], seed),
+        "empty_fields": empty,
+        "duplicates": duplicates(texts, RowNames(len(prepared.train), len(prepared.eval)),
+                                 seed),
         # Preference rows end with the user's turn by design (the answers are apart).
-        "unfinished_conversations": unfinished_conversations(raw)
+        "unfinished_conversations": unfinished
         if prepared.shape == Shape.CONVERSATIONAL else None,
         "labels": label_balance(prepared),
         "untrained_turns": untrained_summary(rows),
@@ -340,7 +386,7 @@ def inspect_dataset(pipeline: Pipeline, target: Target, tokenizer: Any, out_dir:
     return report, prepared
 
 
-def _tokens(target: Target, tokenizer: Any, rows: list[dict[str, Any]], out_dir: Path,
+def _tokens(target: Target, tokenizer: Any, rows: Sequence[dict[str, Any]], out_dir: Path,
             of: int) -> dict[str, Any]:
     """Token lengths of ``rows``, a sample of ``of`` rows (or all of them): counts scaled."""
     examples = tokenize_examples(target, tokenizer, rows)

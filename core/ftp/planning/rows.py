@@ -11,6 +11,7 @@ probe on rows the method drops measures nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,7 +102,7 @@ def method_cap(config: Any) -> tuple[int | None, bool]:
     return None, False
 
 
-def row_costs(method: Any, tokenizer: Any, records: list[dict[str, Any]]) -> Costs:
+def row_costs(method: Any, tokenizer: Any, records: Sequence[dict[str, Any]]) -> Costs:
     """Measure every row of ``records`` as ``method`` trains on it (see the module)."""
     cap, packed = method_cap(method.config)
     examples = method.tokenize_examples(tokenizer, records)
@@ -163,7 +164,7 @@ def stream_tokens(costs: Costs) -> int:
     return sum(r.whole if costs.packed else r.length for r in costs.rows if r.kept is not False)
 
 
-def tokens_per_word(tokenizer: Any, records: list[dict[str, Any]], limit: int = 2000
+def tokens_per_word(tokenizer: Any, records: Sequence[dict[str, Any]], limit: int = 2000
                     ) -> float | None:
     """Tokens per whitespace-separated word over the rows' text (the first ``limit`` rows)."""
     words = tokens = 0
@@ -210,7 +211,7 @@ def _plain_tokens(tokenizer: Any, record: dict[str, Any]) -> list[int]:
     return out
 
 
-def _has_template_rows(records: list[dict[str, Any]]) -> bool:
+def _has_template_rows(records: Sequence[dict[str, Any]]) -> bool:
     first = records[0] if records else {}
     return "messages" in first or isinstance(first.get("prompt"), list)
 

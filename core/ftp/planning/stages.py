@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -138,7 +139,7 @@ def prepare_data(pipeline: Pipeline) -> dict[str, Prepared]:
     return data
 
 
-def meta_shape(provider: Any, stage: Stage, train: list[dict[str, Any]]) -> Shape:
+def meta_shape(provider: Any, stage: Stage, train: Sequence[dict[str, Any]]) -> Shape:
     """The model's `Shape` for ``stage``, built on the meta device with the stage's adapter.
 
     Raises:
@@ -212,7 +213,7 @@ def count_steps(stage: Stage, rows: int) -> int:
     return math.ceil(per_epoch * float(getattr(opts, "epochs", 1)))
 
 
-def windows(records: list[dict[str, Any]], order: list[int], batch: int) -> list[list[Any]]:
+def windows(records: Sequence[dict[str, Any]], order: list[int], batch: int) -> list[list[Any]]:
     """The batches the probe may try, longest first.
 
     The top batch, then batches starting 1, 2, 4, 8... batches down: rows a method drops
@@ -227,7 +228,7 @@ def windows(records: list[dict[str, Any]], order: list[int], batch: int) -> list
     return out
 
 
-def option_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def option_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows enough for `Method.model_options` in the probe.
 
     One per label for classifiers (the head needs every label), else the first few.
@@ -237,7 +238,7 @@ def option_rows(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for r in records:
             seen.setdefault(str(r.get("label")), r)
         return list(seen.values())
-    return records[:8]
+    return list(records[:8])
 
 
 def stage_cost(pipeline: Pipeline, index: int, provider: Any, tokenizer: Any | None,

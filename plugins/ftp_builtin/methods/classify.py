@@ -11,6 +11,7 @@ token, which needs ``pad_token_id`` in the model's config (`ensure_pad_token`).
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import Field
@@ -21,7 +22,7 @@ from ftp_builtin.formats.labelled import LABEL_NAMES, label_name, label_order
 from ftp_builtin.methods.tokenized import cached_rows, plugin_identity
 
 
-def labels_of(records: list[dict[str, Any]]) -> list[str]:
+def labels_of(records: Sequence[dict[str, Any]]) -> list[str]:
     """The label names of a dataset in id order: a format's fixed list, else those found."""
     fixed = next((r[LABEL_NAMES] for r in records if r.get(LABEL_NAMES)), None)
     if fixed is not None:
@@ -84,7 +85,7 @@ class Classify(TrainerMethod):
         """A classifier can start from a language model (e.g. after ``sft`` or ``cpt``)."""
         return frozenset({"causal-lm", "sequence-classification"})
 
-    def model_options(self, train: list[dict[str, Any]]) -> dict[str, Any]:
+    def model_options(self, train: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """A head with one output per label, and the label names in the model's config."""
         names = labels_of(train)
         if len(names) < 2:
@@ -146,7 +147,7 @@ class Classify(TrainerMethod):
             callbacks=ctx.callbacks,
         )
 
-    def tokenize_examples(self, tokenizer: Any, records: list[dict[str, Any]]
+    def tokenize_examples(self, tokenizer: Any, records: Sequence[dict[str, Any]]
                           ) -> list[TokenizedExample]:
         """Each text as `train` tokenizes it, cut at ``max_length``; the loss is on its label."""
         texts = [r["text"] for r in records]
@@ -167,7 +168,7 @@ def _label2id(model: Any) -> dict[str, int]:
     return {str(name): int(i) for i, name in id2label.items()}
 
 
-def _tokenize(tokenizer: Any, records: list[dict[str, Any]], max_length: int,
+def _tokenize(tokenizer: Any, records: Sequence[dict[str, Any]], max_length: int,
               label2id: dict[str, int]) -> tuple[list[dict[str, Any]], int, int]:
     """Token ids per record (no padding: the collator pads each batch), with its label id."""
     texts = [r["text"] for r in records]
@@ -184,7 +185,7 @@ def _tokenize(tokenizer: Any, records: list[dict[str, Any]], max_length: int,
     return rows, truncated, tokens
 
 
-def _tokenize_counted(tokenizer: Any, records: list[dict[str, Any]], max_length: int,
+def _tokenize_counted(tokenizer: Any, records: Sequence[dict[str, Any]], max_length: int,
                       label2id: dict[str, int]) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """`_tokenize` with its counts as a dict (the cache stores them as JSON)."""
     rows, truncated, tokens = _tokenize(tokenizer, records, max_length, label2id)

@@ -21,6 +21,7 @@ of them and saves them with the adapter. On a model whose embeddings are tied to
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import Field
@@ -81,7 +82,7 @@ class CPT(TrainerMethod):
             callbacks=ctx.callbacks,
         ))
 
-    def tokenize_examples(self, tokenizer: Any, records: list[dict[str, Any]]
+    def tokenize_examples(self, tokenizer: Any, records: Sequence[dict[str, Any]]
                           ) -> list[TokenizedExample]:
         """Each document as it enters the stream: BOS if the tokenizer adds one, text, one EOS.
 

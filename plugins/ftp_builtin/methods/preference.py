@@ -36,7 +36,7 @@ import contextlib
 import copy
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
@@ -156,7 +156,7 @@ class PreferenceMethod(TrainerMethod):
         """TRL's reference precompute draws its own progress bar; ftp shows its own."""
         return _quiet_progress()
 
-    def tokenize_examples(self, tokenizer: Any, records: list[dict[str, Any]]
+    def tokenize_examples(self, tokenizer: Any, records: Sequence[dict[str, Any]]
                           ) -> list[TokenizedExample] | None:
         """Each record as the TRL trainer tokenizes it: the prompt, then each answer."""
         require_chat_template(tokenizer)
@@ -246,7 +246,7 @@ class KTO(PreferenceMethod):
         return {"loss_type": cfg.loss_type, "desirable_weight": cfg.desirable_weight,
                 "undesirable_weight": cfg.undesirable_weight}
 
-    def tokenize_examples(self, tokenizer: Any, records: list[dict[str, Any]]
+    def tokenize_examples(self, tokenizer: Any, records: Sequence[dict[str, Any]]
                           ) -> list[TokenizedExample]:
         """Each answer as KTOTrainer tokenizes it; a pair shows both of its answers."""
         require_chat_template(tokenizer)

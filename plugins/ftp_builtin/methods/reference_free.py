@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import sys
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import Field
@@ -57,7 +58,7 @@ class _ReferenceFree(PreferenceMethod):
         """
         return _fitted(trainer_cls, ctx, self.config)
 
-    def tokenize_examples(self, tokenizer: Any, records: list[dict[str, Any]]
+    def tokenize_examples(self, tokenizer: Any, records: Sequence[dict[str, Any]]
                           ) -> list[TokenizedExample] | None:
         """None: TRL's experimental trainers tokenize their own way, not shown here."""
         return None

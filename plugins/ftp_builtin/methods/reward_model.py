@@ -8,6 +8,7 @@ completion through the chat template, as RewardTrainer rendered the pairs here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import Field
@@ -50,7 +51,7 @@ class RewardModelMethod(TrainerMethod):
         """A reward model starts from a language model (its head is new) or another one."""
         return frozenset({"causal-lm", "sequence-classification"})
 
-    def model_options(self, train: list[dict[str, Any]]) -> dict[str, Any]:
+    def model_options(self, train: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """One output, named ``reward``."""
         return {"num_labels": 1, "id2label": {0: REWARD_LABEL},
                 "label2id": {REWARD_LABEL: 0}}

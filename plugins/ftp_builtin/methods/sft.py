@@ -11,6 +11,7 @@ do not show.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import Field
@@ -106,7 +107,7 @@ class SFT(TrainerMethod):
             print(f"  warning: {split}: {warning}", flush=True)
             ctx.log({"stage": ctx.stage, "event": "warning", "split": split, "message": warning})
 
-    def _tokenize(self, ctx: TrainContext, split: str, records: list[dict[str, Any]]
+    def _tokenize(self, ctx: TrainContext, split: str, records: Sequence[dict[str, Any]]
                   ) -> tuple[Tokenized, bool]:
         """`tokenize_records` through the tokenized-data cache; also whether it was a hit."""
         cfg = self.config
@@ -126,7 +127,7 @@ class SFT(TrainerMethod):
                                         plugin_identity(tokenize_module), compute)
         return Tokenized(rows=TokenRows.of(rows), **counts), hit
 
-    def tokenize_examples(self, tokenizer: Any, records: list[dict[str, Any]]
+    def tokenize_examples(self, tokenizer: Any, records: Sequence[dict[str, Any]]
                           ) -> list[TokenizedExample]:
         """Each record as `train` tokenizes it: whole, then cut at ``max_length``."""
         cfg = self.config

@@ -58,7 +58,7 @@ def announce(split: str, hit: bool, rows: int, seconds: float) -> None:
               flush=True)
 
 
-def cached_rows(ctx: TrainContext, split: str, records: list[dict[str, Any]],
+def cached_rows(ctx: TrainContext, split: str, records: Sequence[dict[str, Any]],
                 options: dict[str, Any], plugin: dict[str, str],
                 compute: Callable[[], tuple[RowsOfIds, dict[str, Any]]]
                 ) -> tuple[RowsOfIds, dict[str, Any], bool]:
@@ -96,7 +96,7 @@ def cached_rows(ctx: TrainContext, split: str, records: list[dict[str, Any]],
     return value[0], value[1], hit
 
 
-def cached_dataset(ctx: TrainContext, split: str, records: list[dict[str, Any]],
+def cached_dataset(ctx: TrainContext, split: str, records: Sequence[dict[str, Any]],
                    options: dict[str, Any], plugin: dict[str, str],
                    compute: Callable[[], Any]) -> Any:
     """A tokenized ``datasets.Dataset`` (any columns), from the cache when unchanged."""
@@ -115,7 +115,7 @@ def cached_dataset(ctx: TrainContext, split: str, records: list[dict[str, Any]],
 
 
 def _description(ctx: TrainContext, split: str, options: dict[str, Any],
-                 records: list[dict[str, Any]]) -> str:
+                 records: Sequence[dict[str, Any]]) -> str:
     return (f"stage {ctx.stage!r} ({options.get('method', '?')}), {split}, "
             f"{len(records)} records")
 
@@ -123,7 +123,7 @@ def _description(ctx: TrainContext, split: str, options: dict[str, Any],
 # -- preference records as TRL tokenizes them ---------------------------------------------------
 
 
-def preference_examples(tokenizer: Any, records: list[dict[str, Any]], answers: tuple[str, ...],
+def preference_examples(tokenizer: Any, records: Sequence[dict[str, Any]], answers: tuple[str, ...],
                         max_length: int, mode: TruncationMode = "keep_end"
                         ) -> list[TokenizedExample]:
     """Preference records tokenized as ftp's DPO and KTO trainers see them (conversational data).
