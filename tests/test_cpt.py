@@ -10,7 +10,16 @@ import pytest
 
 from ftp import EvalContext, TrainContext, UserError
 from ftp.contexts import LoadContext
-from ftp.testing import make_tiny_tokenizer, run_cli, run_ftp, write_pipeline
+from ftp.testing import (
+    data_section,
+    evaluate_section,
+    make_tiny_tokenizer,
+    run_cli,
+    run_ftp,
+    stage_section,
+    tiny_pipeline,
+    write_pipeline,
+)
 from ftp_builtin.blocks import pack
 from ftp_builtin.data import TextLoader
 from ftp_builtin.evaluators.perplexity import Perplexity
@@ -264,38 +273,14 @@ def corpus_lines() -> list[str]:
 def make_pipeline(folder: Path, model: Path, adapter: str = "", data_extra: str = "") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "corpus.txt").write_text("\n".join(corpus_lines()) + "\n", encoding="utf-8")
-    return write_pipeline(folder / "pipeline.toml", f"""
-        [pipeline]
-        name = "cpt-test"
-        seed = 7
-
-        [model]
-        path = {json.dumps(str(model))}
-
-        [data.notes]
-        loader = "text"
-        path = "corpus.txt"
-        split = "line"
-        format = "text"
-        eval_fraction = 0.2
-        {data_extra}
-
-        [[stages]]
-        method = "cpt"
-        data = "notes"
-        block_size = 32
-        batch_size = 4
-        max_steps = 2
-        learning_rate = 1e-2
-        logging_steps = 1
-        {adapter}
-
-        [[evaluate]]
-        evaluator = "perplexity"
-        data = "notes"
-        block_size = 32
-        before = true
-    """)
+    notes = data_section("notes", loader="text", path="corpus.txt", split="line", format="text",
+                         eval_fraction=0.2)
+    return tiny_pipeline(
+        folder / "pipeline.toml", model, notes + data_extra,
+        stage_section("cpt", "notes", block_size=32, batch_size=4, learning_rate=1e-2,
+                      extra=adapter),
+        evaluate_section("perplexity", data="notes", block_size=32, before=True),
+        name="cpt-test")
 
 
 def run_in_process(pipeline: Path, out: Path) -> Path:

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from ftp import IGNORE_INDEX, Shape, TrainContext
 from ftp.cli import cli
 from ftp.plugins import load_plugins
-from ftp.testing import write_pipeline
+from ftp.testing import data_section, evaluate_section, stage_section, tiny_pipeline, write_pipeline
 from ftp_builtin.evaluators.preference import Preference as PreferenceEvaluator
 from ftp_builtin.evaluators.preference import answer_tokens
 from ftp_builtin.formats.preference import KTO as KTOFormat
@@ -327,41 +327,15 @@ def run(pipeline: Path, out: Path, *extra: str) -> Path:
 
 def dpo_pipeline(folder: Path, model: Path, stage_extra: str = "",
                  before_stages: str = "") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    return write_pipeline(folder / "pipeline.toml", f"""
-        [pipeline]
-        name = "dpo-test"
-        seed = 7
-
-        [model]
-        path = {json.dumps(str(model))}
-
-        [data.pairs]
-        loader = "json"
-        path = {json.dumps(str(DATA / "dpo.json"))}
-        format = "sharegpt_preference"
-        eval_fraction = 0.4
-
-        [data.identity]
-        loader = "json"
-        path = {json.dumps(str(DATA / "alpaca.json"))}
-        format = "alpaca"
-        placeholders = {{ name = "Nova", author = "Northwind Labs" }}
-        {before_stages}
-        [[stages]]
-        method = "dpo"
-        data = "pairs"
-        max_steps = 2
-        batch_size = 2
-        logging_steps = 1
-        learning_rate = 1e-3
-        {stage_extra}
-
-        [[evaluate]]
-        evaluator = "preference"
-        data = "pairs"
-        before = true
-    """)
+    return tiny_pipeline(
+        folder / "pipeline.toml", model,
+        data_section("pairs", loader="json", path=DATA / "dpo.json",
+                     format="sharegpt_preference", eval_fraction=0.4),
+        data_section("identity", loader="json", path=DATA / "alpaca.json", format="alpaca",
+                     placeholders={"name": "Nova", "author": "Northwind Labs"}),
+        before_stages,
+        stage_section("dpo", "pairs", extra=stage_extra),
+        evaluate_section("preference", data="pairs", before=True), name="dpo-test")
 
 
 def metrics(out: Path) -> list[dict]:

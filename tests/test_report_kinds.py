@@ -8,7 +8,6 @@ screenshots and look at them.
 """
 
 import csv
-import json
 import os
 import re
 import shutil
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ftp.testing import write_pipeline
+from ftp.testing import data_section, evaluate_section, stage_section, tiny_pipeline
 from tests.test_report import run
 from tests.test_report_browser import browse
 
@@ -26,34 +25,13 @@ DATA = Path(__file__).parent / "data"
 WIDTH, HEIGHT = 1280, 3200
 MODEL = "{model}"  # filled in per run
 
-STAGE = """
-[[stages]]
-method = "{method}"
-data = "{data}"
-max_steps = {steps}
-batch_size = {batch}
-logging_steps = 1
-learning_rate = 1e-3
-{extra}
-"""
-
-PAIRS = f"""
-[data.pairs]
-loader = "json"
-path = {json.dumps(str(DATA / "dpo.json"))}
-format = "sharegpt_preference"
-eval_fraction = 0.4
-"""
-PREFERENCE_EVAL = """
-[[evaluate]]
-evaluator = "preference"
-data = "pairs"
-before = true
-"""
+PAIRS = data_section("pairs", loader="json", path=DATA / "dpo.json",
+                     format="sharegpt_preference", eval_fraction=0.4)
+PREFERENCE_EVAL = evaluate_section("preference", data="pairs", before=True)
 
 
 def stage(method: str, data: str, steps: int = 2, batch: int = 2, extra: str = "") -> str:
-    return STAGE.format(method=method, data=data, steps=steps, batch=batch, extra=extra)
+    return stage_section(method, data, max_steps=steps, batch_size=batch, extra=extra)
 
 
 def sentiment_csv(folder: Path) -> Path:
@@ -77,92 +55,55 @@ def corpus(folder: Path) -> Path:
 #: Per kind: the pipeline's data, stages and evaluations, and what its report must show
 #: (text in the page; a chart title, e.g. ``>dpo: rewards<``, is written as ``chart:TITLE``).
 KINDS: dict[str, tuple[str, list[str]]] = {
-    "multistage": (f"""
-[data.notes]
-loader = "text"
-path = "corpus.txt"
-split = "line"
-format = "text"
-eval_fraction = 0.2
-
-[data.identity]
-loader = "json"
-path = {json.dumps(str(DATA / "alpaca.json"))}
-format = "alpaca"
-placeholders = {{ name = "Nova", author = "Northwind Labs" }}
-{PAIRS}
-{stage("cpt", "notes", batch=4, extra="block_size = 32")}
-{stage("sft", "identity", batch=4)}
-{stage("dpo", "pairs")}
-
-[[evaluate]]
-evaluator = "perplexity"
-data = "notes"
-block_size = 32
-before = true
-after = ["cpt"]
-{PREFERENCE_EVAL}""", ["<h3>cpt</h3>", "<h3>sft</h3>", "<h3>dpo</h3>", "chart:cpt: loss",
+    "multistage": ("\n".join([
+        data_section("notes", loader="text", path="corpus.txt", split="line", format="text",
+                     eval_fraction=0.2),
+        data_section("identity", loader="json", path=DATA / "alpaca.json", format="alpaca",
+                     placeholders={"name": "Nova", "author": "Northwind Labs"}),
+        PAIRS, stage("cpt", "notes", batch=4, extra="block_size = 32"),
+        stage("sft", "identity", batch=4), stage("dpo", "pairs"),
+        evaluate_section("perplexity", data="notes", block_size=32, before=True,
+                         after=["cpt"]),
+        PREFERENCE_EVAL]), ["<h3>cpt</h3>", "<h3>sft</h3>", "<h3>dpo</h3>", "chart:cpt: loss",
                        "chart:sft: loss", "chart:dpo: rewards", "<h3>perplexity</h3>",
                        "<td>perplexity</td>", "after cpt", "after dpo", "<td>mean_margin</td>",
                        "<th>blocks</th>"]),
-    "kto": (f"""
-[data.answers]
-loader = "json"
-path = {json.dumps(str(DATA / "kto.json"))}
-format = "kto"
-{stage("kto", "answers")}
-[[evaluate]]
-evaluator = "generate"
-before = true
-prompts = ["Who are you?"]
-max_new_tokens = 4
-""", ["chart:kto: loss", "chart:kto: rewards", "rewards/chosen", "<h2>Answers</h2>"]),
+    "kto": ("\n".join([
+        data_section("answers", loader="json", path=DATA / "kto.json", format="kto"),
+        stage("kto", "answers"),
+        evaluate_section("generate", before=True, prompts=["Who are you?"], max_new_tokens=4)]),
+        ["chart:kto: loss", "chart:kto: rewards", "rewards/chosen", "<h2>Answers</h2>"]),
     # TRL's ORPO counts no input tokens: no tokens/s curve of zeros, no "0 tokens seen".
     "orpo": (PAIRS + stage("orpo", "pairs") + PREFERENCE_EVAL,
              ["chart:orpo: rewards", "rewards/margins", "<td>accuracy</td>",
               "!chart:orpo: tokens/s"]),
     "simpo": (PAIRS + stage("simpo", "pairs") + PREFERENCE_EVAL,
               ["chart:simpo: rewards", "rewards/margins", "<td>accuracy</td>"]),
-    "classify": ("""
-[data.reviews]
-loader = "csv"
-path = "reviews.csv"
-format = "classification"
-format_options = { text = "review", label = "sentiment" }
-""" + stage("classify", "reviews", batch=4, extra="bf16 = false") + """
-[[evaluate]]
-evaluator = "classification"
-data = "reviews"
-split = "all"
-before = true
-""", ["chart:classify: loss", "<h3>classification</h3>", "<td>accuracy</td>",
-      "<td>macro_f1</td>", "confusion matrix before training", "confusion matrix after classify",
-      "<th>negative</th>", "<th>positive</th>", "misclassified before training",
-      "<th>text</th><th>label</th><th>predicted</th>"]),
-    "grpo": (f"""
-[data.sums]
-loader = "json"
-path = {json.dumps(str(DATA / "arithmetic.json"))}
-format = "prompt"
-format_options = {{ prompt = "question", system_prompt = "Answer in <answer></answer>." }}
-eval_fraction = 0.25
-{stage("grpo", "sums", batch=4, extra='''num_generations = 2
+    "classify": ("\n".join([
+        data_section("reviews", loader="csv", path="reviews.csv", format="classification",
+                     format_options={"text": "review", "label": "sentiment"}),
+        stage("classify", "reviews", batch=4, extra="bf16 = false"),
+        evaluate_section("classification", data="reviews", split="all", before=True)]),
+        ["chart:classify: loss", "<h3>classification</h3>", "<td>accuracy</td>",
+         "<td>macro_f1</td>", "confusion matrix before training",
+         "confusion matrix after classify",
+         "<th>negative</th>", "<th>positive</th>", "misclassified before training",
+         "<th>text</th><th>label</th><th>predicted</th>"]),
+    "grpo": ("\n".join([
+        data_section("sums", loader="json", path=DATA / "arithmetic.json", format="prompt",
+                     format_options={"prompt": "question",
+                                     "system_prompt": "Answer in <answer></answer>."},
+                     eval_fraction=0.25),
+        stage("grpo", "sums", batch=4, extra='''num_generations = 2
 max_completion_length = 8
-rewards = [{ reward = "length", max = 12, slack = 20 }, { reward = "numeric_answer" }]''')}
-[[evaluate]]
-evaluator = "reward"
-data = "sums"
-before = true
-max_new_tokens = 6
-rewards = [{{ reward = "numeric_answer" }}]
-""", ["chart:grpo: rewards", "rewards/numeric_answer/mean", "<td>greedy/reward</td>",
-      "<h2>Answers</h2>"]),
-    "reward": (PAIRS + stage("reward", "pairs") + """
-[[evaluate]]
-evaluator = "reward_accuracy"
-data = "pairs"
-before = true
-""", ["chart:reward: loss", "<h3>reward_accuracy</h3>", "<td>accuracy</td>"]),
+rewards = [{ reward = "length", max = 12, slack = 20 }, { reward = "numeric_answer" }]'''),
+        evaluate_section("reward", data="sums", before=True, max_new_tokens=6,
+                         rewards=[{"reward": "numeric_answer"}])]),
+        ["chart:grpo: rewards", "rewards/numeric_answer/mean", "<td>greedy/reward</td>",
+         "<h2>Answers</h2>"]),
+    "reward": (PAIRS + stage("reward", "pairs")
+               + evaluate_section("reward_accuracy", data="pairs", before=True),
+               ["chart:reward: loss", "<h3>reward_accuracy</h3>", "<td>accuracy</td>"]),
 }
 
 
@@ -171,9 +112,7 @@ def kind_pipeline(kind: str, folder: Path, model: Path) -> Path:
     sentiment_csv(folder)
     corpus(folder)
     body, _ = KINDS[kind]
-    return write_pipeline(folder / "pipeline.toml",
-                          f'[pipeline]\nname = "{kind}-report"\nseed = 7\n\n[model]\n'
-                          f"path = {json.dumps(str(model))}\n{body}")
+    return tiny_pipeline(folder / "pipeline.toml", model, body, name=f"{kind}-report")
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from ftp.cli import cli
-from ftp.testing import run_ftp, write_pipeline
+from ftp.testing import data_section, run_ftp, stage_section, tiny_pipeline
 from ftp_builtin.rewards.model import RewardModel
 
 DATA = Path(__file__).parent / "data"
@@ -37,30 +37,11 @@ def run_output(pipeline: Path, out: Path) -> str:
 
 def pairs_pipeline(folder: Path, model: Path, method: str, extra: str = "",
                    max_length: int = 4096, steps: str = "max_steps = 2") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    return write_pipeline(folder / "pipeline.toml", f"""
-        [pipeline]
-        name = "{method}-test"
-        seed = 7
-
-        [model]
-        path = {json.dumps(str(model))}
-
-        [data.pairs]
-        loader = "json"
-        path = {json.dumps(str(DATA / "dpo.json"))}
-        format = "sharegpt_preference"
-
-        [[stages]]
-        method = "{method}"
-        data = "pairs"
-        {steps}
-        batch_size = 2
-        logging_steps = 1
-        learning_rate = 1e-3
-        max_length = {max_length}
-        {extra}
-    """)
+    data = data_section("pairs", loader="json", path=DATA / "dpo.json",
+                        format="sharegpt_preference")
+    stage = stage_section(method, "pairs", max_steps=None, learning_rate=1e-3,
+                          max_length=max_length, extra=f"{steps}\n{extra}")
+    return tiny_pipeline(folder / "pipeline.toml", model, data, stage, name=f"{method}-test")
 
 
 def logged_steps(out: Path, stage: str) -> list[dict]:

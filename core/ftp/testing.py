@@ -5,6 +5,8 @@
   second, with no network.
 - ``plugin_set`` is a plugin manager with ftp's built-ins and the plugins you name, and no
   entry-point autoloading; ``plugin`` registers a plugin object for one ``with`` block.
+- ``tiny_pipeline`` writes a pipeline.toml from sections (``data_section``, ``stage_section``,
+  ``evaluate_section``, or TOML text), for a test to run through the real ``ftp`` command.
 - ``run_pipeline`` runs a pipeline given as text and returns what its run directory holds;
   ``run_cli`` runs the ``ftp`` command in-process, ``run_ftp`` in a subprocess, as a user
   would.
@@ -104,6 +106,81 @@ def write_pipeline(path: Path, text: str) -> Path:
     path = Path(path)
     path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
     return path
+
+
+# -- pipelines under test -------------------------------------------------------------------
+
+
+def toml_value(value: Any) -> str:
+    """``value`` as a TOML value: strings, booleans, numbers, paths, lists, inline tables."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str | Path):
+        return json.dumps(str(value))  # a JSON string is a TOML basic string
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML value for {value!r}")
+
+
+def toml_table(header: str, options: dict[str, Any], extra: str = "") -> str:
+    """A TOML table: ``[header]`` (``[[header]]`` for an array's entry), then its options.
+
+    Args:
+        header: ``"data.pairs"``, or ``"[stages]"`` for an entry of ``[[stages]]``.
+        options: Its keys and values (None: left out).
+        extra: TOML lines added as they are (e.g. ``"adapter = { r = 4 }"``).
+
+    """
+    lines = [f"[{header}]", *(f"{k} = {toml_value(v)}" for k, v in options.items()
+                              if v is not None)]
+    if extra.strip():
+        lines.append(extra.strip())
+    return "\n".join(lines) + "\n"
+
+
+def data_section(name: str, **options: Any) -> str:
+    """A ``[data.NAME]`` table with ``options`` (``loader``, ``path``, ``format``...)."""
+    return toml_table(f"data.{name}", options)
+
+
+def stage_section(method: str, data: str, *, max_steps: int | None = 2, batch_size: int = 2,
+                  logging_steps: int = 1, learning_rate: float = 1e-3, extra: str = "",
+                  **options: Any) -> str:
+    """A ``[[stages]]`` entry of a few quick steps (max_steps None: train by epochs)."""
+    return toml_table("[stages]", {"method": method, "data": data, "max_steps": max_steps,
+                                   "batch_size": batch_size, "logging_steps": logging_steps,
+                                   "learning_rate": learning_rate, **options}, extra)
+
+
+def evaluate_section(evaluator: str, **options: Any) -> str:
+    """An ``[[evaluate]]`` entry with ``options``."""
+    return toml_table("[evaluate]", {"evaluator": evaluator, **options})
+
+
+def tiny_pipeline(path: Path, model: Path | str, *sections: str, name: str = "tiny",
+                  seed: int = 7) -> Path:
+    """Write a pipeline file: ``[pipeline]``, ``[model]`` at ``model``, then ``sections``.
+
+    Args:
+        path: The pipeline.toml to write (its folder is created).
+        model: The model's path or catalog name.
+        sections: TOML text, e.g. from `data_section`, `stage_section`, `evaluate_section`.
+        name: The pipeline's name.
+        seed: The pipeline's seed.
+
+    Returns:
+        ``path``.
+
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    head = toml_table("pipeline", {"name": name, "seed": seed}) + "\n" + toml_table(
+        "model", {"path": str(model)})
+    return write_pipeline(path, "\n".join([head, *sections]))
 
 
 # -- plugins under test --------------------------------------------------------------------
