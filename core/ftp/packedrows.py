@@ -3,9 +3,9 @@
 A formatted instruction row held as Python objects costs ~0.7 KB beyond its text (a dict, a
 list of turn dicts, a string object per field); the same row pickled costs its text and a few
 dozen bytes. `PackedRows` keeps a dataset's rows that way and reads like the list of dicts
-methods and evaluators expect: ``len``, indexing (a fresh dict each time), slicing (a list),
-iteration, ``+`` (concatenation, still packed) and `take` (a reordered selection that shares
-the buffer).
+methods and evaluators expect: ``len``, indexing (a fresh dict each time),
+iteration, ``+`` (concatenation, still packed), slicing and `take` (a selection that shares
+the buffer, as numpy's views do).
 
 Rows are never written out: the buffer lives in this process (and in forked children, copy
 on write). Reading a row gives a new copy, so changing it does not change the stored row.
@@ -78,11 +78,12 @@ class PackedRows(Sequence[dict[str, Any]]):
     def __getitem__(self, index: int) -> dict[str, Any]: ...
 
     @overload
-    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+    def __getitem__(self, index: slice) -> PackedRows: ...
 
-    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | PackedRows:
         if isinstance(index, slice):
-            return [self[i] for i in range(*index.indices(len(self)))]
+            # A view, like numpy's: a forked tokenizer's share of the rows is not unpacked whole.
+            return self.take(range(*index.indices(len(self))))
         n = len(self)
         if index < 0:
             index += n
@@ -93,9 +94,11 @@ class PackedRows(Sequence[dict[str, Any]]):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return (self[i] for i in range(len(self)))
 
-    def take(self, indices: Sequence[int]) -> PackedRows:
+    def take(self, indices: Sequence[int] | range) -> PackedRows:
         """The rows at ``indices``, in that order, sharing this store's buffer."""
-        return _shared(self, self._positions()[np.asarray(indices, dtype=np.int64)])
+        picked = np.arange(indices.start, indices.stop, indices.step, dtype=np.int64) \
+            if isinstance(indices, range) else np.asarray(indices, dtype=np.int64)
+        return _shared(self, self._positions()[picked])
 
     def __add__(self, other: Iterable[dict[str, Any]]) -> PackedRows:
         if isinstance(other, PackedRows) and other._buf is self._buf:
