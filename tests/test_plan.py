@@ -171,7 +171,17 @@ def test_plan_probes_a_stage_and_gives_its_eta(sft_over_budget: dict) -> None:
     assert stage["rows"] == 24 and stage["steps"] == 12
     assert 16 < stage["setting"]["sequence"] <= 48
     assert stage["measured_bytes"] > 0 and stage["seconds_per_step"] > 0
-    assert plan["eta_seconds"] == pytest.approx(12 * stage["seconds_per_step"])
+    # Two timed batches, the longest and a typical one; the ETA sums the fitted seconds of
+    # every batch training runs (12 steps, no accumulation), plus the first step's warm-up
+    # once; the upper bound takes every step at the longest batch's seconds.
+    assert stage["probe"]["typical"] is not None, stage["probe"]
+    fit, warmup = stage["step_fit"], stage["probe"]["warmup_seconds"]
+    assert fit["a"] >= 0 and fit["b"] >= 0 and warmup >= 0
+    assert stage["batches"] == 12
+    assert plan["eta_seconds"] == pytest.approx(
+        12 * fit["a"] + fit["b"] * stage["batch_tokens"] + warmup)
+    assert plan["upper_bound_seconds"] >= 12 * stage["seconds_per_step"] + warmup - 1e-9
+    assert plan["eta_seconds"] <= plan["upper_bound_seconds"] * (1 + 1e-9)
     # No evaluations: the whole pipeline's ETA is its training's.
     assert plan["evaluations"] == [] and plan["evaluation_seconds"] == 0
     assert plan["total_eta_seconds"] == plan["eta_seconds"]
@@ -183,6 +193,60 @@ def test_a_stage_over_budget_exits_1_with_a_warning(sft_over_budget: dict) -> No
     assert plan["rc"] == 1 and not plan["fits"]
     assert plan["budget_bytes"] == int(0.0001 * 1024 ** 3)
     assert "warning: stage 'sft' will not fit" in plan["stderr"]
+
+
+def _metrics(folder: Path) -> list[dict]:
+    return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_the_planned_batches_hold_what_training_sees(folder: Path,
+                                                    sft_over_budget: dict) -> None:
+    """sft trains padding-free: a step's tokens are its rows' sum, so over the run the planned
+    batches hold exactly the tokens training counts (twice each kept row: two epochs)."""
+    (stage,) = sft_over_budget["stages"]
+    ran = run_ftp("run", "sft.toml", "-o", "sft-run", cwd=folder)
+    assert ran.returncode == 0, ran.stderr
+    records = [r for r in _metrics(folder / "sft-run") if r.get("stage") == "sft"
+               and "step" in r]
+    assert max(r["step"] for r in records) == stage["steps"] == 12
+    assert max(r.get("tokens_seen") or 0 for r in records) == stage["batch_tokens"]
+
+
+@pytest.mark.parametrize("method", ["orpo", "dpo"])
+def test_preference_steps_are_the_ones_training_takes(folder: Path, method: str) -> None:
+    """The plan counts steps over the pairs the method's trainer keeps (ORPO once left out
+    the pairs whose prompt fills max_length while the plan counted every pair)."""
+    write_pipeline(folder / f"{method}.toml", f"""
+        [pipeline]
+        name = "tiny-{method}"
+        seed = 1
+
+        [model]
+        path = "model"
+
+        [data.pairs]
+        loader = "json"
+        path = "pairs.json"
+        format = "preference"
+
+        [[stages]]
+        method = "{method}"
+        data = "pairs"
+        adapter = {{ type = "lora", r = 4, alpha = 8 }}
+        batch_size = 2
+        epochs = 1
+        max_length = 64
+        """)
+    plan = _plan(folder, f"{method}.toml")
+    assert plan["rc"] == 0, plan["stderr"]
+    (stage,) = plan["stages"]
+    ran = run_ftp("run", f"{method}.toml", "-o", f"{method}-run", cwd=folder)
+    assert ran.returncode == 0, ran.stderr
+    records = [r for r in _metrics(folder / f"{method}-run") if r.get("stage") == method
+               and "step" in r]
+    assert max(r["step"] for r in records) == stage["steps"]
+    assert stage["batches"] == stage["steps"]
+    assert plan["eta_seconds"] <= plan["upper_bound_seconds"] * (1 + 1e-9)
 
 
 def test_preflight_stops_before_training_and_runs_when_it_fits(folder: Path) -> None:

@@ -1,7 +1,9 @@
 """``ftp plan`` and ``ftp run --preflight``: whether each stage fits, and how long it takes.
 
 Per stage: the estimate (`ftp.planning.sizing`) and one probe on the longest batch the
-method keeps (`ftp.planning.probe`) → peak memory, seconds per step, the stage's ETA. The
+method keeps and a typical one (`ftp.planning.probe`) → peak memory, seconds per step, the
+stage's ETA (the fitted seconds of every batch it will run, `ftp.planning.eta`) and its upper
+bound (every step as long as the longest batch's). The
 first stage's probe also times each evaluation on a sample (a few rows, one prompt), scaled
 to the whole evaluation and to every time the run evaluates it. The pipeline's ETA is the
 stages' and the evaluations' (loading, tokenizing and saving are not in it).
@@ -59,6 +61,11 @@ class Plan:
         etas = [s.eta() for s in self.stages]
         return None if any(e is None for e in etas) else sum(e for e in etas if e is not None)
 
+    def upper_bound(self) -> float | None:
+        """Seconds of training if every step took its stage's longest batch's time."""
+        bounds = [s.upper_bound() for s in self.stages]
+        return None if any(b is None for b in bounds) else sum(b for b in bounds if b)
+
     def evaluations(self) -> list[dict[str, Any]]:
         """The evaluations the first probe timed (`ftp.planning.probe`), or []."""
         first = self.stages[0].probe if self.stages else None
@@ -79,7 +86,8 @@ class Plan:
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
         return {"device": self.device, "budget_bytes": self.budget, "fits": self.fits,
-                "eta_seconds": self.eta(), "evaluation_seconds": self.evaluation_eta(),
+                "eta_seconds": self.eta(), "upper_bound_seconds": self.upper_bound(),
+                "evaluation_seconds": self.evaluation_eta(),
                 "total_eta_seconds": self.total_eta(), "evaluations": self.evaluations(),
                 "problems": self.problems, "stages": [s.as_dict() for s in self.stages]}
 
@@ -104,8 +112,8 @@ def make_plan(pipeline: Pipeline, invocation: Invocation, budget_gb: float | Non
                 expected_evaluations=len(evaluations))
     for i, stage in enumerate(pipeline.stages):
         say(f"probing stage {stage.name!r} ({stage.method.entry.name}): two steps on its "
-            "longest batch" + (", then each evaluation on a sample" if i == 0 and evaluations
-                               else ""))
+            "longest batch and two on a typical one"
+            + (", then each evaluation on a sample" if i == 0 and evaluations else ""))
         cost = stage_cost(pipeline, i, provider, tokenizer, data, invocation,
                           evaluations=evaluations if i == 0 else None)
         plan.stages.append(cost)
@@ -130,14 +138,14 @@ def minutes(seconds: float | None) -> str:
 def render_plan(plan: Plan) -> list[str]:
     """The plan as terminal lines: a table of stages and the total."""
     head = ("stage", "method", "batch × tokens", "estimated", "measured", "s/step", "steps",
-            "ETA")
+            "ETA", "at most")
     rows = []
     for s in plan.stages:
         rows.append((s.stage, s.method,
                      f"{s.setting.batch} × {s.setting.sequences_per_row} × {s.setting.sequence}",
                      gib(s.estimate.total), gib(s.measured),
                      f"{s.seconds_per_step:.2f}" if s.seconds_per_step else "unknown",
-                     str(s.steps), minutes(s.eta())))
+                     str(s.steps), minutes(s.eta()), minutes(s.upper_bound())))
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
              for r in [head, *rows]]
@@ -145,7 +153,10 @@ def render_plan(plan: Plan) -> list[str]:
                  if s.probe and s.probe.get("ok")), None)
     lines.append(f"memory: estimated and measured are above the libraries' baseline "
                  f"({gib(base)}); budget {gib(plan.budget)} ({plan.device})")
-    lines.append(f"ETA for training, all stages: {minutes(plan.eta())}")
+    lines.append("s/step: the longest batch's; ETA: seconds fitted to the tokens of each step "
+                 "summed over the steps; at most: every step as long as the longest")
+    lines.append(f"ETA for training, all stages: {minutes(plan.eta())} "
+                 f"(at most {minutes(plan.upper_bound())})")
     for e in plan.evaluations():
         if "seconds" in e:
             lines.append(f"  evaluation {e['name']!r}: {minutes(e['seconds'])} for {e['runs']} "

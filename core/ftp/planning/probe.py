@@ -9,9 +9,15 @@ baseline), then trains two steps of the stage's method (``max_steps = 2``, gradi
 accumulation 1) on the first batch the method keeps: a batch the method refuses (a
 `UserError`, or a ``tokenized`` event that reports dropped rows) is skipped for the next one.
 
-Measured: the peak resident memory above the baseline on CPU (``ru_maxrss``), or
-``torch.cuda.max_memory_allocated`` on a GPU; seconds per step from the second step (the
-first one warms caches up). Then, where the spec lists evaluations, each is run once on a
+Measured: the peak resident memory above the baseline on CPU (``ru_maxrss``: the child's
+high-water mark, so the most any moment of the model's load and both steps held, including
+heap the allocator had not handed back), or ``torch.cuda.max_memory_allocated`` on a GPU;
+seconds per step from the second step (the first one warms caches up; what it took more is
+reported as ``warmup_seconds``, which a run pays once). Then two steps on a typical batch
+(the spec's ``typical`` candidates, median length first), the second timed: the ETA's second
+point (`ftp.planning.eta`). Where the spec gives ``count_rows``, the method's own trainer is
+built on every row and its dataset counted (the rows training keeps, for methods that
+tokenize inside their trainer). Then, where the spec lists evaluations, each is run once on a
 sample (a few rows, or one of its prompts) and its time scaled to the whole evaluation and
 to every time the pipeline runs it (before training, after stages).
 """
@@ -130,8 +136,7 @@ def _probe(spec: dict[str, Any]) -> dict[str, Any]:
         if record.get("event") == "skipped":
             raise _Refused(str(record.get("reason")))
 
-    tried: list[str] = []
-    for n, rows in enumerate(spec["windows"]):
+    def attempt(n: int, rows: list[dict[str, Any]], tried: list[str]) -> bool:
         times.clear()
         ctx = TrainContext(stage=stage.name, model=model, tokenizer=tokenizer,
                            provider=provider, train=rows, eval=None, adapter=stage.adapter,
@@ -141,18 +146,63 @@ def _probe(spec: dict[str, Any]) -> dict[str, Any]:
             method_cls(config).train(ctx)
         except (_Refused, UserError) as exc:
             tried.append(f"batch {n + 1}: {str(exc).splitlines()[0][:200]}")
+            return False
+        return True
+
+    tried: list[str] = []
+    for n, rows in enumerate(spec["windows"]):
+        if not attempt(n, rows, tried):
             continue
         if not times:
             return {"ok": False, "error": "the method trained no step", "tried": tried}
+        # ru_maxrss is the child's high-water mark: the most any step (or the model's load)
+        # held, read before the typical batch and the evaluations, which hold no more.
         peak = (torch.cuda.max_memory_allocated() if on_gpu else _peak_rss() - baseline)
+        longest = {"window": n, "seconds": times[-1], "first_seconds": times[0]}
+        # The typical batch: the second point of the ETA's seconds-against-tokens line.
+        typical = None
+        for m, rows_m in enumerate(spec.get("typical") or []):
+            if attempt(m, rows_m, []) and times:
+                typical = {"window": m, "seconds": times[-1]}
+                break
         return {"ok": True, "peak_bytes": int(peak), "baseline_bytes": int(baseline),
-                "seconds_per_step": times[1] if len(times) > 1 else times[0],
+                "seconds_per_step": longest["seconds"],
+                "warmup_seconds": max(longest["first_seconds"] - longest["seconds"], 0.0),
+                "typical": typical,
                 "device": "cuda" if on_gpu else "cpu", "window": n, "rows": len(rows),
                 "tried": tried,
+                "trained_rows": _trained_rows(method_cls(stage.method.config), spec, stage,
+                                              model, tokenizer, provider, pipeline.seed),
                 "evaluations": _time_evaluations(pipeline, spec.get("evaluations") or [],
                                                  model, tokenizer)}
     return {"ok": False, "error": "the method left rows out of every batch tried ("
             + "; ".join(tried[-3:]) + ")", "tried": tried}
+
+
+def _trained_rows(method: Any, spec: dict[str, Any], stage: Any, model: Any, tokenizer: Any,
+                  provider: Any, seed: int) -> int | None:
+    """How many of the stage's rows the method's own trainer keeps, where the plan asks.
+
+    For a method that tokenizes inside its TRL trainer (no `Method.tokenize_examples`), only
+    the trainer knows which rows it drops (ORPO's prompts that fill max_length, the reward
+    trainer's pairs over it): build the method's trainer on every row, as training does, and
+    count its dataset. None when not asked, or when the trainer has no dataset to count.
+    """
+    rows = spec.get("count_rows")
+    if not rows:
+        return None
+    from ftp.contexts import TrainContext
+
+    ctx = TrainContext(stage=stage.name, model=model, tokenizer=tokenizer, provider=provider,
+                       train=rows, eval=None, adapter=stage.adapter,
+                       output_dir=Path(spec["output_dir"]) / "count", seed=seed,
+                       log=lambda record: None, on_bad_rows="skip")
+    try:
+        trainer = method.trainer(ctx)
+    except UserError:
+        return 0
+    dataset = getattr(trainer, "train_dataset", None)
+    return len(dataset) if dataset is not None else None
 
 
 def _time_evaluations(pipeline: Any, specs: list[dict[str, Any]], model: Any,

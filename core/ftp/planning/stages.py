@@ -15,6 +15,7 @@ from typing import Any
 
 from ftp.config import Pipeline, Stage
 from ftp.data import Prepared, combine, load_records, prepare
+from ftp.planning.eta import StepFit, batch_tokens, fit_steps, planned_batches, typical_windows
 from ftp.planning.probe import run_probe
 from ftp.planning.rows import Costs, kept_rows, method_cap, probe_order, row_costs, stream_tokens
 from ftp.planning.sizing import (
@@ -69,6 +70,11 @@ class StageCost:
         probe: What the probe measured (`ftp.planning.probe.run_probe`), or None when not run.
         notes: Lines worth showing.
         setting_accumulation: Gradient accumulation (the probe steps one batch at a time).
+        windows: Row indices of each longest batch the probe may try, in order.
+        typical: Row indices of each typical (median) batch the probe may time, in order.
+        batches: Tokens of every batch training will run (`ftp.planning.eta`); [] unknown.
+        padding_free: Whether a batch's tokens are its rows' sum (no padding).
+        generates: Whether a step generates (GRPO): its time is not the tokens' it holds.
 
     """
 
@@ -84,6 +90,11 @@ class StageCost:
     probe: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)
     setting_accumulation: int = 1
+    windows: list[list[int]] = field(default_factory=list)
+    typical: list[list[int]] = field(default_factory=list)
+    batches: list[int] = field(default_factory=list)
+    padding_free: bool = False
+    generates: bool = False
 
     @property
     def measured(self) -> int | None:
@@ -97,13 +108,54 @@ class StageCost:
             return None
         return float(self.probe["seconds_per_step"]) * self.setting_accumulation
 
-    def eta(self, flop_rate: float | None = None) -> float | None:
-        """Seconds for the stage: steps × measured s/step, else FLOPs ÷ ``flop_rate``."""
+    def upper_bound(self, flop_rate: float | None = None) -> float | None:
+        """Seconds for the stage if every step took the longest batch's time.
+
+        From the probe (plus its warm-up once), else FLOPs ÷ ``flop_rate``; None unknown.
+        """
         if self.seconds_per_step is not None:
-            return self.steps * self.seconds_per_step
+            per_step = self.seconds_per_step
+            fit = self.step_fit()
+            if fit is not None and self.batches and not self.generates:
+                # A batch may hold more than the probe's (rows ranked after those that fit
+                # whole, a refused longest batch): the bound is the longest batch's.
+                per_step = max(per_step, fit.seconds(max(self.batches))
+                               * self.setting_accumulation)
+            return self.steps * per_step + self.warmup_seconds
         if flop_rate:
             return self.steps * self.flops_per_step / flop_rate
         return None
+
+    @property
+    def warmup_seconds(self) -> float:
+        """What the probe's first step took over its second: a run pays it once."""
+        return float((self.probe or {}).get("warmup_seconds") or 0.0)
+
+    def step_fit(self) -> StepFit | None:
+        """Seconds of a batch against its tokens, from the probe's two timed batches."""
+        if not (self.probe and self.probe.get("ok")) or self.costs is None:
+            return None
+        points = []
+        longest = self.probe.get("window")
+        if isinstance(longest, int) and longest < len(self.windows):
+            points.append((batch_tokens(self.costs, self.windows[longest], self.padding_free),
+                           float(self.probe["seconds_per_step"])))
+        typical = self.probe.get("typical")
+        if typical and typical["window"] < len(self.typical):
+            points.append((batch_tokens(self.costs, self.typical[typical["window"]],
+                                        self.padding_free), float(typical["seconds"])))
+        return fit_steps(points)
+
+    def eta(self, flop_rate: float | None = None) -> float | None:
+        """Seconds for the stage: the fitted seconds summed over the batches it will run.
+
+        Where no fit applies (no probe, no row lengths, a generating method whose step time
+        is its generation's), the upper bound.
+        """
+        fit = self.step_fit()
+        if fit is None or not self.batches or self.generates:
+            return self.upper_bound(flop_rate)
+        return sum(fit.seconds(t) for t in self.batches) + self.warmup_seconds
 
     def flop_rate(self) -> float | None:
         """FLOPs per second the probe achieved, or None."""
@@ -118,6 +170,9 @@ class StageCost:
             "steps": self.steps, "rows": self.rows, "flops_per_step": self.flops_per_step,
             "probe": self.probe, "measured_bytes": self.measured,
             "seconds_per_step": self.seconds_per_step, "eta_seconds": self.eta(),
+            "upper_bound_seconds": self.upper_bound(),
+            "step_fit": None if (f := self.step_fit()) is None else {"a": f.a, "b": f.b},
+            "batches": len(self.batches), "batch_tokens": sum(self.batches),
             "truncated_rows": self.costs.truncated if self.costs else None,
             "exact_rows": self.costs.exact if self.costs else None, "notes": self.notes,
         }
@@ -213,16 +268,16 @@ def count_steps(stage: Stage, rows: int) -> int:
     return math.ceil(per_epoch * float(getattr(opts, "epochs", 1)))
 
 
-def windows(records: Sequence[dict[str, Any]], order: list[int], batch: int) -> list[list[Any]]:
-    """The batches the probe may try, longest first.
+def windows(order: list[int], batch: int) -> list[list[int]]:
+    """The batches (row indices) the probe may try, longest first.
 
     The top batch, then batches starting 1, 2, 4, 8... batches down: rows a method drops
     are passed within a few tries.
     """
-    out: list[list[Any]] = []
+    out: list[list[int]] = []
     start, step = 0, 1
     while start < len(order) and len(out) < MOST_TRIES:
-        out.append([records[i] for i in order[start:start + batch]])
+        out.append(order[start:start + batch])
         start = step * batch
         step *= 2
     return out
@@ -278,6 +333,7 @@ def stage_cost(pipeline: Pipeline, index: int, provider: Any, tokenizer: Any | N
     else:
         rows = kept_rows(costs)
     generations = getattr(stage.method.config, "num_generations", None)
+    generates = isinstance(generations, int)
     if isinstance(generations, int):
         rows *= generations  # GRPO: the batch counts completions, several per prompt
         notes.append("GRPO: steps counted as prompts × num_generations ÷ batch (approximate)")
@@ -286,17 +342,49 @@ def stage_cost(pipeline: Pipeline, index: int, provider: Any, tokenizer: Any | N
     accumulation = int(getattr(stage.method.config, "gradient_accumulation", 1))
     flops = training_flops(shape, tokens, setting.adapter) * accumulation
     result = StageCost(stage.name, stage.method.entry.name, shape, setting, estimate, costs,
-                       steps, rows, flops, notes=notes, setting_accumulation=accumulation)
+                       steps, rows, flops, notes=notes, setting_accumulation=accumulation,
+                       padding_free=bool(getattr(stage.method.config, "padding_free", False)),
+                       generates=generates)
     if invocation is not None and train:
         batch = setting.batch
+        result.windows = windows(order, batch)
+        # A second, typical batch for the ETA's line (not for a generating method, nor for
+        # packed text, whose batches all hold the same tokens).
+        packed = costs is not None and costs.packed
+        result.typical = ([] if generates or packed or costs is None
+                          else typical_windows(order, batch, MOST_TRIES))
+        # Where only the trainer knows which rows it keeps, the probe asks it.
+        ask = costs is not None and not costs.exact and not generates
         result.probe = run_probe({
             "pipeline": str(invocation.source), "overrides": invocation.overrides,
             "plugin_opts": list(invocation.plugin_opts), "only": invocation.only,
             "allow_code": invocation.allow_code, "stage": index,
-            "windows": windows(train, order, batch), "option_rows": option_rows(train),
+            "windows": [[train[i] for i in w] for w in result.windows],
+            "typical": [[train[i] for i in w] for w in result.typical],
+            "count_rows": list(train) if ask else None,
+            "option_rows": option_rows(train),
             "steps": 2, "evaluations": evaluations or [],
         })
+    if costs is not None and not generates:
+        trained = _trained(costs, order, (result.probe or {}).get("trained_rows"))
+        if not costs.packed and len(trained) != result.rows:
+            notes.append(f"the method's trainer keeps {len(trained)} of {len(train)} rows")
+            result.rows = len(trained)
+            result.steps = count_steps(stage, result.rows)
+        result.batches = planned_batches(costs, trained, setting.batch, accumulation,
+                                         result.steps, pipeline.seed, result.padding_free)
     return result
+
+
+def _trained(costs: Costs, order: list[int], counted: int | None) -> list[int]:
+    """Indices of the rows the method trains on.
+
+    The rows it does not say it drops; where its trainer counted fewer (``counted``), the
+    first of them in the probe's order, which ranks the rows a trainer is likeliest to drop
+    (those the cap cuts) last.
+    """
+    kept = [i for i in order if costs.rows[i].kept is not False]
+    return kept[:counted] if isinstance(counted, int) and counted < len(kept) else kept
 
 
 def evaluation_specs(pipeline: Pipeline, data: dict[str, Prepared]) -> list[dict[str, Any]]:
