@@ -272,3 +272,15 @@ def test_qlora_holds_the_8b_base_in_about_4_5_bits_per_weight() -> None:
                                         + 41_943_040 * 2, rel=1e-6)
     assert 5 < nf4.weights / 1024 ** 3 < 6 < 14 < bf16.weights / 1024 ** 3
     assert nf4.activations == bf16.activations and nf4.optimizer == bf16.optimizer
+
+
+def test_words_are_counted_per_character_in_scripts_without_spaces() -> None:
+    """tokens/word divides by words: a Chinese sentence is one whitespace word, but as many
+    words as characters to a word counter (the quickstart's Chinese rows gave 11.8)."""
+    from ftp.planning.rows import count_words
+
+    # 6 Han, 2 latin words, 2 Han + 3 Katakana, 5 Hangul, it + s: 20.
+    assert count_words("我是一个助手 hello, world! 東京タワー 안녕하세요 it's") == 20
+    # Half-width Katakana one by one; 3.14 is two digit runs; snake_case one word.
+    assert count_words("ｶﾀｶﾅ 3.14 snake_case") == 7
+    assert count_words("  ,, !") == 0

@@ -11,6 +11,7 @@ probe on rows the method drops measures nothing.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -164,13 +165,33 @@ def stream_tokens(costs: Costs) -> int:
     return sum(r.whole if costs.packed else r.length for r in costs.rows if r.kept is not False)
 
 
+#: Scripts written without spaces between words, whose every character counts as a word
+#: (as word counters do for them): Han (CJK ideographs, extensions and compatibility),
+#: Hiragana, Katakana (and its half-width forms), Hangul syllables and jamo.
+_EACH_A_WORD = ("\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f"
+                "\u3040-\u309f\u30a0-\u30ff\u31f0-\u31ff\uff66-\uff9f"
+                "\uac00-\ud7af\u1100-\u11ff\u3130-\u318f")
+#: One such character, or a run of other word characters (letters, digits, underscore).
+_WORD = re.compile(f"[{_EACH_A_WORD}]|[^\\W{_EACH_A_WORD}]+")
+
+
+def count_words(text: str) -> int:
+    """Words in ``text``, Unicode-aware.
+
+    Each Han, Hiragana, Katakana or Hangul character is a word; elsewhere a word is a run of
+    letters, digits or underscores (``it's`` is two, ``3.14`` two); punctuation and spaces
+    are no words. Whitespace-splitting counted a Chinese sentence as one word.
+    """
+    return len(_WORD.findall(text))
+
+
 def tokens_per_word(tokenizer: Any, records: Sequence[dict[str, Any]], limit: int = 2000
                     ) -> float | None:
-    """Tokens per whitespace-separated word over the rows' text (the first ``limit`` rows)."""
+    """Tokens per word (`count_words`) over the rows' text (the first ``limit`` rows)."""
     words = tokens = 0
     for record in records[:limit]:
         text = " ".join(_strings(record))
-        words += len(text.split())
+        words += count_words(text)
         tokens += len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
     return tokens / words if words else None
 
