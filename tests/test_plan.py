@@ -212,10 +212,11 @@ def test_the_planned_batches_hold_what_training_sees(folder: Path,
     assert max(r.get("tokens_seen") or 0 for r in records) == stage["batch_tokens"]
 
 
-@pytest.mark.parametrize("method", ["orpo", "dpo"])
+@pytest.mark.parametrize("method", ["orpo", "dpo", "reward"])
 def test_preference_steps_are_the_ones_training_takes(folder: Path, method: str) -> None:
-    """The plan counts steps over the pairs the method's trainer keeps (ORPO once left out
-    the pairs whose prompt fills max_length while the plan counted every pair)."""
+    """The plan counts steps over the pairs the method's trainer keeps: dpo and orpo fit
+    every pair into max_length, the reward trainer leaves out the pairs over it (6 of 24
+    here), which only its TRL trainer knows: the probe builds it and counts its rows."""
     write_pipeline(folder / f"{method}.toml", f"""
         [pipeline]
         name = "tiny-{method}"
