@@ -218,7 +218,9 @@ def run_llamafactory(work: Path, cli: str, model: str, rows: list[dict[str, str]
         **({} if on_gpu else {"use_cpu": True}),
         **({"max_steps": max_steps} if max_steps > 0 else {}),
     }
-    config = work / "train.json"  # LLaMA-Factory reads .json as well as .yaml
+    # Written as JSON, read as YAML (JSON is YAML): LLaMA-Factory 0.9.5's own .json branch
+    # hands a Path to json.load and fails.
+    config = work / "train.yaml"
     config.write_text(json.dumps(settings, indent=1), encoding="utf-8")
     log = work / "llamafactory.log"
     code, leg.peak_mb = run_child([cli, "train", str(config)], log, cwd=work)
