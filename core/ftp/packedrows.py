@@ -3,9 +3,9 @@
 A formatted instruction row held as Python objects costs ~0.7 KB beyond its text (a dict, a
 list of turn dicts, a string object per field); the same row pickled costs its text and a few
 dozen bytes. `PackedRows` keeps a dataset's rows that way and reads like the list of dicts
-methods and evaluators expect: ``len``, indexing (a fresh dict each time),
-iteration, ``+`` (concatenation, still packed), slicing and `take` (a selection that shares
-the buffer, as numpy's views do).
+methods and evaluators expect: ``len``, indexing (a fresh dict each time), slicing (a list),
+iteration, ``+`` (concatenation, still packed) and `take` (a selection that shares the
+buffer, as numpy's views do).
 
 Rows are never written out: the buffer lives in this process (and in forked children, copy
 on write). Reading a row gives a new copy, so changing it does not change the stored row.
@@ -78,12 +78,13 @@ class PackedRows(Sequence[dict[str, Any]]):
     def __getitem__(self, index: int) -> dict[str, Any]: ...
 
     @overload
-    def __getitem__(self, index: slice) -> PackedRows: ...
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
 
-    def __getitem__(self, index: int | slice) -> dict[str, Any] | PackedRows:
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
         if isinstance(index, slice):
-            # A view, like numpy's: a forked tokenizer's share of the rows is not unpacked whole.
-            return self.take(range(*index.indices(len(self))))
+            # A list, as a list's slice is (callers serialise it, add lists to it); `take`
+            # gives a view where the rows must stay packed.
+            return [self[i] for i in range(*index.indices(len(self)))]
         n = len(self)
         if index < 0:
             index += n

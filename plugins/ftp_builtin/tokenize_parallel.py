@@ -22,6 +22,7 @@ import signal
 from collections.abc import Sequence
 from typing import Any
 
+from ftp.packedrows import PackedRows
 from ftp_builtin.tokenize import Tokenized, expects_bos, refuse_empty, tokenize_records
 
 ROWS_PER_PROCESS = 20_000
@@ -104,7 +105,10 @@ def _part(span: tuple[int, int]) -> Tokenized:
     assert _JOB is not None, "set by the parent before forking"
     tokenizer, records, max_length, assistant_only, bos = _JOB
     start, stop = span
-    return tokenize_records(tokenizer, records[start:stop], max_length, assistant_only,
+    # Packed rows stay packed (a view): the child's share is not unpacked whole at once.
+    share = records.take(range(start, stop)) if isinstance(records, PackedRows) \
+        else records[start:stop]
+    return tokenize_records(tokenizer, share, max_length, assistant_only,
                             skip_empty=True, bos_expected=bos)
 
 
