@@ -400,7 +400,8 @@ def evaluation_specs(pipeline: Pipeline, data: dict[str, Prepared]) -> list[dict
         if not runs:
             continue
         rows = data[ev.section.data].split(ev.section.split) if ev.section.data else None
-        sample = rows[:EVALUATION_SAMPLE] if rows is not None else None
+        # A list: the spec goes to the probe as JSON (a slice of packed rows is a view).
+        sample = list(rows[:EVALUATION_SAMPLE]) if rows is not None else None
         out.append({"name": ev.name, "runs": runs, "rows": sample,
                     "scale": len(rows) / len(sample) if rows and sample else 1.0})
     return out
