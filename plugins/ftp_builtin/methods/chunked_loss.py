@@ -18,6 +18,7 @@ keep the model's own logits.
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from typing import Any
 
@@ -81,10 +82,12 @@ def linear_cross_entropy_sum(hidden: Any, weight: Any, bias: Any, targets: Any,
         where they require it) their gradients.
 
     """
-    return _LinearCrossEntropy.apply(hidden, weight, bias, targets, chunk)
+    return _function().apply(hidden, weight, bias, targets, chunk)
 
 
+@functools.cache
 def _function() -> Any:
+    """The autograd Function, built on first use so that importing this module needs no torch."""
     import torch
 
     class LinearCrossEntropy(torch.autograd.Function):
@@ -131,17 +134,3 @@ def _function() -> Any:
             return grad_hidden, grad_weight, grad_bias, None, None
 
     return LinearCrossEntropy
-
-
-class _Lazy:
-    """Builds the autograd Function on first use, so importing this module needs no torch."""
-
-    _fn: Any = None
-
-    def apply(self, *args: Any) -> Any:
-        if _Lazy._fn is None:
-            _Lazy._fn = _function()
-        return _Lazy._fn.apply(*args)
-
-
-_LinearCrossEntropy = _Lazy()
