@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import resource
 import sys
 from pathlib import Path
@@ -137,6 +138,7 @@ def main() -> None:
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ftp.gated_mlp import lean_gated_mlps
     from ftp_builtin.methods.common import loss_on_labelled_positions
 
     torch.manual_seed(0)
@@ -152,11 +154,12 @@ def main() -> None:
 
     data = batches(tokenizer, args.batch)
     before = peak_mib()
-    for i in range(args.steps):
-        loss = loss_on_labelled_positions(model, data[i % len(data)])
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
+    with lean_gated_mlps(model):  # as ftp run trains
+        for i in range(args.steps):
+            loss = loss_on_labelled_positions(model, data[i % len(data)])
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
     steps_peak = peak_mib()
     print(f"{f'{args.steps} training steps':<34} RSS {rss_mib():7.0f} MiB, peak {steps_peak:7.0f} "
           f"MiB (+{steps_peak - before:.0f} over the steps)")
@@ -164,11 +167,14 @@ def main() -> None:
     largest = max(data, key=lambda b: b["input_ids"].numel())
     tokens = largest["input_ids"].numel()
     labelled = int((largest["labels"][0, 1:] != -100).sum())
-    by_kind, total = saved_by_kind(model, lambda: loss_on_labelled_positions(model, largest))
-    print(f"\nsaved for backward, largest batch ({tokens} tokens, {labelled} labelled): "
-          f"{total:.0f} MiB ({total * MiB / tokens / 1024:.0f} KiB a token)")
-    for kind, mib in sorted(by_kind.items(), key=lambda kv: -kv[1]):
-        print(f"  {kind:<18} {mib:7.1f} MiB  {100 * mib / total:5.1f}%")
+    for mlps in ("the model's own MLPs", "ftp's lean gated MLPs (as ftp run trains)"):
+        with lean_gated_mlps(model) if "lean" in mlps else contextlib.nullcontext():
+            by_kind, total = saved_by_kind(model,
+                                           lambda: loss_on_labelled_positions(model, largest))
+        print(f"\nsaved for backward, largest batch ({tokens} tokens, {labelled} labelled), "
+              f"{mlps}: {total:.0f} MiB ({total * MiB / tokens / 1024:.0f} KiB a token)")
+        for kind, mib in sorted(by_kind.items(), key=lambda kv: -kv[1]):
+            print(f"  {kind:<18} {mib:7.1f} MiB  {100 * mib / total:5.1f}%")
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from pydantic import Field
 from ftp.components import Method, StrictConfig
 from ftp.contexts import TrainContext
 from ftp.errors import RunError
+from ftp.gated_mlp import lean_gated_mlps
 from ftp.memory import release
 from ftp.training_guard import bind_trainer, unbind_trainer
 
@@ -170,7 +171,10 @@ class TrainerMethod(Method):
         try:
             with (explain_out_of_memory(self.out_of_memory_hint),
                   frozen_weights_in_bf16(ctx.model, precision.frozen_bf16),
+                  lean_gated_mlps(ctx.model) as lean_mlps,
                   self.while_training(ctx)):
+                if lean_mlps:
+                    ctx.log({"stage": ctx.stage, "event": "lean_mlps", "modules": lean_mlps})
                 if trainer is None:
                     trainer = self.trainer(ctx)
                 self.prepared(ctx, trainer)
