@@ -82,12 +82,122 @@ def linear_cross_entropy_sum(hidden: Any, weight: Any, bias: Any, targets: Any,
         where they require it) their gradients.
 
     """
-    return _function().apply(hidden, weight, bias, targets, chunk)
+    return _functions()[0].apply(hidden, weight, bias, targets, chunk)
+
+
+def linear_log_probs(hidden: Any, weight: Any, bias: Any, targets: Any,
+                     chunk: int | None = None, stats: bool = False) -> tuple[Any, Any, Any, Any]:
+    """``log_softmax(hidden @ weight.T + bias)`` at each ``targets`` token, chunk by chunk.
+
+    What the preference losses need: one log-probability a position, each with its own
+    gradient from the loss (so, unlike `linear_cross_entropy_sum`, the gradient through the
+    head is not known in the forward pass). Where only ``hidden`` needs a gradient (a frozen
+    head, as under LoRA) the forward pass computes ``d log p / d hidden`` a chunk at a time
+    and backward only scales it: the same two products as the plain path. Where the head's
+    weight or bias trains too, backward recomputes each chunk's logits from the hidden states
+    and ``log Z`` it kept (one projection more than the plain path, no logits kept).
+
+    Args:
+        hidden: ``(N, d)`` hidden states of the positions that predict a target.
+        weight: ``(V, d)`` the head's weight.
+        bias: ``(V,)`` or None.
+        targets: ``(N,)`` token ids.
+        chunk: Positions a chunk; None: ``CHUNK``, read at call time.
+        stats: Also return, without gradient, each position's entropy, mean logit over the
+            vocabulary and whether the target is the most likely token (the first of equals).
+
+    Returns:
+        ``(log_probs, entropy, mean_logits, is_top1)``: float32 ``(N,)`` tensors; the last
+        three are None unless ``stats``.
+
+    """
+    import torch
+
+    chunk = CHUNK if chunk is None else chunk
+    if not torch.is_grad_enabled() or not any(
+            t is not None and t.requires_grad for t in (hidden, weight, bias)):
+        out = _log_prob_chunks(hidden, weight, bias, targets, chunk, stats, False)
+        return out[0], *out[2]
+    log_probs, entropy, mean_logits, is_top1 = _functions()[1].apply(
+        hidden, weight, bias, targets, chunk, stats)
+    if not stats:
+        return log_probs, None, None, None
+    return log_probs, entropy, mean_logits, is_top1
+
+
+def _logits(hidden: Any, weight: Any, bias: Any) -> Any:
+    """One chunk's logits, in float32."""
+    logits = (hidden @ weight.T).float()
+    if bias is not None:
+        logits += bias.float()
+    return logits
+
+
+def _softmax_minus_one_hot_(logits: Any, log_z: Any, targets: Any) -> Any:
+    """``softmax(logits) - one_hot(targets)``, built in place over ``logits``.
+
+    The gradient of ``-log p(target)`` with respect to the logits; returned for chaining.
+    """
+    import torch
+
+    logits.sub_(log_z[:, None]).exp_()
+    logits[torch.arange(targets.numel(), device=targets.device), targets] -= 1.0
+    return logits
+
+
+def _through_head(grad: Any, hidden: Any, weight: Any, grad_weight: Any, grad_bias: Any,
+                  want_hidden: bool = True) -> Any:
+    """The gradient ``grad`` of a chunk's logits carried through the head.
+
+    Adds the head's weight and bias gradients to ``grad_weight`` / ``grad_bias`` (float32
+    accumulators, or None where not wanted); returns the gradient of the hidden states (None
+    unless ``want_hidden``).
+    """
+    low = grad.to(hidden.dtype)
+    if grad_weight is not None:
+        grad_weight += (low.T @ hidden).float()
+    if grad_bias is not None:
+        grad_bias += grad.sum(0)
+    return low @ weight if want_hidden else None
+
+
+def _log_prob_chunks(hidden: Any, weight: Any, bias: Any, targets: Any, chunk: int,
+                     stats: bool, want_hidden_grad: bool) -> tuple[Any, Any, tuple[Any, ...], Any]:
+    """The forward pass of `linear_log_probs`.
+
+    Returns ``(log_probs, log_z, (entropy, mean_logits, is_top1) or three Nones,
+    d log_probs / d hidden or None)``.
+    """
+    import torch
+
+    n = hidden.size(0)
+    f32 = {"dtype": torch.float32, "device": hidden.device}
+    log_probs, log_z = torch.empty(n, **f32), torch.empty(n, **f32)
+    entropy: Any = torch.empty(n, **f32) if stats else None
+    mean_logits: Any = torch.empty(n, **f32) if stats else None
+    is_top1: Any = torch.empty(n, dtype=torch.bool, device=hidden.device) if stats else None
+    grad_hidden = torch.empty_like(hidden) if want_hidden_grad else None
+    for start in range(0, n, chunk):
+        part = slice(start, start + chunk)
+        h, t = hidden[part], targets[part]
+        logits = _logits(h, weight, bias)
+        z = torch.logsumexp(logits, dim=-1)
+        log_z[part] = z
+        log_probs[part] = logits.gather(1, t[:, None]).squeeze(1) - z
+        if stats:
+            mean_logits[part] = logits.mean(-1)
+            is_top1[part] = logits.argmax(-1) == t  # the first of equal maxima, as TRL's
+            entropy[part] = z - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+        if grad_hidden is not None:
+            # d log p / d logits = one_hot - softmax: the negated cross-entropy gradient.
+            grad = _softmax_minus_one_hot_(logits, z, t).neg_()
+            grad_hidden[part] = _through_head(grad, h, weight, None, None)
+    return log_probs, log_z, (entropy, mean_logits, is_top1), grad_hidden
 
 
 @functools.cache
-def _function() -> Any:
-    """The autograd Function, built on first use so that importing this module needs no torch."""
+def _functions() -> tuple[Any, Any]:
+    """The autograd Functions, built on first use so that importing this module needs no torch."""
     import torch
 
     class LinearCrossEntropy(torch.autograd.Function):
@@ -103,20 +213,13 @@ def _function() -> Any:
             for start in range(0, hidden.size(0), chunk):
                 h = hidden[start:start + chunk]
                 t = targets[start:start + chunk]
-                logits = (h @ weight.T).float()
-                if bias is not None:
-                    logits += bias.float()
+                logits = _logits(h, weight, bias)
                 log_z = torch.logsumexp(logits, dim=-1)
                 total += (log_z - logits.gather(1, t[:, None]).squeeze(1)).sum()
-                # d(sum of losses)/d(logits) = softmax - one_hot, built in place over logits.
-                logits.sub_(log_z[:, None]).exp_()
-                logits[torch.arange(t.numel(), device=t.device), t] -= 1.0
-                grad = logits.to(hidden.dtype)
-                grad_hidden[start:start + chunk] = grad @ weight
-                if grad_weight is not None:
-                    grad_weight += (grad.T @ h).float()
-                if grad_bias is not None:
-                    grad_bias += logits.sum(0)
+                # The loss is a plain sum: its gradient through the head is known already.
+                grad = _softmax_minus_one_hot_(logits, log_z, t)
+                grad_hidden[start:start + chunk] = _through_head(grad, h, weight,
+                                                                 grad_weight, grad_bias)
             ctx.save_for_backward(grad_hidden,
                                   *(g for g in (grad_weight, grad_bias) if g is not None))
             ctx.want = (want_w, want_b)
@@ -133,4 +236,54 @@ def _function() -> Any:
             grad_bias = (saved.pop(0) * grad_output).to(ctx.dtypes[1]) if want_b else None
             return grad_hidden, grad_weight, grad_bias, None, None
 
-    return LinearCrossEntropy
+    class LinearLogProbs(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx: Any, hidden: Any, weight: Any, bias: Any, targets: Any, chunk: int,
+                    stats: bool) -> Any:
+            want_w = ctx.needs_input_grad[1]
+            want_b = bias is not None and ctx.needs_input_grad[2]
+            # A frozen head: d log p / d hidden now, a chunk at a time; else recompute later.
+            early = not (want_w or want_b)
+            log_probs, log_z, extra, grad_hidden = _log_prob_chunks(
+                hidden, weight, bias, targets, chunk, stats, early and ctx.needs_input_grad[0])
+            ctx.early = early
+            ctx.chunk = chunk
+            ctx.want = (ctx.needs_input_grad[0], want_w, want_b)
+            if early:
+                ctx.save_for_backward(grad_hidden)
+            else:
+                ctx.save_for_backward(hidden, weight, bias, targets, log_z)
+            ctx.mark_non_differentiable(*(t for t in extra if t is not None))
+            return log_probs, *extra
+
+        @staticmethod
+        def backward(ctx: Any, grad_log_probs: Any, *_: Any) -> Any:
+            nothing = (None, None, None)  # targets, chunk, stats
+            if ctx.early:
+                (grad_hidden,) = ctx.saved_tensors
+                if grad_hidden is None:
+                    return None, None, None, *nothing
+                return grad_hidden * grad_log_probs[:, None].to(grad_hidden.dtype), None, None, \
+                    *nothing
+            hidden, weight, bias, targets, log_z = ctx.saved_tensors
+            want_h, want_w, want_b = ctx.want
+            grad_hidden = torch.empty_like(hidden) if want_h else None
+            grad_weight = torch.zeros_like(weight, dtype=torch.float32) if want_w else None
+            grad_bias = torch.zeros_like(bias, dtype=torch.float32) if want_b else None
+            chunk = ctx.chunk
+            for start in range(0, hidden.size(0), chunk):
+                part = slice(start, start + chunk)
+                h, t = hidden[part], targets[part]
+                logits = _logits(h, weight, bias)
+                # d(g * log p)/d logits = -g * (softmax - one_hot)
+                grad = _softmax_minus_one_hot_(logits, log_z[part], t)
+                grad.mul_(-grad_log_probs[part, None].float())
+                g_h = _through_head(grad, h, weight, grad_weight, grad_bias, want_h)
+                if grad_hidden is not None:
+                    grad_hidden[part] = g_h
+            return (grad_hidden,
+                    None if grad_weight is None else grad_weight.to(weight.dtype),
+                    None if grad_bias is None else grad_bias.to(bias.dtype),
+                    *nothing)
+
+    return LinearCrossEntropy, LinearLogProbs
