@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ftp import IGNORE_INDEX
 from ftp_builtin.methods import chunked_loss
+from ftp_builtin.methods.chunked_loss import plain_head
 from ftp_builtin.methods.lm_head import use_lean_lm_head
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -66,8 +67,12 @@ def _perturbed(model: Any) -> Any:
 
 
 def one_step(folder: Any, tmp_path: Any, method: str, lora: bool, chunked: bool
-             ) -> tuple[float, dict[str, torch.Tensor], dict[str, float]]:
-    """Loss, trainable gradients and logged metrics of one step of TRL's trainer for `method`."""
+             ) -> tuple[float, dict[str, torch.Tensor], dict[str, float], int, int]:
+    """One step of TRL's trainer for `method`.
+
+    Returns the loss, the trainable gradients, the logged metrics, the bytes kept for
+    backward and the bytes of the logits of every position of the batch.
+    """
     tokenizer = AutoTokenizer.from_pretrained(folder)
     model = _model(folder, lora)
     common = {"output_dir": str(tmp_path / f"{method}-{chunked}"), "report_to": [],
@@ -88,12 +93,13 @@ def one_step(folder: Any, tmp_path: Any, method: str, lora: bool, chunked: bool
             from trl.experimental.cpo import CPOConfig, CPOTrainer
             from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-            from ftp_builtin.methods.reference_free import chunked_pair_forward
+            from ftp_builtin.methods.chunked_pairs import chunked_pair_forward
 
             if method == "orpo":
                 args, base = ORPOConfig(**common), ORPOTrainer
-            else:
-                args, base = CPOConfig(**common, loss_type="simpo", cpo_alpha=0.5), CPOTrainer
+            else:  # ftp's simpo: pure (sft_weight 0) or with the chosen answers' NLL
+                alpha = 0.5 if method == "simpo+nll" else 0.0
+                args, base = CPOConfig(**common, loss_type="simpo", cpo_alpha=alpha), CPOTrainer
             trainer_cls = chunked_pair_forward(base) if chunked else base
             data = pairs()
         trainer = trainer_cls(model=model, args=args, train_dataset=data,
@@ -104,18 +110,24 @@ def one_step(folder: Any, tmp_path: Any, method: str, lora: bool, chunked: bool
         # fused head (its tiles bounded, nothing kept without gradient), as in ftp.
         if getattr(trainer, "ref_model", None) is not None:
             use_lean_lm_head(trainer.ref_model)
+    if chunked:
+        assert plain_head(trainer.model) is trainer.model.get_output_embeddings()
     batch = next(iter(trainer.get_train_dataloader()))
     trainer.model.train()
-    loss = trainer.compute_loss(trainer.model, batch)
+    losses = []
+    kept = _saved_bytes(lambda: losses.append(trainer.compute_loss(trainer.model, batch)))
+    loss = losses[0]
     loss.backward()
     grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     assert grads and all(g is not None for g in grads.values())
     metrics = getattr(trainer, "_metrics", None) or getattr(trainer, "_stored_metrics", {})
     logged = {k: float(torch.tensor(v).float().mean()) for k, v in metrics["train"].items()}
-    return float(loss), grads, logged
+    ids = batch.get("input_ids", batch.get("chosen_input_ids"))
+    logits = 2 * ids.numel() * model.config.vocab_size * 4  # chosen and rejected rows
+    return float(loss.detach()), grads, logged, kept, logits
 
 
-@pytest.mark.parametrize("method", ["dpo", "kto"])
+@pytest.mark.parametrize("method", ["dpo", "kto", "orpo", "simpo", "simpo+nll"])
 @pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
 def test_chunked_head_gives_trls_loss_gradients_and_logs(tiny_model, tmp_path, monkeypatch,
                                                          method, lora):
@@ -129,6 +141,9 @@ def test_chunked_head_gives_trls_loss_gradients_and_logs(tiny_model, tmp_path, m
     assert ours[2].keys() == trl[2].keys()
     for key, value in trl[2].items():
         assert ours[2][key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+    if method in ("orpo", "simpo", "simpo+nll"):
+        # TRL's own forward keeps logits of every position; ours none (DPO/KTO: see below).
+        assert trl[3] - ours[3] >= trl[4] / 2
 
 
 def _saved_bytes(fn: Any) -> int:

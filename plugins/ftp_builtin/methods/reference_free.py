@@ -10,6 +10,10 @@ tokenizer's chat template, as for DPO.
 A pair longer than ``max_length`` is fitted as dpo fits it (``truncation_mode``, see
 ``ftp_builtin.truncation``): by default the prompt loses its start and the answers, with their
 end-of-sequence token, are kept whole, so every pair trains.
+
+Where the model's head is a plain linear layer, the log-probabilities both losses read are
+computed through the head a chunk of positions at a time (``ftp_builtin.methods.chunked_pairs``):
+TRL's forward would keep the logits of every position of chosen and rejected rows.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pydantic import Field
 
 from ftp import Shape, TrainContext, hookimpl
 from ftp.components import TokenizedExample
+from ftp_builtin.methods.chunked_pairs import chunked_pair_forward
 from ftp_builtin.methods.pairs import INDEX, fit_rows
 from ftp_builtin.methods.preference import PreferenceMethod, PreferenceOptions
 
@@ -118,11 +123,13 @@ def _fitted(trainer_cls: Any, ctx: TrainContext, cfg: PreferenceOptions) -> Any:
     """``trainer_cls`` tokenizing each pair whole, then fitting them all (`fit_rows`).
 
     The fitted rows replace the tokenized dataset before training starts; what fitting did is
-    kept as ``ftp_fitted`` for `PreferenceMethod.prepared` to report.
+    kept as ``ftp_fitted`` for `PreferenceMethod.prepared` to report. Where the head is a plain
+    linear layer, the forward pass applies it a chunk of positions at a time
+    (``ftp_builtin.methods.chunked_pairs``).
     """
     from datasets import Dataset
 
-    class _Fitted(trainer_cls):
+    class _Fitted(chunked_pair_forward(trainer_cls)):  # type: ignore[misc]
         def __init__(self, *args: Any, train_dataset: Any, **kwargs: Any) -> None:
             # The index names each row's source file and line if it has to be skipped.
             indexed = train_dataset.add_column(INDEX, list(range(len(train_dataset))))
