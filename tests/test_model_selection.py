@@ -161,6 +161,15 @@ def test_config_only_candidates_give_published_sizes_and_the_24gb_verdict(folder
     assert eight["stage"]["shape"]["parameters"] == 8_030_261_248
     assert eight["stage"]["shape"]["trainable"] == 41_943_040  # peft's LoRA r16 all-linear
     assert eight["stage"]["setting"]["sequence"] == 2048
+    # sft takes the head's loss a chunk at a time and trains Llama's MLPs lean: the estimate
+    # holds one chunk's float32 logits and softmax, and 3 MLP-wide tensors a layer, not 4.
+    assert eight["stage"]["shape"]["model_type"] == "llama"
+    assert eight["stage"]["shape"]["lean_mlps"] == 32
+    assert eight["stage"]["setting"]["head_chunk"] == 1024
+    assert eight["stage"]["estimate"]["logits"] == 1024 * 128256 * 8
+    tokens, layers = 2048, 32
+    assert eight["stage"]["estimate"]["activations"] == tokens * layers * (
+        12 * 4096 + 3 * 14336) * 2
     # Without gradient checkpointing the 8B's activations at 2048 tokens do not fit 24 GB;
     # the 1B does, and is recommended (no held-out loss: configs only).
     assert one["fits"] and not eight["fits"]

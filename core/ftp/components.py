@@ -234,6 +234,16 @@ class Method(Component):
         """Train ``ctx.model`` and return it (possibly still wrapped in an adapter)."""
         raise NotImplementedError
 
+    def head_chunk(self, model_type: str) -> int | None:
+        """Positions a chunk, if this method never holds a step's logits over the vocabulary.
+
+        A method that projects onto the vocabulary and takes its loss a chunk of positions at
+        a time (for models of ``model_type``, a transformers ``config.model_type``) returns the
+        chunk's size, so that ``ftp plan`` estimates one chunk's logits instead of a whole
+        step's. Default None: the method holds the logits of every position it scores.
+        """
+        return None
+
     def tokenize_examples(self, tokenizer: Any, records: Sequence[dict[str, Any]]
                           ) -> list[TokenizedExample] | None:
         """``records`` tokenized exactly as `train` would, for ``ftp data preview/inspect``.

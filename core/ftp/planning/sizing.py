@@ -34,6 +34,9 @@ class Shape:
         attention: The attention implementation (``sdpa``, ``eager``...).
         embedding_parameters: Parameters of the input embeddings and, when untied, the LM
             head (4-bit quantization leaves them in full precision).
+        model_type: The config's ``model_type`` (``llama``, ``bert``...).
+        lean_mlps: MLPs that training runs through `ftp.gated_mlp` (a plain gated SiLU
+            MLP keeps its gate and up outputs only).
 
     """
 
@@ -48,6 +51,8 @@ class Shape:
     vocabulary: int
     attention: str = "sdpa"
     embedding_parameters: int = 0
+    model_type: str = ""
+    lean_mlps: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -62,6 +67,8 @@ def shape_of(model: Any, adapted: Any | None = None) -> Shape:
         adapted: The same model wrapped by the provider's adapter, or None for full finetuning.
 
     """
+    from ftp.gated_mlp import is_plain_gated_silu
+
     config = model.config
     # Multimodal configs keep the language model's settings in a text config.
     text = config.get_text_config() if hasattr(config, "get_text_config") else config
@@ -87,6 +94,8 @@ def shape_of(model: Any, adapted: Any | None = None) -> Shape:
         vocabulary=int(_first(text, "vocab_size", default=0)),
         attention=str(getattr(config, "_attn_implementation", None) or "sdpa"),
         embedding_parameters=int(sum(tables.values())),
+        model_type=str(getattr(config, "model_type", "") or ""),
+        lean_mlps=sum(1 for m in model.modules() if is_plain_gated_silu(m)),
     )
 
 
@@ -123,6 +132,8 @@ class Setting:
             padding-free loss projects only positions that predict a labelled token).
         quantized_4bit: QLoRA: the base weights held in 4 bits (nf4 with double quantization,
             about 4.5 bits per weight with its constants), embeddings and LM head excepted.
+        head_chunk: Positions a chunk where the method projects onto the vocabulary and
+            takes its loss a chunk at a time (`ftp.Method.head_chunk`); None: all at once.
 
     """
 
@@ -139,6 +150,7 @@ class Setting:
     lora_dropout: bool = False
     logit_fraction: float = 1.0
     quantized_4bit: bool = False
+    head_chunk: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -182,13 +194,15 @@ def estimate_memory(shape: Shape, setting: Setting) -> MemoryEstimate:
     - activations kept for the backward pass, per token and layer (a Llama-like block): the
       two norms' inputs, statistics and outputs, q/k/v before and after the rotary embedding
       and its rotated copies, the attention output and its reshaped copy (about 12 × hidden),
-      the MLP's gate, up, activation and product (4 × intermediate), the adapter dropout's
+      the MLP's gate, up, activation and product (4 × intermediate; 3 where training runs
+      the MLP through `ftp.gated_mlp`, which recomputes the activation), the adapter dropout's
       copies of each adapted layer's input (6 × hidden + intermediate), and under eager
       attention the heads × sequence probabilities. With gradient checkpointing only each
       layer's input is kept, plus one layer recomputed;
     - the logits over the vocabulary (causal LMs), at the positions projected: in the compute
       dtype, their float32 copy for the loss (under bf16), the log-softmax the loss keeps, and
-      the gradient.
+      the gradient. A method that takes the loss a chunk at a time holds one chunk's float32
+      logits and the softmax computed from them, and keeps none for backward.
     """
     s = setting
     tokens = s.batch * s.sequences_per_row * s.sequence
@@ -206,7 +220,7 @@ def estimate_memory(shape: Shape, setting: Setting) -> MemoryEstimate:
     gradients = shape.trainable * train_bytes
     optimizer = 2 * shape.trainable * train_bytes
     h, i, n = shape.hidden_size, shape.intermediate_size, shape.layers
-    per_layer = 12 * h + 4 * i
+    per_layer = 12 * h + (3 if shape.lean_mlps >= n > 0 else 4) * i
     if s.adapter and s.lora_dropout:
         per_layer += 6 * h + i
     if shape.attention == "eager":
@@ -216,7 +230,10 @@ def estimate_memory(shape: Shape, setting: Setting) -> MemoryEstimate:
     else:
         activations = tokens * n * per_layer * act_bytes
     per_logit = act_bytes + 8 + (4 if act_bytes < 4 else 0)
-    logits = tokens * s.logit_fraction * shape.vocabulary * per_logit if s.causal_lm else 0
+    projected = tokens * s.logit_fraction
+    if s.head_chunk:
+        projected, per_logit = min(projected, s.head_chunk), 8
+    logits = projected * shape.vocabulary * per_logit if s.causal_lm else 0
     reference = shape.parameters * s.weight_bytes if s.reference else 0
     what = "4 bits (nf4)" if s.quantized_4bit else "bf16" if held == 2 else f"{held}-byte"
     return MemoryEstimate(

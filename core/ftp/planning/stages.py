@@ -218,7 +218,8 @@ def meta_shape(provider: Any, stage: Stage, train: Sequence[dict[str, Any]]) -> 
     return shape_of(model, adapted)
 
 
-def setting_for(provider: Any, stage: Stage, costs: Costs | None, order: list[int]) -> Setting:
+def setting_for(provider: Any, stage: Stage, costs: Costs | None, order: list[int],
+                model_type: str = "") -> Setting:
     """The stage's `Setting`: its batch and longest kept rows, adapter, dtype decisions."""
     import torch
 
@@ -253,6 +254,7 @@ def setting_for(provider: Any, stage: Stage, costs: Costs | None, order: list[in
         lora_dropout=adapter and float(getattr(stage.adapter, "dropout", 0) or 0) > 0,
         logit_fraction=fraction if fraction is not None else 1.0,
         quantized_4bit=getattr(getattr(provider, "config", None), "quantize", None) == "4bit",
+        head_chunk=stage.method.build().head_chunk(model_type) if model_type else None,
     )
 
 
@@ -323,7 +325,7 @@ def stage_cost(pipeline: Pipeline, index: int, provider: Any, tokenizer: Any | N
     order = probe_order(costs) if costs else list(range(len(train)))
     if shape is None:
         shape = meta_shape(provider, stage, train)
-    setting = setting_for(provider, stage, costs, order)
+    setting = setting_for(provider, stage, costs, order, shape.model_type)
     estimate = estimate_memory(shape, setting)
     if costs is None:
         rows = len(train)

@@ -6,6 +6,8 @@ from typing import Any
 
 from ftp.components import IGNORE_INDEX
 from ftp_builtin.methods.chunked_loss import (
+    CHUNK,
+    PLAIN_HEADS,
     head_returns_hidden,
     linear_cross_entropy_sum,
     plain_head,
@@ -90,3 +92,14 @@ def accepts_loss_kwargs(trainer: Any) -> Any:
     """Tell Trainer not to divide the loss by the accumulation steps again; return it."""
     trainer.model_accepts_loss_kwargs = True
     return trainer
+
+
+class ChunkedHead:
+    """Mixin for a `ftp.Method` whose loss goes through ``chunked_loss`` where the head allows.
+
+    Tells ``ftp plan`` that a step holds one chunk's logits, not every position's.
+    """
+
+    def head_chunk(self, model_type: str) -> int | None:
+        """`CHUNK` for families whose head is a plain linear layer applied last, else None."""
+        return CHUNK if model_type in PLAIN_HEADS else None

@@ -30,11 +30,11 @@ from ftp import Shape, TrainContext, TrainerMethod, TrainingOptions, UserError, 
 from ftp.components import TokenizedExample, TokenSequence
 from ftp_builtin import blocks as blocks_module
 from ftp_builtin.blocks import check_block_size, document_ids, pack_ids
-from ftp_builtin.methods.common import accepts_loss_kwargs, with_labelled_loss
+from ftp_builtin.methods.common import ChunkedHead, accepts_loss_kwargs, with_labelled_loss
 from ftp_builtin.methods.tokenized import cached_rows, plugin_identity
 
 
-class CPT(TrainerMethod):
+class CPT(ChunkedHead, TrainerMethod):
     """Continued pretraining on raw text: EOS-joined documents in fixed-length blocks."""
 
     name = "cpt"

@@ -21,13 +21,13 @@ from ftp.components import IGNORE_INDEX, TokenizedExample, TokenSequence
 from ftp.tokenrows import TokenRows
 from ftp.turns import untrained_turns
 from ftp_builtin import tokenize as tokenize_module
-from ftp_builtin.methods.common import accepts_loss_kwargs, with_labelled_loss
+from ftp_builtin.methods.common import ChunkedHead, accepts_loss_kwargs, with_labelled_loss
 from ftp_builtin.methods.tokenized import cached_rows, plugin_identity
 from ftp_builtin.tokenize import Tokenized, require_chat_template, tokenize_records
 from ftp_builtin.tokenize_parallel import tokenize_in_processes
 
 
-class SFT(TrainerMethod):
+class SFT(ChunkedHead, TrainerMethod):
     """Supervised finetuning on conversations, prompt/completion pairs or text (TRL SFTTrainer)."""
 
     name = "sft"
