@@ -138,11 +138,15 @@ def _softmax_minus_one_hot_(logits: Any, log_z: Any, targets: Any) -> Any:
 
     The gradient of ``-log p(target)`` with respect to the logits; returned for chaining.
     """
+    return _minus_one_hot_(logits.sub_(log_z[:, None]).exp_(), targets)
+
+
+def _minus_one_hot_(probs: Any, targets: Any) -> Any:
+    """``probs - one_hot(targets)``, in place over ``probs``; returned for chaining."""
     import torch
 
-    logits.sub_(log_z[:, None]).exp_()
-    logits[torch.arange(targets.numel(), device=targets.device), targets] -= 1.0
-    return logits
+    probs[torch.arange(targets.numel(), device=targets.device), targets] -= 1.0
+    return probs
 
 
 def _through_head(grad: Any, hidden: Any, weight: Any, grad_weight: Any, grad_bias: Any,
@@ -181,17 +185,23 @@ def _log_prob_chunks(hidden: Any, weight: Any, bias: Any, targets: Any, chunk: i
         part = slice(start, start + chunk)
         h, t = hidden[part], targets[part]
         logits = _logits(h, weight, bias)
+        grad: Any = None
         z = torch.logsumexp(logits, dim=-1)
         log_z[part] = z
         log_probs[part] = logits.gather(1, t[:, None]).squeeze(1) - z
         if stats:
             mean_logits[part] = logits.mean(-1)
             is_top1[part] = logits.argmax(-1) == t  # the first of equal maxima, as TRL's
-            entropy[part] = z - (torch.softmax(logits, dim=-1) * logits).sum(-1)
+            log_p = logits.sub_(z[:, None])  # in place: one more chunk-sized tensor, not two
+            probs = log_p.exp()
+            # -sum(p log p) as a batched dot product: no chunk-sized product tensor.
+            entropy[part] = -(probs[:, None, :] @ log_p[:, :, None]).flatten()
+            grad = _minus_one_hot_(probs, t) if grad_hidden is not None else None
+        elif grad_hidden is not None:
+            grad = _softmax_minus_one_hot_(logits, z, t)
         if grad_hidden is not None:
             # d log p / d logits = one_hot - softmax: the negated cross-entropy gradient.
-            grad = _softmax_minus_one_hot_(logits, z, t).neg_()
-            grad_hidden[part] = _through_head(grad, h, weight, None, None)
+            grad_hidden[part] = _through_head(grad.neg_(), h, weight, None, None)
     return log_probs, log_z, (entropy, mean_logits, is_top1), grad_hidden
 
 
