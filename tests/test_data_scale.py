@@ -65,7 +65,7 @@ def test_streamed_json_lines_are_the_rows_read_whole(tmp_path: Path) -> None:
             got = JsonLoader(JsonLoader.Config(path="rows.jsonl")).load(ctx)
         else:  # the whole file in memory, split at newlines: what the loader did before
             text = data.decode("utf-8-sig", errors="surrogateescape")
-            got = JsonLoader._lines(ctx, text, path)
+            got = list(JsonLoader._lines(ctx, text, path))
         return got, dict(ctx.skipped), [ctx.where(r) for r in got]
 
     streamed, whole = read(True), read(False)

@@ -10,7 +10,7 @@ methods, so that listing and validating stay fast.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -91,6 +91,17 @@ class DataLoader(Component):
     def load(self, ctx: LoadContext) -> list[dict[str, Any]]:
         """Return the records. Raise ``UserError`` for a missing file or a bad row."""
         raise NotImplementedError
+
+    def rows(self, ctx: LoadContext) -> Iterator[dict[str, Any]]:
+        """Yield the records one at a time, as `load` would return them.
+
+        ftp reads a dataset through this: each record is formatted (and let go) before the
+        next is read, so a loader that overrides it with a generator never holds its whole
+        file as Python objects. By default it yields what `load` returns, so a loader that
+        only returns a list works unchanged. A loader that overrides it should make `load`
+        ``list(self.rows(ctx))``. Errors are raised as the records are read.
+        """
+        yield from self.load(ctx)
 
 
 class Format(Component):

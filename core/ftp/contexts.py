@@ -29,8 +29,9 @@ class PipelinePaths:
 class LoadContext(PipelinePaths):
     """Given to `DataLoader.load`.
 
-    A loader returns its records as a list of dicts. To make problems traceable it may also
-    say where each record came from (`origin`) and report rows it cannot use (`bad_row`):
+    A loader returns its records as a list of dicts (or yields them: `DataLoader.rows`). To
+    make problems traceable it may also say where each record came from (`origin`) and report
+    rows it cannot use (`bad_row`):
     with ``on_bad_rows = "error"`` (the default) that stops the run with one line naming the
     place and the reason; with ``"skip"`` the row is counted by reason and left out.
 
@@ -98,6 +99,14 @@ class LoadContext(PipelinePaths):
     def where(self, record: dict[str, Any]) -> str | None:
         """Where `origin` said ``record`` came from, or None."""
         found = self._origins.get(id(record))
+        return found[1] if found is not None and found[0] is record else None
+
+    def pop_where(self, record: dict[str, Any]) -> str | None:
+        """Like `where`, and forget the record.
+
+        ftp calls it on rows it reads one at a time, so the context keeps no row alive.
+        """
+        found = self._origins.pop(id(record), None)
         return found[1] if found is not None and found[0] is record else None
 
     def bad_row(self, where: str, reason: str, detail: str = "") -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pickle
 import random
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ from typing import Any
 from ftp.components import DataLoader, Format
 from ftp.config import Dataset
 from ftp.contexts import LoadContext
-from ftp.errors import UserError
+from ftp.errors import FtpError, RunError, UserError
 from ftp.hashing import digest, file_digest
 from ftp.packedrows import PackedRows
 
@@ -103,6 +103,82 @@ class Records(list):
         self.eval_records: Records | None = None
 
 
+class RecordStream:
+    """A loader's records read as `prepare` formats them: one pass, never held whole.
+
+    Iterating gives ``(record, origin)`` pairs from `DataLoader.rows`; the loader's context
+    forgets each record as it is given, so once `prepare` has packed a formatted row nothing
+    holds the raw one. `skipped` and `files` are complete once the pass has ended.
+
+    The first record is read when the stream is made: a download, a missing file or an
+    unreadable first row shows up where the loader runs, as with a list.
+
+    Attributes:
+        count: Records read so far (all of them once the pass has ended).
+        eval_records: With ``eval_path``: the held-out file's records, streamed the same way.
+        watchers: Called on each record as it is read, before it is formatted.
+
+    """
+
+    def __init__(self, ds: Dataset, loader: DataLoader, ctx: LoadContext, which: str,
+                 blame: Callable[[Exception], Exception] | None = None) -> None:
+        self._ds = ds
+        self._blame = blame
+        self._ctx = ctx
+        self._which = which
+        self._started = False
+        self.count = 0
+        self.eval_records: RecordStream | None = None
+        #: Called on each record as it is read, before it is formatted (e.g. to count it).
+        self.watchers: list[Callable[[dict[str, Any]], None]] = []
+        self._rows = iter(loader.rows(ctx))
+        self._first = self._next()
+
+    @property
+    def skipped(self) -> dict[str, int]:
+        """Rows the loader left out with ``on_bad_rows = "skip"``, by reason."""
+        return dict(self._ctx.skipped)
+
+    @property
+    def files(self) -> list[Path]:
+        """The files the loader read through `LoadContext.expand`."""
+        return list(self._ctx.files)
+
+    def __iter__(self) -> Iterator[tuple[dict[str, Any], str | None]]:
+        if self._started:
+            raise RuntimeError("a RecordStream is read once")
+        self._started = True
+        record, self._first = self._first, None
+        while record is not None:
+            self.count += 1
+            for watch in self.watchers:
+                watch(record)
+            yield record, self._ctx.pop_where(record)
+            record = self._next()
+        if not self.count:
+            raise UserError(_no_rows(self._ds, self._which, self._ctx.skipped))
+
+    def _next(self) -> dict[str, Any] | None:
+        """The loader's next record, or None at the end."""
+        try:
+            return next(self._rows, None)
+        except Exception as exc:
+            if self._blame is not None:
+                new = self._blame(exc)
+                if new is exc:
+                    raise
+                raise new from exc
+            if isinstance(exc, FtpError):
+                raise
+            # The loader's own fault, named as such even where it surfaces while formatting
+            # (`prepare` is what pulls the rows).
+            entry = self._ds.loader.entry
+            text = str(exc).strip().splitlines()
+            raise RunError(f"data.{self._ds.name}{self._which}: reading rows "
+                           f"[data loader {entry.name!r}, plugin {entry.plugin!r}]: "
+                           f"{type(exc).__name__}: {text[0] if text else ''}") from exc
+
+
 def load_records(ds: Dataset, base_dir: Path, seed: int) -> Records:
     """Run the dataset's loader, and again on ``eval_path`` when the dataset has one.
 
@@ -111,23 +187,60 @@ def load_records(ds: Dataset, base_dir: Path, seed: int) -> Records:
             rows at all.
 
     """
-    records = _load(ds, ds.loader.build(), base_dir, seed, "")
-    if ds.section.eval_path is not None:
-        # The same loader and options, pointed at the held-out file.
-        config = ds.loader.config.model_copy(update={"path": ds.section.eval_path})
-        loader = ds.loader.cls(config)
-        records.eval_records = _load(ds, loader, base_dir, seed, " (eval_path)")
+    loaders = _loaders(ds)
+    records = _load(ds, loaders[0], base_dir, seed, "")
+    if len(loaders) > 1:
+        records.eval_records = _load(ds, loaders[1], base_dir, seed, " (eval_path)")
     return records
 
 
+def stream_records(ds: Dataset, base_dir: Path, seed: int,
+                   blame: Callable[[Exception], Exception] | None = None) -> RecordStream:
+    """`load_records` read as `prepare` goes: a row at a time, never all in memory at once.
+
+    Only the first row (of each file set) is read here; `prepare` reads the rest and gives
+    the same result as with `load_records`. ``blame``, when given, words any error the
+    loader raises (the runner names its "load data" step with it, wherever the error
+    surfaces); by default a loader's bug is a `RunError` naming the loader.
+
+    Raises:
+        UserError: as `load_records`, where the rows are read.
+
+    """
+    loaders = _loaders(ds)
+    records = RecordStream(ds, loaders[0], _context(ds, base_dir, seed), "", blame)
+    if len(loaders) > 1:
+        records.eval_records = RecordStream(ds, loaders[1], _context(ds, base_dir, seed),
+                                            " (eval_path)", blame)
+    return records
+
+
+def _loaders(ds: Dataset) -> list[DataLoader]:
+    """The dataset's loader, and one for ``eval_path`` when it has one."""
+    loaders = [ds.loader.build()]
+    if ds.section.eval_path is not None:
+        # The same loader and options, pointed at the held-out file.
+        config = ds.loader.config.model_copy(update={"path": ds.section.eval_path})
+        loaders.append(ds.loader.cls(config))
+    return loaders
+
+
+def _context(ds: Dataset, base_dir: Path, seed: int) -> LoadContext:
+    return LoadContext(dataset=ds.name, base_dir=base_dir, seed=seed,
+                       on_bad_rows=ds.section.on_bad_rows)
+
+
 def _load(ds: Dataset, loader: DataLoader, base_dir: Path, seed: int, which: str) -> Records:
-    ctx = LoadContext(dataset=ds.name, base_dir=base_dir, seed=seed,
-                      on_bad_rows=ds.section.on_bad_rows)
-    rows = loader.load(ctx)
+    ctx = _context(ds, base_dir, seed)
+    rows = list(loader.rows(ctx))
     if not rows:
-        why = f" (all {sum(ctx.skipped.values())} were bad rows, skipped)" if ctx.skipped else ""
-        raise UserError(f"data.{ds.name}{which}: the loader returned no rows{why}")
+        raise UserError(_no_rows(ds, which, ctx.skipped))
     return Records(rows, [ctx.where(r) for r in rows], dict(ctx.skipped), list(ctx.files))
+
+
+def _no_rows(ds: Dataset, which: str, skipped: dict[str, int]) -> str:
+    why = f" (all {sum(skipped.values())} were bad rows, skipped)" if skipped else ""
+    return f"data.{ds.name}{which}: the loader returned no rows{why}"
 
 
 @dataclass
@@ -141,25 +254,21 @@ class _Formatter:
     #: Where each record of the last `run`'s result came from.
     origins: list[str] = field(default_factory=list)
 
-    def run(self, records: list[Any], origins: list[str | None],
-            limit: int | None, consume: bool = False) -> Sequence[dict[str, Any]]:
+    def run(self, items: Iterable[tuple[Any, str | None]],
+            limit: int | None) -> Sequence[dict[str, Any]]:
         """The formatted records, packed (`PackedRows`) unless one cannot be pickled.
 
-        With ``consume``, each raw record is dropped from ``records`` (set to None) once it
-        is formatted, so the raw and the formatted rows never both exist whole.
+        ``items`` gives each raw record with its origin (`_listed`, or a `RecordStream`).
+        Past ``limit`` formatted rows the rest are still read, unformatted, so that what the
+        fingerprint counts (rows read, rows skipped) does not depend on how they were read.
         """
         section = self.ds.section
         out: PackedRows | list[dict[str, Any]] = PackedRows()
         self.origins = []
-        for i in range(len(records)):
-            if limit is not None and len(out) >= limit:
-                break
-            record = records[i]
-            if consume:
-                records[i] = None
-            if record is None:
-                continue  # already consumed by an earlier call: not a row
-            where = (origins[i] if i < len(origins) else None) or f"data.{self.ds.name} row {i}"
+        for i, (record, origin) in enumerate(items):
+            if record is None or (limit is not None and len(out) >= limit):
+                continue  # consumed by an earlier call (not a row), or past the limit
+            where = origin or f"data.{self.ds.name} row {i}"
             if section.placeholders:
                 record = fill_placeholders(record, section.placeholders, where)
             elif _has_placeholder(record):
@@ -189,8 +298,18 @@ class _Formatter:
                         'on_bad_rows = "skip" to leave such rows out)')
 
 
-def prepare(ds: Dataset, records: list[dict[str, Any]], base_dir: Path, seed: int,
-            consume: bool = False) -> Prepared:
+def _listed(records: list[Any], origins: list[str | None],
+            consume: bool) -> Iterator[tuple[Any, str | None]]:
+    """Each record of a list with its origin; with ``consume``, each set to None as given."""
+    for i in range(len(records)):
+        record = records[i]
+        if consume:
+            records[i] = None
+        yield record, origins[i] if i < len(origins) else None
+
+
+def prepare(ds: Dataset, records: list[dict[str, Any]] | RecordStream, base_dir: Path,
+            seed: int, consume: bool = False) -> Prepared:
     """Fill placeholders, format and split one dataset's records.
 
     ``records`` is what `load_records` returned; a plain list works too (its rows are then
@@ -198,6 +317,8 @@ def prepare(ds: Dataset, records: list[dict[str, Any]], base_dir: Path, seed: in
     packed (`ftp.packedrows.PackedRows`). With ``consume``, ``records`` (and its
     ``eval_records``) are emptied as they are formatted — each raw row set to None — for a
     caller that needs only the prepared rows: raw and formatted rows then never coexist.
+    A `RecordStream` (`stream_records`) is read here, a row at a time,
+    and gives the same result as the list would.
 
     Raises:
         UserError: naming the file and line (or the dataset and row) of a bad record.
@@ -205,13 +326,13 @@ def prepare(ds: Dataset, records: list[dict[str, Any]], base_dir: Path, seed: in
     """
     where = f"data.{ds.name}"
     section = ds.section
-    origins = list(getattr(records, "origins", []))
-    skipped = dict(getattr(records, "skipped", {}))
     fmt: Format = ds.format.build()
+    skipped: dict[str, int] = {}
     formatter = _Formatter(ds, fmt, skipped)
-    n_records = len(records)
-    formatted = formatter.run(records if consume else list(records), origins, section.limit,
-                              consume)
+    formatted = formatter.run(_items(records, consume), section.limit)
+    # Read after the pass: a stream knows its count and the loader's skips only then.
+    n_records = records.count if isinstance(records, RecordStream) else len(records)
+    _add_counts(skipped, getattr(records, "skipped", {}))
     formatted_origins = formatter.origins
     if not formatted:
         raise UserError(f"{where}: no rows left after leaving out "
@@ -222,12 +343,11 @@ def prepare(ds: Dataset, records: list[dict[str, Any]], base_dir: Path, seed: in
         random.Random(seed).shuffle(order)
     eval_records = getattr(records, "eval_records", None)
     if eval_records is not None:
-        n_eval_read = len(eval_records)
-        eval_rows = formatter.run(eval_records if consume else list(eval_records),
-                                  eval_records.origins, None, consume)
+        eval_rows = formatter.run(_items(eval_records, consume), None)
+        n_eval_read = eval_records.count if isinstance(eval_records, RecordStream) \
+            else len(eval_records)
         eval_origins = formatter.origins
-        for reason, n in eval_records.skipped.items():
-            skipped[reason] = skipped.get(reason, 0) + n
+        _add_counts(skipped, eval_records.skipped)
         if not eval_rows:
             raise UserError(f"{where}: no rows left in eval_path after leaving out bad rows")
         n_eval = 0
@@ -282,6 +402,19 @@ def prepare(ds: Dataset, records: list[dict[str, Any]], base_dir: Path, seed: in
     return Prepared(ds.name, fmt.produces, train_rows, eval_rows, fingerprint, warnings,
                     dict(sorted(skipped.items())), train_origins, eval_origins,
                     section.on_bad_rows)
+
+
+def _items(records: list[Any] | RecordStream,
+           consume: bool) -> Iterable[tuple[Any, str | None]]:
+    if isinstance(records, RecordStream):
+        return records
+    origins = list(getattr(records, "origins", []))
+    return _listed(records if consume else list(records), origins, consume)
+
+
+def _add_counts(into: dict[str, int], counts: dict[str, int]) -> None:
+    for reason, n in counts.items():
+        into[reason] = into.get(reason, 0) + n
 
 
 def skipped_summary(skipped: dict[str, int], most: int = 5) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import platform
 import shutil
@@ -30,7 +31,7 @@ from rich.console import Console
 from ftp import allocator, checkpoints
 from ftp.config import Bound, Evaluation, Pipeline, Stage
 from ftp.contexts import EvalContext, TrainContext
-from ftp.data import Prepared, combine, load_records, mix_summary, prepare
+from ftp.data import Prepared, combine, mix_summary, prepare, stream_records
 from ftp.distributed import ranks
 from ftp.errors import FtpError, RunError, UserError
 from ftp.memory import model_on_gpu, release
@@ -39,6 +40,9 @@ from ftp.rundir import RunDir
 from ftp.runlock import RunLock, owner_info
 from ftp.signals import STOP, Interrupted, handling_signals
 from ftp.training_guard import NonFiniteError, make_guard_callback
+
+# Set on an error `Runner.blamed` has worded, so that no later step words it again.
+_NAMED = "ftp_step_named"
 
 PACKAGES = ("ftp", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "pluggy",
             "pydantic")
@@ -268,27 +272,43 @@ class Runner:
     def step(self, label: str, bound: Bound | None = None) -> Iterator[None]:
         """Announce, time and attribute one step of the run."""
         self.current_step = label
-        who = ""
-        if bound is not None:
-            e = bound.entry
-            who = f" [{e.kind.replace('_', ' ')} {e.name!r}, plugin {e.plugin!r}]"
         self.console.print(f"[bold cyan]▶[/] {label}", highlight=False)
         start = time.perf_counter()
         try:
             yield
-        except FtpError as exc:
-            if isinstance(exc, UserError):
-                raise type(exc)(f"{label}{who}: {exc}") from exc
-            raise
         except KeyboardInterrupt:
             raise
         except Exception as exc:
-            text = str(exc).strip().splitlines()
-            first = text[0] if text else ""
-            raise RunError(f"{label}{who}: {type(exc).__name__}: {first}") from exc
+            new = self.blamed(label, bound, exc)
+            if new is exc:
+                raise
+            raise new from exc
         took = time.perf_counter() - start
         self.timings[label] = round(took, 2)
         self.console.print(f"  [dim]done in {took:.1f}s[/]", highlight=False)
+
+    def blamed(self, label: str, bound: Bound | None, exc: Exception) -> Exception:
+        """``exc`` as step ``label`` reports it: one line naming the step and ``bound``.
+
+        Also for a step's error that surfaces inside a later step (a streamed dataset's
+        loader fails while its rows are formatted): it is named once, by its own step.
+        """
+        if getattr(exc, _NAMED, False) or (isinstance(exc, FtpError)
+                                            and not isinstance(exc, UserError)):
+            return exc
+        self.current_step = label
+        who = ""
+        if bound is not None:
+            e = bound.entry
+            who = f" [{e.kind.replace('_', ' ')} {e.name!r}, plugin {e.plugin!r}]"
+        if isinstance(exc, UserError):
+            new: Exception = type(exc)(f"{label}{who}: {exc}")
+        else:
+            text = str(exc).strip().splitlines()
+            first = text[0] if text else ""
+            new = RunError(f"{label}{who}: {type(exc).__name__}: {first}")
+        setattr(new, _NAMED, True)
+        return new
 
     # -- the run --------------------------------------------------------------------------
 
@@ -406,7 +426,9 @@ class Runner:
             # The main process first: a download or a cache is filled once.
             with self.step(f"load data {name!r}", ds.loader), \
                     ranks.main_first(f"load data {name!r}"):
-                records = load_records(ds, p.base_dir, p.seed)
+                # Streamed: only the first row is read here; the rest as they are formatted.
+                records = stream_records(ds, p.base_dir, p.seed, blame=functools.partial(
+                    self.blamed, f"load data {name!r}", ds.loader))
             with self.step(f"format data {name!r}", ds.format):
                 # Consumed: each raw row is let go once formatted (packed rows remain).
                 self.data[name] = prepare(ds, records, p.base_dir, p.seed, consume=True)

@@ -12,7 +12,6 @@ the `LoadContext`, so a problem found later names the place; rows the loader its
 from __future__ import annotations
 
 import csv
-import io
 import json
 import re
 from collections.abc import Iterator
@@ -146,20 +145,28 @@ class JsonLoader(_FileLoader):
 
     def load(self, ctx: LoadContext) -> list[dict[str, Any]]:
         """Read each file; JSON Lines when it ends in .jsonl or is not one JSON document."""
-        rows: list[dict[str, Any]] = []
-        for path in ctx.expand(self.config.path, self.config.glob, self.suffixes):
-            rows.extend(self._file(ctx, path))
-        return rows
+        return list(self.rows(ctx))
 
-    def _file(self, ctx: LoadContext, path: Path) -> list[dict[str, Any]]:
+    def rows(self, ctx: LoadContext) -> Iterator[dict[str, Any]]:
+        """`load`'s rows one at a time: a .jsonl file is read a line at a time.
+
+        A JSON document (an array) is parsed whole first — the standard library has no
+        incremental parser — and its items are then given one at a time.
+        """
+        for path in ctx.expand(self.config.path, self.config.glob, self.suffixes):
+            yield from self._file(ctx, path)
+
+    def _file(self, ctx: LoadContext, path: Path) -> Iterator[dict[str, Any]]:
         if path.suffix.lower() == ".jsonl":
-            return self._lines(ctx, _stream_lines(path), path)
+            yield from self._lines(ctx, _stream_lines(path), path)
+            return
         text = _read(path)
         try:
             doc = json.loads(text)
         except json.JSONDecodeError as exc:
             if exc.msg == "Extra data":  # several documents: JSON Lines by another name
-                return self._lines(ctx, text, path)
+                yield from self._lines(ctx, text, path)
+                return
             # One broken document has no rows to skip: the whole file is unreadable.
             raise UserError(f"{path}:{exc.lineno}: invalid JSON: {exc.msg} (column "
                             f"{exc.colno}); the file is one JSON document, so no row of it "
@@ -173,20 +180,20 @@ class JsonLoader(_FileLoader):
                             "(or set `field` to the key that holds it)")
         # A top-level array's items are named by line too, so an editor can jump to them.
         lines = _item_lines(text) if self.config.field is None else None
-        rows = []
-        for i, row in enumerate(doc):
+        del text  # the parsed items are what is read from here on
+        for i in range(len(doc)):
+            row, doc[i] = doc[i], None  # given away: the document does not keep it
             where = f"{path}:{lines[i]} (item {i})" if lines else f"{path}[{i}]"
             if not isinstance(row, dict):
                 ctx.bad_row(where, NOT_AN_OBJECT, f"a JSON {_json_type(row)}")
             elif _undecodable(row):
                 ctx.bad_row(where, UNDECODABLE)
             else:
-                rows.append(ctx.origin(row, where))
-        return rows
+                yield ctx.origin(row, where)
 
     @staticmethod
-    def _lines(ctx: LoadContext, text: str | Iterator[str], path: Path) -> list[dict[str, Any]]:
-        rows = []
+    def _lines(ctx: LoadContext, text: str | Iterator[str], path: Path
+               ) -> Iterator[dict[str, Any]]:
         lines = text.split("\n") if isinstance(text, str) else text
         for n, line in enumerate(lines, start=1):
             if not line.strip():
@@ -203,8 +210,7 @@ class JsonLoader(_FileLoader):
             if not isinstance(row, dict):
                 ctx.bad_row(where, NOT_AN_OBJECT, f"a JSON {_json_type(row)}")
                 continue
-            rows.append(ctx.origin(row, where))
-        return rows
+            yield ctx.origin(row, where)
 
 
 def _json_type(value: Any) -> str:
@@ -230,19 +236,30 @@ class CsvLoader(_FileLoader):
 
     def load(self, ctx: LoadContext) -> list[dict[str, Any]]:
         """Read every file's rows as dicts keyed by its header."""
-        rows: list[dict[str, Any]] = []
-        for path in ctx.expand(self.config.path, self.config.glob, self.suffixes):
-            rows.extend(self._file(ctx, path))
-        return rows
+        return list(self.rows(ctx))
 
-    def _file(self, ctx: LoadContext, path: Path) -> list[dict[str, Any]]:
+    def rows(self, ctx: LoadContext) -> Iterator[dict[str, Any]]:
+        """`load`'s rows one at a time, each file read as it goes."""
+        for path in ctx.expand(self.config.path, self.config.glob, self.suffixes):
+            yield from self._file(ctx, path)
+
+    def _file(self, ctx: LoadContext, path: Path) -> Iterator[dict[str, Any]]:
         delimiter = self.config.delimiter
         if delimiter is None:
             delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
         # The csv module refuses fields over 128 KiB by default; a document may be longer.
         csv.field_size_limit(max(csv.field_size_limit(), 2**31 - 1))
-        reader = csv.DictReader(io.StringIO(_read(path), newline=""), delimiter=delimiter)
-        rows = []
+        # Decoded as `_read` decodes (a byte-order mark dropped, bad bytes kept escaped).
+        try:
+            fh = path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
+        except OSError as exc:
+            raise UserError(f"{path}: cannot be read: {exc.strerror}") from None
+        with fh:
+            yield from self._read_rows(ctx, path, csv.DictReader(fh, delimiter=delimiter))
+
+    @staticmethod
+    def _read_rows(ctx: LoadContext, path: Path, reader: csv.DictReader[str]
+                   ) -> Iterator[dict[str, Any]]:
         try:
             if not reader.fieldnames:
                 raise UserError(f"{path}: empty file or no header row")
@@ -260,10 +277,9 @@ class CsvLoader(_FileLoader):
                 elif _undecodable(row):
                     ctx.bad_row(where, UNDECODABLE)
                 else:
-                    rows.append(ctx.origin(dict(row), where))
+                    yield ctx.origin(dict(row), where)
         except csv.Error as exc:
             raise UserError(f"{path}:{reader.line_num}: not readable as CSV: {exc}") from None
-        return rows
 
 
 class ParquetLoader(_FileLoader):
@@ -283,19 +299,24 @@ class ParquetLoader(_FileLoader):
 
     def load(self, ctx: LoadContext) -> list[dict[str, Any]]:
         """Read every file's rows."""
+        return list(self.rows(ctx))
+
+    def rows(self, ctx: LoadContext) -> Iterator[dict[str, Any]]:
+        """`load`'s rows, each file read a record batch at a time."""
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        rows: list[dict[str, Any]] = []
         for path in ctx.expand(self.config.path, self.config.glob, self.suffixes):
+            i = 0
             try:
-                table = pq.read_table(path, columns=self.config.columns)
+                batches = pq.ParquetFile(path).iter_batches(columns=self.config.columns)
+                for batch in batches:
+                    for row in batch.to_pylist():
+                        yield ctx.origin(row, f"{path}[{i}]")
+                        i += 1
             except (pa.ArrowException, OSError) as exc:
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 raise UserError(f"{path}: not readable as Parquet: {first}") from None
-            for i, row in enumerate(table.to_pylist()):
-                rows.append(ctx.origin(row, f"{path}[{i}]"))
-        return rows
 
 
 # A paragraph ends at a line that is empty or holds only whitespace.

@@ -11,8 +11,9 @@ and assistant turns marked untrained (``weight: 0``). Written as ``report.md``,
 
 At any size, row counts, skips, empty fields, exact duplicates and exact leakage are counted
 over every row (texts hashed one at a time to 8 bytes each, `short_hash`; neither the texts
-nor the raw rows are all held at once: the raw rows are counted, then let go as they are
-formatted, and the formatted rows are held packed, `ftp.packedrows`). Above `SAMPLE_ROWS` rows,
+nor the raw rows are all held at once: the raw rows are streamed, `ftp.data.RecordStream`,
+counted as they are read and let go once formatted; the formatted rows are held packed,
+`ftp.packedrows`, ~1 KB a row of generated alpaca data). Above `SAMPLE_ROWS` rows,
 what costs per row far more — tokenizing through the chat template, near-duplicate
 signatures — is estimated from a seeded sample of `SAMPLE_ROWS` rows: token length
 percentiles, the total and the truncated and dropped rows (scaled to the whole), near
@@ -32,7 +33,7 @@ from typing import Any, overload
 
 from ftp.components import Shape
 from ftp.config import Dataset, Pipeline
-from ftp.data import Prepared, load_records, prepare
+from ftp.data import Prepared, prepare, stream_records
 from ftp.datacheck.common import Target, record_text, tokenize_examples
 from ftp.datacheck.dedup import near_duplicates, near_matches, normalise, short_hash
 from ftp.turns import untrained_turns
@@ -107,14 +108,30 @@ def _skipping(ds: Dataset) -> Dataset:
     return dataclasses.replace(ds, section=ds.section.model_copy(update={"on_bad_rows": "skip"}))
 
 
-def empty_fields(records: Sequence[dict[str, Any]]) -> dict[str, int]:
+def empty_fields(records: Iterable[dict[str, Any]]) -> dict[str, int]:
     """Per field, rows where it is missing-valued: None, blank text, or an empty list/dict.
 
     Lists of dicts (conversation turns) are looked into: ``conversations[].value`` counts the
     rows with at least one blank turn.
     """
-    counts: Counter[str] = Counter()
+    tally = RawTally()
     for record in records:
+        tally.add(record)
+    return tally.empty_fields()
+
+
+class RawTally:
+    """What inspect counts on raw rows (`empty_fields`, `unfinished_conversations`).
+
+    A row at a time: given to `ftp.data.RecordStream.watchers`, it sees each row as read.
+    """
+
+    def __init__(self) -> None:
+        self.empty: Counter[str] = Counter()
+        self.unfinished = 0
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Count one raw row."""
         seen: set[str] = set()
         for key, value in record.items():
             if _blank(value):
@@ -124,8 +141,12 @@ def empty_fields(records: Sequence[dict[str, Any]]) -> dict[str, int]:
                     for sub, inner in turn.items():
                         if _blank(inner):
                             seen.add(f"{key}[].{sub}")
-        counts.update(seen)
-    return dict(sorted(counts.items()))
+        self.empty.update(seen)
+        self.unfinished += _unfinished(record)
+
+    def empty_fields(self) -> dict[str, int]:
+        """Per field, the rows counted where it is missing-valued, by field name."""
+        return dict(sorted(self.empty.items()))
 
 
 def _blank(value: Any) -> bool:
@@ -136,17 +157,18 @@ def _blank(value: Any) -> bool:
     return isinstance(value, list | dict) and not value
 
 
-def unfinished_conversations(records: Sequence[dict[str, Any]]) -> int:
+def unfinished_conversations(records: Iterable[dict[str, Any]]) -> int:
     """Rows holding a list of turns whose last turn is not the assistant's (raw rows)."""
-    count = 0
-    for record in records:
-        for value in record.values():
-            if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
-                role = value[-1].get("role", value[-1].get("from"))
-                if isinstance(role, str):
-                    count += role.lower() not in ASSISTANT_ROLES
-                    break
-    return count
+    return sum(1 for record in records if _unfinished(record))
+
+
+def _unfinished(record: dict[str, Any]) -> bool:
+    for value in record.values():
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            role = value[-1].get("role", value[-1].get("from"))
+            if isinstance(role, str):
+                return role.lower() not in ASSISTANT_ROLES
+    return False
 
 
 def untrained_summary(rows: Sequence[dict[str, Any]]) -> dict[str, int]:
@@ -335,14 +357,16 @@ def inspect_dataset(pipeline: Pipeline, target: Target, tokenizer: Any, out_dir:
                     ) -> tuple[dict[str, Any], Prepared]:
     """The report of one dataset (a JSON-able dict) and its prepared records."""
     ds = _skipping(target.dataset)
-    records = load_records(ds, pipeline.base_dir, pipeline.seed)
-    # What needs the raw rows is counted first; then they are let go as they are formatted.
-    raw = [*records, *(getattr(records, "eval_records", None) or [])]
-    rows_read = len(raw) + sum(getattr(records, "skipped", {}).values())
-    empty = empty_fields(raw)
-    unfinished = unfinished_conversations(raw)
-    del raw
+    # Streamed: each raw row is counted as it is read, then formatted and let go.
+    records = stream_records(ds, pipeline.base_dir, pipeline.seed)
+    tally = RawTally()
+    streams = [records, *([records.eval_records] if records.eval_records else [])]
+    for stream in streams:
+        stream.watchers.append(tally.add)
     prepared = prepare(ds, records, pipeline.base_dir, pipeline.seed, consume=True)
+    rows_read = sum(stream.count for stream in streams) + sum(records.skipped.values())
+    empty = tally.empty_fields()
+    unfinished = tally.unfinished
     skipped = dict(getattr(prepared, "skipped", {}) or {})
     rows = prepared.split("all")
     texts = Texts(rows)
