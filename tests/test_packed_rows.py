@@ -17,7 +17,13 @@ from ftp.data import load_records, prepare
 from ftp.hashing import digest
 from ftp.packedrows import PackedRows
 from ftp.plugins import load_plugins
-from ftp.testing import make_tiny_tokenizer, run_cli, write_pipeline
+from ftp.testing import (
+    data_section,
+    make_tiny_tokenizer,
+    run_cli,
+    stage_section,
+    tiny_pipeline,
+)
 from ftp_builtin.tokenize import tokenize_records
 
 WORDS = ["alpha", "beta", "gamma", "delta", "nova", "fox", "dog", "hello", "world", "who"]
@@ -59,25 +65,10 @@ def dataset(tmp_path: Path, **section: Any) -> Dataset:
     """The json/alpaca dataset ``big`` of a pipeline on ``rows.jsonl`` in ``tmp_path``."""
     from ftp.config import load_pipeline
 
-    options = "".join(f"{k} = {json.dumps(v)}\n" for k, v in section.items())
-    source = write_pipeline(tmp_path / "pipeline.toml", f"""
-        [pipeline]
-        name = "packed"
-        seed = 3
-
-        [model]
-        path = "unused"
-
-        [data.big]
-        loader = "json"
-        path = "rows.jsonl"
-        format = "alpaca"
-        {options}
-
-        [[stages]]
-        method = "sft"
-        data = "big"
-    """)
+    source = tiny_pipeline(tmp_path / "pipeline.toml", "unused",
+                           data_section("big", loader="json", path="rows.jsonl",
+                                        format="alpaca", **section),
+                           stage_section("sft", "big"), name="packed", seed=3)
     return load_pipeline(source, load_plugins()).datasets["big"]
 
 
@@ -143,25 +134,10 @@ def test_inspect_counts_planted_duplicates_and_leaks_exactly(
     rows = generated(600, duplicates=37, seed=1)
     (tmp_path / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows),
                                          encoding="utf-8")
-    source = write_pipeline(tmp_path / "pipeline.toml", f"""
-        [pipeline]
-        name = "planted"
-        seed = 3
-
-        [model]
-        path = {json.dumps(str(tiny_model))}
-
-        [data.big]
-        loader = "json"
-        path = "rows.jsonl"
-        format = "alpaca"
-        eval_fraction = 0.2
-
-        [[stages]]
-        method = "sft"
-        data = "big"
-        max_length = 64
-    """)
+    source = tiny_pipeline(tmp_path / "pipeline.toml", tiny_model,
+                           data_section("big", loader="json", path="rows.jsonl",
+                                        format="alpaca", eval_fraction=0.2),
+                           stage_section("sft", "big", max_length=64), name="planted", seed=3)
     out = tmp_path / "report"
     result = run_cli("data", "inspect", str(source), "--out", str(out))
     assert result.exit_code == 0, result.output
