@@ -15,9 +15,19 @@ from pathlib import Path
 
 import pytest
 
-from ftp.testing import make_tiny_causal_lm, run_ftp, write_pipeline
+from ftp.testing import (
+    data_section,
+    make_tiny_causal_lm,
+    run_ftp,
+    tiny_pipeline,
+    toml_table,
+    write_pipeline,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+#: The adapter of the tiny pipelines' stages.
+LORA = {"type": "lora", "r": 4, "alpha": 8}
 
 
 @pytest.fixture(scope="module")
@@ -42,28 +52,12 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (root / "wiki.txt").write_text("\n".join(docs) + "\n", encoding="utf-8")
     (root / "sums.json").write_text(json.dumps(
         [{"question": f"What is {i} + {i}?"} for i in range(8)]), encoding="utf-8")
-    write_pipeline(root / "sft.toml", """
-        [pipeline]
-        name = "tiny-sft"
-        seed = 1
-
-        [model]
-        path = "model"
-
-        [data.d]
-        loader = "json"
-        path = "sft.json"
-        format = "alpaca"
-        eval_fraction = 0.2
-
-        [[stages]]
-        method = "sft"
-        data = "d"
-        adapter = { type = "lora", r = 4, alpha = 8 }
-        epochs = 2
-        batch_size = 4
-        max_length = 48
-        """)
+    tiny_pipeline(root / "sft.toml", "model",
+                  data_section("d", loader="json", path="sft.json", format="alpaca",
+                               eval_fraction=0.2),
+                  toml_table("[stages]", {"method": "sft", "data": "d", "adapter": LORA,
+                                          "epochs": 2, "batch_size": 4, "max_length": 48}),
+                  name="tiny-sft", seed=1)
     write_pipeline(root / "several.toml", """
         [pipeline]
         name = "tiny-several"
@@ -217,27 +211,11 @@ def test_preference_steps_are_the_ones_training_takes(folder: Path, method: str)
     """The plan counts steps over the pairs the method's trainer keeps: dpo and orpo fit
     every pair into max_length, the reward trainer leaves out the pairs over it (6 of 24
     here), which only its TRL trainer knows: the probe builds it and counts its rows."""
-    write_pipeline(folder / f"{method}.toml", f"""
-        [pipeline]
-        name = "tiny-{method}"
-        seed = 1
-
-        [model]
-        path = "model"
-
-        [data.pairs]
-        loader = "json"
-        path = "pairs.json"
-        format = "preference"
-
-        [[stages]]
-        method = "{method}"
-        data = "pairs"
-        adapter = {{ type = "lora", r = 4, alpha = 8 }}
-        batch_size = 2
-        epochs = 1
-        max_length = 64
-        """)
+    tiny_pipeline(folder / f"{method}.toml", "model",
+                  data_section("pairs", loader="json", path="pairs.json", format="preference"),
+                  toml_table("[stages]", {"method": method, "data": "pairs", "adapter": LORA,
+                                          "batch_size": 2, "epochs": 1, "max_length": 64}),
+                  name=f"tiny-{method}", seed=1)
     plan = _plan(folder, f"{method}.toml")
     assert plan["rc"] == 0, plan["stderr"]
     (stage,) = plan["stages"]
@@ -331,3 +309,100 @@ def test_an_example_is_estimated_near_what_it_measures(example: str, sequence: i
     assert stage["setting"]["sequence"] == sequence and stage["steps"] == steps
     ratio = stage["estimate"]["total"] / stage["measured_bytes"]
     assert 0.6 < ratio < 1.4, (stage["estimate"], stage["measured_bytes"])
+
+
+def test_orpo_is_probed_on_the_pairs_it_cuts_to_max_length(folder: Path) -> None:
+    """Every fourth pair's prompt is over max_length = 64: orpo fits it (its prompt loses its
+    start) and trains it at exactly 64 tokens, the longest shape its run trains. The probe
+    once ranked those pairs last (a trainer might drop them) and timed a shorter batch, then a
+    'typical' one of cut pairs nearly as long: the line through two timings 20 tokens apart
+    made examples/orpo.toml's 6.6 s step a 35 s one."""
+    tiny_pipeline(folder / "orpo-alone.toml", "model",
+                  data_section("pairs", loader="json", path="pairs.json", format="preference"),
+                  toml_table("[stages]", {"method": "orpo", "data": "pairs", "adapter": LORA,
+                                          "batch_size": 2, "epochs": 1, "max_length": 64}),
+                  name="tiny-orpo", seed=1)
+    plan = _plan(folder, "orpo-alone.toml")
+    assert plan["rc"] == 0, plan["stderr"]
+    (orpo,) = plan["stages"]
+    assert orpo["probe"]["ok"], orpo["probe"]
+    assert orpo["setting"]["sequence"] == 64
+    # The probe's batch: 2 pairs × 2 sequences × 64, the longest batch training runs.
+    assert orpo["probe_batch_tokens"] == 2 * 2 * 64 == orpo["longest_batch_tokens"]
+    # The run's trainer sees the same: it cuts those pairs to max_length and trains them all.
+    ran = run_ftp("run", "orpo-alone.toml", "-o", "orpo-alone-run", "--set",
+                  "stages[0].max_steps=1", cwd=folder)
+    assert ran.returncode == 0, ran.stderr
+    (tokenized,) = [r for r in _metrics(folder / "orpo-alone-run")
+                    if r.get("event") == "tokenized"]
+    assert tokenized["max_length"] == 64 and tokenized["truncated"] >= 6
+    assert tokenized["examples"] == orpo["rows"] == 24
+
+
+def test_the_probe_times_steps_until_two_agree(several: dict) -> None:
+    """Each timed batch: 3 to 6 steps, stopped at the first two consecutive agreeing ones."""
+    from ftp.planning.probe import LEAST_STEPS, settled, steady
+    from ftp.planning.stages import PROBE_STEPS, PROBE_STEPS_GENERATING
+
+    for stage in several["stages"]:
+        probe = stage["probe"]
+        cap = PROBE_STEPS_GENERATING if stage["method"] == "grpo" else PROBE_STEPS
+        for times in [probe["steps"]] + ([probe["typical"]["steps"]] if probe["typical"]
+                                         else []):
+            assert LEAST_STEPS <= len(times) <= cap, (stage["stage"], times)
+            # Stopped at the first settled prefix, or at the cap.
+            assert not any(settled(times[:k]) for k in range(1, len(times)))
+            assert settled(times) or len(times) == cap
+        assert probe["seconds_per_step"] == pytest.approx(steady(probe["steps"])[0])
+
+
+def test_steady_uses_the_last_two_steps_and_counts_the_rest_as_warmup() -> None:
+    from ftp.planning.probe import settled, steady
+
+    assert not settled([9.0, 2.0])  # never on the warm-up step and one more
+    assert not settled([9.0, 3.0, 2.0])  # 3 and 2 differ by 50%
+    assert settled([9.0, 3.0, 2.0, 2.1])
+    assert steady([9.0, 3.0, 2.0, 2.1]) == pytest.approx((2.05, 6.95 + 0.95))
+    # A step faster than the steady state is no negative warm-up.
+    assert steady([1.0, 2.0, 2.0]) == pytest.approx((2.0, 0.0))
+    # Two steps: the second is the steady state, the first's excess the warm-up.
+    assert steady([5.0, 2.0]) == pytest.approx((2.0, 3.0))
+    assert steady([4.0]) == pytest.approx((4.0, 0.0))
+
+
+def test_a_line_is_never_fitted_through_two_batches_of_about_the_same_tokens() -> None:
+    from ftp.planning.eta import fit_steps
+
+    # examples/orpo.toml once: 1004 and 1024 tokens, 0.7 s apart → 35 s per 1024-token step.
+    fit = fit_steps([(1004, 6.6), (1024, 7.3)])
+    assert fit is not None and fit.seconds(1024) == pytest.approx(7.3)
+    # Far apart, with the line crossing zero above zero tokens: proportional through the
+    # longer batch, never above what it measured.
+    fit = fit_steps([(400, 1.0), (1000, 5.0)])
+    assert fit is not None and (fit.a, fit.seconds(1000)) == (0.0, pytest.approx(5.0))
+    fit = fit_steps([(400, 3.0), (1000, 5.0)])
+    assert fit is not None and fit.seconds(400) == pytest.approx(3.0)
+    assert fit.seconds(1000) == pytest.approx(5.0)
+
+
+def test_the_probe_peak_is_its_training_not_its_parents(folder: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """A probe started from a process that holds far more memory than the probe's training
+    reports its own training's peak: ``ru_maxrss`` carried the parent's high-water mark
+    across subprocess's vfork and exec (the 3.20 vs 4.58 GiB of one SmolLM2 case)."""
+    from ftp.config import load_pipeline
+    from ftp.planning.stages import Invocation, prepare_data, stage_cost
+    from ftp.plugins import load_plugins
+
+    monkeypatch.chdir(folder)  # where `ftp plan` would run: the model's path is relative
+    pipeline = load_pipeline(folder / "sft.toml", load_plugins((), only=None), [])
+    provider = pipeline.model.build()
+    data = prepare_data(pipeline)
+    ballast = bytearray(768 * 1024 ** 2)
+    for i in range(0, len(ballast), 4096):  # resident, page by page
+        ballast[i] = 1
+    cost = stage_cost(pipeline, 0, provider, provider.load_tokenizer(), data,
+                      Invocation(folder / "sft.toml", []))
+    del ballast
+    assert cost.probe is not None and cost.probe["ok"], cost.probe
+    assert 0 < cost.probe["peak_bytes"] < 256 * 1024 ** 2, cost.probe["peak_bytes"]

@@ -61,7 +61,7 @@ def preflight(state: State, pipeline_path: Path, overrides: tuple[str, ...],
 @reports_errors
 def plan(state: State, pipeline: Path, overrides: tuple[str, ...], memory_budget: float | None,
          json_out: bool, debug: bool) -> None:
-    """Per stage of PIPELINE: peak memory and s/step from two steps on its longest batch, ETA.
+    """Per stage of PIPELINE: peak memory and s/step from steps on its longest batch, ETA.
 
     Exits 1 when a stage will not fit the memory budget (or could not be probed).
     """

@@ -1,11 +1,12 @@
 """A stage's ETA from two timed batches: seconds per step against the tokens in the step.
 
-The probe times one step on the longest batch the method keeps and one on a typical (median
-length) batch. Between the two, a step's seconds are taken as linear in the tokens the step
-holds, ``a + b · tokens``: on the short sequences ftp trains at, the matrix products (linear
-in tokens) dominate, and the fixed part ``a`` (optimizer step, adapter bookkeeping, Python)
-does not shrink with the batch. Attention's quadratic term is left out: two points cannot
-fit three coefficients, and a third probe costs more than it would correct at these lengths.
+The probe times steps on the longest batch the method keeps and on a typical (median
+length) batch, until two consecutive steps agree (`ftp.planning.probe.steady`). Between the
+two, a step's seconds are taken as linear in the tokens the step holds, ``a + b · tokens``:
+on the short sequences ftp trains at, the matrix products (linear in tokens) dominate, and
+the fixed part ``a`` (optimizer step, adapter bookkeeping, Python) does not shrink with the
+batch. Attention's quadratic term is left out: two points cannot fit three coefficients, and
+a third probe costs more than it would correct at these lengths.
 
 The steps themselves come from the rows the method trains on, shuffled with the pipeline's
 seed and cut into batches of ``batch_size`` as the trainer does, epochs over, up to
@@ -17,6 +18,7 @@ longest batch's seconds at every step is the upper bound.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ftp.planning.rows import Costs
@@ -40,19 +42,31 @@ class StepFit:
         return self.a + self.b * tokens
 
 
+#: Two timed batches whose tokens differ by less than this fraction (of the shorter's) time
+#: the same thing: a line through them would be their noise divided by a small difference.
+SAME_TOKENS = 0.2
+
+
 def fit_steps(points: list[tuple[int, float]]) -> StepFit | None:
     """The line through ``(tokens, seconds)`` timings; None without any.
 
-    With one timing, or two at the same tokens, or a faster longer batch (noise), every batch
-    takes the slowest time: no guess below what was measured.
+    With one timing, or two at (nearly, `SAME_TOKENS`) the same tokens, or a faster longer
+    batch (noise), every batch takes the slowest time: no guess below what was measured.
+    Where the line would cross zero seconds above zero tokens, a batch's seconds are taken
+    in proportion to its tokens through the longer batch's timing instead: a negative fixed
+    part clipped to 0 would put every batch above the timing it was fitted on. (The orpo
+    example once had its two batches 20 tokens apart, 1004 and 1024: a 0.7 s difference of
+    noise made that a 35 s step where 6.6 s were measured.)
     """
     if not points:
         return None
     (t1, s1), (t2, s2) = min(points), max(points)
-    if t2 <= t1 or s2 <= s1:
+    if t2 <= t1 * (1 + SAME_TOKENS) or s2 <= s1:
         return StepFit(max(s for _, s in points), 0.0)
     b = (s2 - s1) / (t2 - t1)
-    return StepFit(max(s1 - b * t1, 0.0), b)
+    if s1 - b * t1 < 0:
+        return StepFit(0.0, s2 / t2)
+    return StepFit(s1 - b * t1, b)
 
 
 def batch_tokens(costs: Costs, indices: list[int], padding_free: bool) -> int:
@@ -92,11 +106,15 @@ def planned_batches(costs: Costs, trained: list[int], batch: int, accumulation: 
     return out
 
 
-def typical_windows(order: list[int], batch: int, tries: int) -> list[list[int]]:
+def typical_windows(order: list[int], batch: int, tries: int,
+                    tokens: Callable[[list[int]], int] | None = None) -> list[list[int]]:
     """Batches near the median row of ``order`` (longest first), the median one first.
 
     Then alternately shorter and longer neighbours, so a method that refuses the median batch
-    (a row it leaves out) is timed on the next closest.
+    (a row it leaves out) is timed on the next closest. With ``tokens`` (a batch's tokens),
+    only batches that hold `SAME_TOKENS` fewer than the longest batch (``order``'s first):
+    one that holds as many adds no point to the line, only a probe's cost (most of orpo's
+    pairs are cut to max_length, so its median batch is as long as its longest).
     """
     if not order:
         return []
@@ -106,4 +124,8 @@ def typical_windows(order: list[int], batch: int, tries: int) -> list[list[int]]
         for s in (middle + k * batch, middle - k * batch):
             if 0 <= s < len(order) and s not in starts:
                 starts.append(s)
-    return [order[s:s + batch] for s in starts[:tries]]
+    out = [order[s:s + batch] for s in starts[:tries]]
+    if tokens is not None:
+        longest = tokens(order[:batch])
+        out = [w for w in out if tokens(w) * (1 + SAME_TOKENS) < longest]
+    return out

@@ -111,8 +111,8 @@ def make_plan(pipeline: Pipeline, invocation: Invocation, budget_gb: float | Non
     plan = Plan([], budget, getattr(provider, "device", lambda: "cpu")(),
                 expected_evaluations=len(evaluations))
     for i, stage in enumerate(pipeline.stages):
-        say(f"probing stage {stage.name!r} ({stage.method.entry.name}): two steps on its "
-            "longest batch and two on a typical one"
+        say(f"probing stage {stage.name!r} ({stage.method.entry.name}): 3 to 6 steps on its "
+            "longest batch and as many on a typical one"
             + (", then each evaluation on a sample" if i == 0 and evaluations else ""))
         cost = stage_cost(pipeline, i, provider, tokenizer, data, invocation,
                           evaluations=evaluations if i == 0 else None)

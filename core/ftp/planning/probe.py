@@ -1,25 +1,36 @@
-"""The measured probe: two steps of a stage's own method on its longest batch, in a child.
+"""The measured probe: steps of a stage's own method on its longest batch, in a child.
 
 `run_probe` writes a spec (the pipeline, its ``--set`` values, the stage, the candidate
 batches of rows, longest first) and runs ``python -m ftp.planning.probe SPEC`` in a child
-process, so that the peak it measures is the training's alone and nothing it allocates stays
-in the caller. The child loads the pipeline and the stage's model as ``ftp run`` does, notes
-its memory once torch, transformers, TRL, peft and datasets are imported (the libraries'
-baseline), then trains two steps of the stage's method (``max_steps = 2``, gradient
-accumulation 1) on the first batch the method keeps: a batch the method refuses (a
+process, so that nothing it allocates stays in the caller. The child loads the pipeline and
+the stage's model as ``ftp run`` does, notes its memory once torch, transformers, TRL, peft
+and datasets are imported (the libraries' baseline), then trains the stage's method on the
+first batch the method keeps (gradient accumulation 1): a batch the method refuses (a
 `UserError`, or a ``tokenized`` event that reports dropped rows) is skipped for the next one.
 
-Measured: the peak resident memory above the baseline on CPU (``ru_maxrss``: the child's
-high-water mark, so the most any moment of the model's load and both steps held, including
-heap the allocator had not handed back), or ``torch.cuda.max_memory_allocated`` on a GPU;
-seconds per step from the second step (the first one warms caches up; what it took more is
-reported as ``warmup_seconds``, which a run pays once). Then two steps on a typical batch
-(the spec's ``typical`` candidates, median length first), the second timed: the ETA's second
-point (`ftp.planning.eta`). Where the spec gives ``count_rows``, the method's own trainer is
-built on every row and its dataset counted (the rows training keeps, for methods that
-tokenize inside their trainer). Then, where the spec lists evaluations, each is run once on a
-sample (a few rows, or one of its prompts) and its time scaled to the whole evaluation and
-to every time the pipeline runs it (before training, after stages).
+Steps: up to the spec's ``steps`` (6) on the same batch, stopping once two consecutive steps
+after the first agree within 10% (`settled`, never before the third step): the first steps on
+a fresh shape are slower than a run's steady state (oneDNN primitives, the allocator warming
+up), and two steps extrapolated that 2–3x. Seconds per step are the last two steps' mean;
+what the steps before them took over it is ``warmup_seconds``, paid once by a run (`steady`).
+The probe's cost: 3 to 6 steps on the longest batch, as many on a typical one.
+
+Memory: the peak of the training phase alone, above the baseline. The peak is reset when
+training begins (after the model's load, the adapter, the trainer's dataset preparation) and
+read after the longest batch's steps: on CPU the child's own high-water mark (``VmHWM``,
+reset through ``/proc/self/clear_refs``), on a GPU ``torch.cuda.max_memory_allocated``.
+(``ru_maxrss`` was used before: a child started by ``subprocess`` (vfork, then exec) inherits
+its parent's high-water mark in it, so the probe reported the parent's peak whenever it was
+higher, e.g. after ``ftp models compare`` had loaded a candidate in the parent; and it counted
+the model's load.) The weights stay resident, so they are in the peak; what loading held only
+for a moment is not.
+
+Then steps on a typical batch (the spec's ``typical`` candidates, median length first): the
+ETA's second point (`ftp.planning.eta`). Where the spec gives ``count_rows``, the method's own
+trainer is built on every row and its dataset counted (the rows training keeps, for methods
+that tokenize inside their trainer). Then, where the spec lists evaluations, each is run once
+on a sample (a few rows, or one of its prompts) and its time scaled to the whole evaluation
+and to every time the pipeline runs it (before training, after stages).
 """
 
 from __future__ import annotations
@@ -75,11 +86,65 @@ def _rss() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
-def _peak_rss() -> int:
-    """The peak resident memory of this process so far, in bytes (Linux reports KiB)."""
-    import resource
+#: Two consecutive steps within this fraction of each other are the steady state.
+AGREE = 0.10
+#: The fewest steps before the probe may stop: the first (warm-up), then two to compare.
+LEAST_STEPS = 3
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+def settled(times: list[float]) -> bool:
+    """Whether the probe may stop timing a batch: `LEAST_STEPS` steps, the last two agreeing.
+
+    The first step never counts (it creates the shape's kernels); from the third on, the
+    last two steps within `AGREE` of the faster are taken as the steady state.
+    """
+    if len(times) < LEAST_STEPS:
+        return False
+    a, b = times[-2], times[-1]
+    return abs(a - b) <= AGREE * min(a, b)
+
+
+def steady(times: list[float]) -> tuple[float, float]:
+    """``(seconds per step, warm-up seconds)`` from one batch's step times, in order.
+
+    Seconds per step: the mean of the last two steps (never the first, unless it is the only
+    one). Warm-up: what each step before those took over it, summed, paid once by a run.
+    """
+    if not times:
+        raise ValueError("no step was timed")
+    later = times[1:][-2:] or times[:1]
+    per_step = sum(later) / len(later)
+    before = times[:len(times) - len(later)]
+    return per_step, sum(max(t - per_step, 0.0) for t in before)
+
+
+def _reset_peak(on_gpu: bool) -> None:
+    """Start the high-water mark afresh from now (Linux: ``5`` to ``/proc/self/clear_refs``).
+
+    Where the kernel refuses, the peak read later also covers what came before (the load).
+    """
+    if on_gpu:
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def _peak_rss() -> int:
+    """The peak resident memory of this process alone since `_reset_peak` (``VmHWM``), in bytes.
+
+    Not ``ru_maxrss``: after vfork and exec it carries the parent's high-water mark.
+    """
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    return _rss()
 
 
 class _Refused(Exception):
@@ -109,12 +174,10 @@ def _probe(spec: dict[str, Any]) -> dict[str, Any]:
     tokenizer = provider.load_tokenizer()
     method_cls = stage.method.cls
     config = stage.method.config.model_copy(update={
-        "max_steps": int(spec.get("steps", 2)), "gradient_accumulation": 1,
+        "max_steps": int(spec.get("steps", 6)), "gradient_accumulation": 1,
         "logging_steps": 1, "save_strategy": "no"})
     on_gpu = getattr(provider, "device", lambda: "cpu")() == "cuda"
     baseline = _rss()
-    if on_gpu:
-        torch.cuda.reset_peak_memory_stats()
     torch.manual_seed(pipeline.seed)
     model = provider.load_model(method_cls.task, **method_cls(config).model_options(
         spec["option_rows"]))
@@ -124,11 +187,16 @@ def _probe(spec: dict[str, Any]) -> dict[str, Any]:
     times: list[float] = []
 
     class Timer(transformers.TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            _reset_peak(on_gpu)  # the peak is the training's, not the load's or the parent's
+
         def on_step_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             times.append(-time.perf_counter())
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
             times[-1] += time.perf_counter()
+            if settled(times):
+                control.should_training_stop = True
 
     def log(record: dict[str, Any]) -> None:
         if record.get("event") == "tokenized" and record.get("dropped"):
@@ -155,19 +223,19 @@ def _probe(spec: dict[str, Any]) -> dict[str, Any]:
             continue
         if not times:
             return {"ok": False, "error": "the method trained no step", "tried": tried}
-        # ru_maxrss is the child's high-water mark: the most any step (or the model's load)
-        # held, read before the typical batch and the evaluations, which hold no more.
+        # The training phase's peak (reset as it began), read before the typical batch and
+        # the evaluations, which hold no more.
         peak = (torch.cuda.max_memory_allocated() if on_gpu else _peak_rss() - baseline)
-        longest = {"window": n, "seconds": times[-1], "first_seconds": times[0]}
+        per_step, warmup = steady(times)
+        steps = list(times)
         # The typical batch: the second point of the ETA's seconds-against-tokens line.
         typical = None
         for m, rows_m in enumerate(spec.get("typical") or []):
             if attempt(m, rows_m, []) and times:
-                typical = {"window": m, "seconds": times[-1]}
+                typical = {"window": m, "seconds": steady(times)[0], "steps": list(times)}
                 break
         return {"ok": True, "peak_bytes": int(peak), "baseline_bytes": int(baseline),
-                "seconds_per_step": longest["seconds"],
-                "warmup_seconds": max(longest["first_seconds"] - longest["seconds"], 0.0),
+                "seconds_per_step": per_step, "warmup_seconds": warmup, "steps": steps,
                 "typical": typical,
                 "device": "cuda" if on_gpu else "cpu", "window": n, "rows": len(rows),
                 "tried": tried,

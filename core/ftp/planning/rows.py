@@ -131,10 +131,23 @@ def row_costs(method: Any, tokenizer: Any, records: Sequence[dict[str, Any]]) ->
         if seqs:
             overhead.append(seqs[0] - plain[i][0])
         length = min(longest, cap) if cap else longest
-        rows.append(RowCost(i, length, longest, max(len(lengths), 1)))
+        rows.append(RowCost(i, length, longest, max(len(lengths), 1),
+                            kept=_fitted(method.config) if cap and longest > cap else None))
     truncated = sum(1 for r in rows if cap and r.whole > cap)
     return Costs(rows, False, cap, packed, truncated,
                  _mean(overhead) if overhead else None)
+
+
+def _fitted(config: Any) -> bool | None:
+    """Whether a method that fits over-long rows itself trains on a row the cap cuts.
+
+    A pair method with ``truncation_mode`` (orpo, simpo: `ftp_builtin.methods.pairs.fit_rows`)
+    keeps a cut row with ``keep_end`` (the prompt loses its start, the answers stay), leaves
+    it out with ``drop``; with ``keep_start`` a prompt that fills the cap leaves no answer,
+    which only the trainer sees (None). None too for a method without the option.
+    """
+    mode = getattr(config, "truncation_mode", None)
+    return {"keep_end": True, "drop": False}.get(mode) if isinstance(mode, str) else None
 
 
 def probe_order(costs: Costs) -> list[int]:

@@ -29,6 +29,10 @@ from ftp.planning.sizing import (
 
 #: Batches of rows the probe may try, longest first, before it gives up (see `windows`).
 MOST_TRIES = 8
+#: The most steps the probe times on one batch (it stops earlier once two agree,
+#: `ftp.planning.probe.settled`); fewer for a method whose steps generate (GRPO), each long.
+PROBE_STEPS = 6
+PROBE_STEPS_GENERATING = 4
 #: Rows of an evaluation's data the probe times it on (its time is scaled to all of them).
 EVALUATION_SAMPLE = 8
 
@@ -128,7 +132,7 @@ class StageCost:
 
     @property
     def warmup_seconds(self) -> float:
-        """What the probe's first step took over its second: a run pays it once."""
+        """What the probe's first steps took over its steady state: a run pays it once."""
         return float((self.probe or {}).get("warmup_seconds") or 0.0)
 
     def step_fit(self) -> StepFit | None:
@@ -145,6 +149,13 @@ class StageCost:
             points.append((batch_tokens(self.costs, self.typical[typical["window"]],
                                         self.padding_free), float(typical["seconds"])))
         return fit_steps(points)
+
+    def probe_tokens(self) -> int | None:
+        """Tokens of the longest batch the probe timed (padded as training pads), or None."""
+        longest = (self.probe or {}).get("window")
+        if self.costs is None or not isinstance(longest, int) or longest >= len(self.windows):
+            return None
+        return batch_tokens(self.costs, self.windows[longest], self.padding_free)
 
     def eta(self, flop_rate: float | None = None) -> float | None:
         """Seconds for the stage: the fitted seconds summed over the batches it will run.
@@ -173,6 +184,8 @@ class StageCost:
             "upper_bound_seconds": self.upper_bound(),
             "step_fit": None if (f := self.step_fit()) is None else {"a": f.a, "b": f.b},
             "batches": len(self.batches), "batch_tokens": sum(self.batches),
+            "longest_batch_tokens": max(self.batches, default=None),
+            "probe_batch_tokens": self.probe_tokens(),
             "truncated_rows": self.costs.truncated if self.costs else None,
             "exact_rows": self.costs.exact if self.costs else None, "notes": self.notes,
         }
@@ -354,7 +367,9 @@ def stage_cost(pipeline: Pipeline, index: int, provider: Any, tokenizer: Any | N
         # packed text, whose batches all hold the same tokens).
         packed = costs is not None and costs.packed
         result.typical = ([] if generates or packed or costs is None
-                          else typical_windows(order, batch, MOST_TRIES))
+                          else typical_windows(
+                              order, batch, MOST_TRIES,
+                              lambda w: batch_tokens(costs, w, result.padding_free)))
         # Where only the trainer knows which rows it keeps, the probe asks it.
         ask = costs is not None and not costs.exact and not generates
         result.probe = run_probe({
@@ -365,7 +380,8 @@ def stage_cost(pipeline: Pipeline, index: int, provider: Any, tokenizer: Any | N
             "typical": [[train[i] for i in w] for w in result.typical],
             "count_rows": list(train) if ask else None,
             "option_rows": option_rows(train),
-            "steps": 2, "evaluations": evaluations or [],
+            "steps": PROBE_STEPS_GENERATING if generates else PROBE_STEPS,
+            "evaluations": evaluations or [],
         })
     if costs is not None and not generates:
         trained = _trained(costs, order, (result.probe or {}).get("trained_rows"))
