@@ -16,7 +16,14 @@ from pathlib import Path
 import pytest
 
 from ftp.allocator import ENV, find_jemalloc
-from ftp.testing import one_line_error, require_tool, run_ftp, write_pipeline
+from ftp.testing import (
+    data_section,
+    one_line_error,
+    require_tool,
+    run_ftp,
+    tiny_pipeline,
+    toml_table,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -25,25 +32,13 @@ DATA = Path(__file__).parent / "data"
 
 def pipeline(folder: Path, model: Path) -> Path:
     """Two SFT steps on the tiny model: enough to load a model and train."""
-    return write_pipeline(folder / "pipeline.toml", f"""
-        [pipeline]
-        name = "allocator-test"
-
-        [model]
-        path = {json.dumps(str(model))}
-
-        [data.identity]
-        loader = "json"
-        path = {json.dumps(str(DATA / "alpaca.json"))}
-        format = "alpaca"
-        placeholders = {{ name = "Nova", author = "Northwind Labs" }}
-
-        [[stages]]
-        method = "sft"
-        data = "identity"
-        max_steps = 2
-        batch_size = 2
-    """)
+    return tiny_pipeline(
+        folder / "pipeline.toml", model,
+        data_section("identity", loader="json", path=DATA / "alpaca.json", format="alpaca",
+                     placeholders={"name": "Nova", "author": "Northwind Labs"}),
+        toml_table("[stages]", {"method": "sft", "data": "identity", "max_steps": 2,
+                                "batch_size": 2}),
+        name="allocator-test", seed=None)
 
 
 def jemalloc() -> str:

@@ -162,7 +162,7 @@ def evaluate_section(evaluator: str, **options: Any) -> str:
 
 
 def tiny_pipeline(path: Path, model: Path | str, *sections: str, name: str = "tiny",
-                  seed: int = 7) -> Path:
+                  seed: int | None = 7) -> Path:
     """Write a pipeline file: ``[pipeline]``, ``[model]`` at ``model``, then ``sections``.
 
     Args:
@@ -170,7 +170,7 @@ def tiny_pipeline(path: Path, model: Path | str, *sections: str, name: str = "ti
         model: The model's path or catalog name.
         sections: TOML text, e.g. from `data_section`, `stage_section`, `evaluate_section`.
         name: The pipeline's name.
-        seed: The pipeline's seed.
+        seed: The pipeline's seed (None: left out, the default's).
 
     Returns:
         ``path``.
