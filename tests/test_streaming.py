@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import importlib.util
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -198,3 +199,31 @@ def test_a_loader_returning_a_list_still_trains_and_a_loader_bug_is_named(
         "invalid JSON")
     status = json.loads((tmp_path / "bad" / "run" / "run.json").read_text())
     assert status["failed_step"] == "load data 'd'"
+
+
+def test_near_duplicate_search_stops_at_its_budget_and_the_report_says_so(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from ftp.datacheck import dedup
+    from ftp.datacheck import inspect as inspect_module
+
+    rng = random.Random(0)
+    words = ["alpha", "beta", "gamma", "delta", "nova"]  # most 5-grams shared by every text
+    texts = [" ".join(rng.choice(words) for _ in range(40)) for _ in range(150)]
+    texts += [t + " fox" for t in texts[:10]]  # ten true near copies
+    whole = dedup.near_duplicates(texts)
+    assert not whole.capped and len(whole) >= 10
+    monkeypatch.setattr(dedup, "MAX_CANDIDATES", 200)
+    capped = dedup.near_duplicates(texts)
+    assert capped.capped >= 200
+    assert {(p.first, p.second) for p in capped} <= {(p.first, p.second) for p in whole}
+    names = [f"train {i}" for i in range(len(texts))]
+    result = inspect_module.duplicates(texts, names)
+    assert result["near_capped"] == capped.capped
+    line = inspect_module.summary_lines({
+        "dataset": "d", "format": "alpaca", "shape": "conversational", "rows_read": 160,
+        "rows_skipped": 0, "skipped_reasons": {}, "train_rows": 160, "eval_rows": 0,
+        "empty_fields": {}, "duplicates": result, "labels": None, "warnings": [],
+        "unfinished_conversations": None, "untrained_turns": {"turns": 0, "rows": 0},
+        "tokens": {"lengths": {}, "total": 0, "how": "", "truncated": None, "dropped": None,
+                   "max_length": None}})[3]
+    assert f"near: at least; the search stopped after {capped.capped:,} candidate pairs" in line

@@ -5,7 +5,11 @@ space). Near duplicates are pairs whose character 5-gram sets have a Jaccard sim
 least `THRESHOLD`: each text gets a MinHash signature of `PERMUTATIONS` values, signatures are
 split into `BANDS` bands (locality-sensitive hashing), texts sharing any band are candidates,
 and each candidate pair is confirmed on its exact shingle sets, so no pair is reported on the
-signature's estimate alone.
+signature's estimate alone. Candidates whose signatures agree on fewer than
+``THRESHOLD - PREFILTER_MARGIN`` of their values are not confirmed (a pair at the threshold
+falls that low with probability ~1e-9). Texts that share most of their shingles without being
+copies (a small vocabulary) make nearly every pair a candidate: about `MAX_CANDIDATES` are
+looked at, in a fixed order, and the result then says so (`NearPairs.capped`): a lower bound.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ SHINGLE = 5
 PERMUTATIONS = 64
 BANDS = 16  # 16 bands of 4: a pair at Jaccard 0.8 becomes a candidate with p ≈ 0.9996
 THRESHOLD = 0.8
+PREFILTER_MARGIN = 0.25
+MAX_CANDIDATES = 500_000
 _PRIME = (1 << 61) - 1
 _WS = re.compile(r"\s+")
 
@@ -89,26 +95,45 @@ class NearPair:
     similarity: float
 
 
+class NearPairs(list["NearPair"]):
+    """Near pairs found.
+
+    ``capped``: 0, or how many candidate pairs were examined when the search stopped at
+    `MAX_CANDIDATES` with more left: the pairs are then a lower bound.
+    """
+
+    capped: int = 0
+
+
 def near_duplicates(texts: list[str], threshold: float = THRESHOLD,
-                    skip_exact: bool = True) -> list[NearPair]:
+                    skip_exact: bool = True) -> NearPairs:
     """Pairs of texts with shingle Jaccard ≥ ``threshold`` (exact duplicates left out)."""
     sets = [shingles(t) for t in texts]
     hashes = [text_hash(t) for t in texts]
     rows = PERMUTATIONS // BANDS
     buckets: dict[tuple[int, bytes], list[int]] = defaultdict(list)
+    sigs = np.zeros((len(sets), PERMUTATIONS), dtype=np.uint64)
     for i, s in enumerate(sets):
-        sig = signature(s)
+        sig = sigs[i] = signature(s)
         for band in range(BANDS):
             buckets[(band, sig[band * rows:(band + 1) * rows].tobytes())].append(i)
+    out = NearPairs()
     candidates: set[tuple[int, int]] = set()
     for members in buckets.values():
-        if len(members) > 1:
-            for x, i in enumerate(members):
-                for j in members[x + 1:]:
-                    candidates.add((i, j) if i < j else (j, i))
-    out = []
-    for i, j in sorted(candidates):
-        if skip_exact and hashes[i] == hashes[j]:
+        for x, i in enumerate(members):
+            for j in members[x + 1:]:
+                candidates.add((i, j) if i < j else (j, i))
+            if len(candidates) >= MAX_CANDIDATES:
+                break
+        if len(candidates) >= MAX_CANDIDATES:
+            out.capped = len(candidates)
+            break
+    if not candidates:
+        return out
+    pairs = np.array(sorted(candidates), dtype=np.int64)
+    agree = (sigs[pairs[:, 0]] == sigs[pairs[:, 1]]).mean(axis=1)
+    for (i, j), estimate in zip(pairs.tolist(), agree.tolist(), strict=True):
+        if estimate < threshold - PREFILTER_MARGIN or (skip_exact and hashes[i] == hashes[j]):
             continue
         sim = jaccard(sets[i], sets[j])
         if sim >= threshold:
@@ -117,11 +142,12 @@ def near_duplicates(texts: list[str], threshold: float = THRESHOLD,
 
 
 def near_matches(queries: list[str], corpus: list[str], threshold: float = THRESHOLD
-                 ) -> list[NearPair]:
+                 ) -> NearPairs:
     """Pairs (query index, corpus index) that are near or exact duplicates across two lists."""
     pairs = near_duplicates(corpus + queries, threshold, skip_exact=False)
     n = len(corpus)
-    out = []
+    out = NearPairs()
+    out.capped = pairs.capped
     for p in pairs:
         if p.first < n <= p.second:
             out.append(NearPair(p.second - n, p.first, p.similarity))

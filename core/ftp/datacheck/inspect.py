@@ -231,8 +231,9 @@ def duplicates(texts: Sequence[str], names: Sequence[str], seed: int = 0) -> dic
     chosen = sample_indices(len(texts), seed)
     picked = list(range(len(texts))) if chosen is None else chosen
     compared = [texts[i] for i in picked]
+    found = near_duplicates(compared)
     near = [dataclasses.replace(p, first=picked[p.first], second=picked[p.second])
-            for p in near_duplicates(compared)]
+            for p in found]
     result = {
         "exact_rows": sum(len(g) - 1 for g in dup_groups),
         "exact_groups": len(dup_groups),
@@ -247,6 +248,8 @@ def duplicates(texts: Sequence[str], names: Sequence[str], seed: int = 0) -> dic
     }
     if chosen is not None:
         result["near_sampled"] = len(chosen)
+    if found.capped:
+        result["near_capped"] = found.capped
     return result
 
 
@@ -273,6 +276,8 @@ def overlap(held_out: Sequence[str], train: Sequence[str], seed: int = 0) -> dic
         "examples": [_snippet(held_out[i]) for i in (exact + sorted(near))[:EXAMPLES]]}
     if big:
         result["near_sampled"] = {"held_out": len(held_pick), "train": len(train_pick)}
+    if matches.capped:
+        result["near_capped"] = matches.capped
     return result
 
 
@@ -492,6 +497,14 @@ def inspect(pipeline: Pipeline, targets: list[Target], tokenizer: Any, out_dir: 
 # -- text ---------------------------------------------------------------------------------------
 
 
+def _capped(result: dict[str, Any]) -> str:
+    """What to say when the near-duplicate search stopped at its candidate budget."""
+    if not result.get("near_capped"):
+        return ""
+    return (f" (near: at least; the search stopped after {result['near_capped']:,} candidate "
+            "pairs — the texts share most of their wording)")
+
+
 def summary_lines(d: dict[str, Any]) -> list[str]:
     """A dataset's report as a few terminal lines."""
     lines = [f"data {d['dataset']!r} ({d['format']} → {d['shape']})"]
@@ -505,11 +518,12 @@ def summary_lines(d: dict[str, Any]) -> list[str]:
     lines.append(f"  empty fields: {empty}")
     dup = d["duplicates"]
     lines.append(f"  duplicates: {dup['exact_rows']} exact rows ({dup['exact_groups']} groups), "
-                 f"{dup['near_pairs']} near-duplicate pairs")
+                 f"{dup['near_pairs']} near-duplicate pairs"
+                 + _capped(dup))
     leak = (d.get("leakage") or {}).get("train/eval")
     if leak:
         lines.append(f"  train/eval leakage: {leak['exact']} exact, {leak['near']} near of "
-                     f"{leak['held_out_rows']} held-out rows")
+                     f"{leak['held_out_rows']} held-out rows" + _capped(leak))
     prompts = (d.get("leakage") or {}).get("train/eval prompts")
     if prompts:
         lines.append(f"  train/eval prompt leakage: {prompts['exact']} exact, {prompts['near']} "
