@@ -11,9 +11,15 @@ a one-step sft pipeline (1% held out), twice, each in a child process of its own
    formatted, tokenized and cached before the first step;
 2. warm: the same run again, the tokens read from the cache.
 
-It prints per size and run: the wall time, the time of each run step ftp records (load data,
-load model, train — which holds tokenization, caching and the one step), microseconds per row,
-and the child's peak RSS (``wait4``). The cost per row should stay flat as the sizes grow.
+3. ``ftp data inspect`` on the same pipeline (its report in the size's folder).
+
+It prints per size and run: the rows, the wall time, microseconds per row, the child's peak
+RSS (``wait4``), that peak per row (KB/row), the peak's growth per row added since the previous
+size (+KB/row: what the data path itself costs per row, the fixed cost of Python, torch and the
+model taken out), and the time of each run step ftp records (load data — the first row only,
+the rest is read as it is formatted —, format data, load model, train — which holds
+tokenization, caching and the one step). The cost per row should stay flat as the sizes grow,
+and +KB/row is what grows with the file: the packed formatted rows and the token arrays.
 ``--model tiny`` (the default) trains a tiny random Llama that uses SmolLM2's real tokenizer, so
 tokenization costs what it costs for SmolLM2 while the one training step costs next to
 nothing. Run it on an otherwise idle machine; smoke-test it with ``--sizes 2000``.
@@ -86,22 +92,39 @@ max_length = 1024
     return path
 
 
-def run(pipeline_file: Path, out: Path, cache: Path, log: Path) -> tuple[float, float, dict]:
-    """``ftp run`` in a child; return wall seconds, peak RSS in MB, and its step timings."""
+def child(args: list[str], cache: Path, log: Path) -> tuple[float, float]:
+    """``ftp ARGS`` in a child process; return its wall seconds and peak RSS in MB."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "FTP_TOKENIZED_CACHE_DIR": str(cache)}
     started = time.perf_counter()
     with log.open("w") as f:
-        proc = subprocess.Popen([sys.executable, "-m", "ftp", "run", str(pipeline_file), "-o",
-                                 str(out), "--overwrite"], stdout=f, stderr=subprocess.STDOUT,
-                                env=env)
+        proc = subprocess.Popen([sys.executable, "-m", "ftp", *args], stdout=f,
+                                stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
     took = time.perf_counter() - started
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-10:])
-        sys.exit(f"ftp run failed with exit code {code} (log {log}):\n{tail}")
+        sys.exit(f"ftp {args[0]} failed with exit code {code} (log {log}):\n{tail}")
+    return took, usage.ru_maxrss / 1024
+
+
+def run(pipeline_file: Path, out: Path, cache: Path, log: Path) -> tuple[float, float, dict]:
+    """``ftp run`` in a child; return wall seconds, peak RSS in MB, and its step timings."""
+    took, peak = child(["run", str(pipeline_file), "-o", str(out), "--overwrite"], cache, log)
     timings = json.loads((out / "run.json").read_text(encoding="utf-8")).get("timings", {})
-    return took, usage.ru_maxrss / 1024, timings
+    return took, peak, timings
+
+
+def row_line(size: int, label: str, took: float, peak: float, before: dict[str, tuple],
+             steps: str = "") -> str:
+    """One line of the table; ``before`` holds the previous size's (rows, peak) per label."""
+    growth = ""
+    if label in before:
+        rows, earlier = before[label]
+        growth = f"{(peak - earlier) * 1024 / (size - rows):.2f}"
+    before[label] = (size, peak)
+    return (f"{size:>10,} {label:>7} {took:>8.1f} {took / size * 1e6:>8.1f} {peak:>8,.0f} "
+            f"{peak * 1024 / size:>8.2f} {growth:>8}  {steps}")
 
 
 def main() -> None:
@@ -115,7 +138,9 @@ def main() -> None:
     work = args.workdir.resolve()
     work.mkdir(parents=True, exist_ok=True)
     model = str(tiny_model(work / "tiny-model")) if args.model == "tiny" else args.model
-    print(f"{'rows':>10} {'run':>5} {'wall s':>8} {'us/row':>8} {'peak MB':>8}  steps (s)")
+    print(f"{'rows':>10} {'run':>7} {'wall s':>8} {'us/row':>8} {'peak MB':>8} {'KB/row':>8} "
+          f"{'+KB/row':>8}  steps (s)")
+    before: dict[str, tuple] = {}
     for size in sizes:
         data = work / f"rows-{size}.jsonl"
         if not data.is_file():
@@ -132,8 +157,16 @@ def main() -> None:
             took, peak, timings = run(pipe, folder / f"run-{label}", cache,
                                       folder / f"{label}.log")
             steps = ", ".join(f"{k} {v:.1f}" for k, v in timings.items())
-            print(f"{size:>10,} {label:>5} {took:>8.1f} {took / size * 1e6:>8.1f} "
-                  f"{peak:>8,.0f}  {steps}", flush=True)
+            print(row_line(size, label, took, peak, before, steps), flush=True)
+        took, peak = child(["data", "inspect", str(pipe), "--out", str(folder / "inspect")],
+                           cache, folder / "inspect.log")
+        print(row_line(size, "inspect", took, peak, before), flush=True)
+        print(f"{'':>10} {'':>7} disk: {_disk(work) / 2**20:,.0f} MiB in {work}", flush=True)
+
+
+def _disk(folder: Path) -> int:
+    """Bytes under ``folder``."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
 if __name__ == "__main__":
