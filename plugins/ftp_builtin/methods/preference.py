@@ -27,7 +27,9 @@ TRL's own length handling, which drops a pair whose prompt alone fills ``max_len
 left unused (``ftp_builtin.methods.pairs``).
 
 On CPU the LM head TRL patches in is swapped for a leaner one (``ftp_builtin.methods.lm_head``):
-the same log-probabilities, 1.3x (examples/dpo.toml, 2 cores) to 1.8x (one core) faster training.
+the same log-probabilities, 1.3x (examples/dpo.toml, 2 cores) to 1.8x (one core) faster training,
+and where the head is a plain linear layer, a chunk of answer positions at a time (``ftp plan``
+estimates one chunk's logits: `ChunkedHead`; on GPUs TRL's fused head is chunked too).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from pydantic import Field, model_validator
 
 from ftp import Shape, TrainContext, TrainerMethod, TrainingOptions, hookimpl
 from ftp.components import TokenizedExample
+from ftp_builtin.methods.common import ChunkedHead
 from ftp_builtin.methods.lm_head import use_lean_lm_head
 from ftp_builtin.methods.pairs import INDEX, fit_rows, report, untruncated
 from ftp_builtin.methods.tokenized import cached_dataset, plugin_identity, preference_examples
@@ -77,7 +80,7 @@ class ReferenceOptions(PreferenceOptions):
     )
 
 
-class PreferenceMethod(TrainerMethod):
+class PreferenceMethod(ChunkedHead, TrainerMethod):
     """Base of a preference method on a TRL trainer (DPO, KTO; reference-free ones too).
 
     A subclass sets ``name``, ``accepts``, a ``Config`` (`PreferenceOptions`, or
