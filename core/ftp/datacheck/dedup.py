@@ -28,6 +28,7 @@ BANDS = 16  # 16 bands of 4: a pair at Jaccard 0.8 becomes a candidate with p â‰
 THRESHOLD = 0.8
 PREFILTER_MARGIN = 0.25
 MAX_CANDIDATES = 500_000
+_BLOCK = 16_384  # candidate pairs whose signatures are compared at once
 _PRIME = (1 << 61) - 1
 _WS = re.compile(r"\s+")
 
@@ -131,13 +132,18 @@ def near_duplicates(texts: list[str], threshold: float = THRESHOLD,
     if not candidates:
         return out
     pairs = np.array(sorted(candidates), dtype=np.int64)
-    agree = (sigs[pairs[:, 0]] == sigs[pairs[:, 1]]).mean(axis=1)
-    for (i, j), estimate in zip(pairs.tolist(), agree.tolist(), strict=True):
-        if estimate < threshold - PREFILTER_MARGIN or (skip_exact and hashes[i] == hashes[j]):
-            continue
-        sim = jaccard(sets[i], sets[j])
-        if sim >= threshold:
-            out.append(NearPair(i, j, round(sim, 3)))
+    del candidates
+    # A block at a time: two rows of signatures per pair cost 1 KB.
+    for start in range(0, len(pairs), _BLOCK):
+        block = pairs[start:start + _BLOCK]
+        agree = (sigs[block[:, 0]] == sigs[block[:, 1]]).mean(axis=1)
+        for (i, j), estimate in zip(block.tolist(), agree.tolist(), strict=True):
+            if estimate < threshold - PREFILTER_MARGIN or (skip_exact
+                                                           and hashes[i] == hashes[j]):
+                continue
+            sim = jaccard(sets[i], sets[j])
+            if sim >= threshold:
+                out.append(NearPair(i, j, round(sim, 3)))
     return out
 
 
