@@ -36,6 +36,7 @@ from ftp.config import Dataset, Pipeline
 from ftp.data import Prepared, prepare, stream_records
 from ftp.datacheck.common import Target, record_text, tokenize_examples
 from ftp.datacheck.dedup import near_duplicates, near_matches, normalise, short_hash
+from ftp.packedrows import PackedRows
 from ftp.turns import untrained_turns
 
 PERCENTILES = (50, 90, 95, 99)
@@ -321,11 +322,19 @@ def prompt_text(record: dict[str, Any]) -> str | None:
 def prompt_overlap(held_out: Sequence[dict[str, Any]], train: Sequence[dict[str, Any]],
                    seed: int = 0) -> dict[str, Any] | None:
     """`overlap` of the held-out rows' prompts with the training rows' (None: no prompts)."""
-    held = _Prompts([r for r in held_out if prompt_text(r) is not None])
-    seen = _Prompts([r for r in train if prompt_text(r) is not None])
+    held = _Prompts(_with_prompt(held_out))
+    seen = _Prompts(_with_prompt(train))
     if not held or not seen:
         return None
     return overlap(held, seen, seed)
+
+
+def _with_prompt(rows: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:
+    """The rows that have a prompt; packed rows stay packed (a million rows as dicts: GBs)."""
+    keep = [i for i, r in enumerate(rows) if prompt_text(r) is not None]
+    if isinstance(rows, PackedRows):
+        return rows.take(keep)
+    return [rows[i] for i in keep]
 
 
 class _Prompts(Texts):
@@ -528,7 +537,7 @@ def summary_lines(d: dict[str, Any]) -> list[str]:
     if prompts:
         lines.append(f"  train/eval prompt leakage: {prompts['exact']} exact, {prompts['near']} "
                      f"near of {prompts['held_out_rows']} held-out prompts also prompt training "
-                     "rows")
+                     "rows" + _capped(prompts))
     tok = d["tokens"]
     pct = tok["lengths"]
     if pct:
