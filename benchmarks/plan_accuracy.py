@@ -6,11 +6,13 @@
 For each example (default: every ``examples/*.toml``), ``ftp plan EXAMPLE --json`` runs as a
 user would run it; the table gives the plan's training ETA, its upper bound (every step at the
 longest batch's time), the whole pipeline's ETA (evaluations included) and how long ``ftp
-plan`` itself took. Where ``--runs FOLDER`` holds a finished run of the example, in
-``FOLDER/NAME`` (NAME: the example's file name without ``.toml``), its
-run.json gives the real time: the whole run's ``seconds``, and the training stages' from its
-``timings``. ``--set`` values go to every plan (``--set stages[0].max_steps=2`` for a smoke
-test); a real run compared must then have been run with the same values.
+plan`` itself took; below it, each stage's probe: the seconds of every step it timed on the
+longest and the typical batch (3 to 6 each), the steady seconds and the warm-up. Where
+``--runs FOLDER`` holds a finished run of the example, in ``FOLDER/NAME`` (NAME: the
+example's file name without ``.toml``), its run.json gives the real time: the whole run's
+``seconds``, and the training stages' from its ``timings``. ``--set`` values go to every plan
+(``--set stages[0].max_steps=2`` for a smoke test); a real run compared must then have been
+run with the same values.
 
 Run it alone on the machine: the plans are timed, and any other load skews them.
 """
@@ -22,7 +24,7 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,7 @@ class Row:
     real_training: float | None
     real_total: float | None
     error: str = ""
+    probes: list[str] = field(default_factory=list)
 
 
 def real_times(run: Path) -> tuple[float | None, float | None]:
@@ -78,7 +81,24 @@ def plan_one(example: Path, sets: list[str], runs: Path | None) -> Row:
         return Row(example.stem, None, None, None, took, *real, error=tail)
     return Row(example.stem, plan.get("eta_seconds"), plan.get("upper_bound_seconds"),
                plan.get("total_eta_seconds"), took, *real,
-               error="; ".join(plan.get("problems") or []))
+               error="; ".join(plan.get("problems") or []),
+               probes=[probe_line(stage) for stage in plan.get("stages") or []])
+
+
+def probe_line(stage: dict[str, Any]) -> str:
+    """What one stage's probe timed: each step's seconds on the longest and typical batches."""
+    probe = stage.get("probe") or {}
+    if not probe.get("ok"):
+        return f"{stage.get('stage')}: no probe ({probe.get('error')})"
+
+    def steps(times: list[float] | None) -> str:
+        return ", ".join(f"{t:.2f}" for t in times or []) or "-"
+
+    typical = probe.get("typical") or {}
+    return (f"{stage.get('stage')}: {probe.get('seconds_per_step', 0):.2f} s/step on "
+            f"{stage.get('probe_batch_tokens')} tokens (steps {steps(probe.get('steps'))}); "
+            f"typical {typical.get('seconds', 0):.2f} s (steps {steps(typical.get('steps'))})"
+            f"; warm-up {probe.get('warmup_seconds', 0):.2f} s")
 
 
 def minutes(seconds: float | None) -> str:
@@ -102,6 +122,7 @@ def table(rows: list[Row]) -> list[str]:
     out.append("(minutes; ETA train: fitted to each step's tokens; at most: every step at the "
                "longest batch's time; real: from the runs' run.json)")
     out += [f"{r.example}: {r.error}" for r in rows if r.error]
+    out += [f"{r.example} probe, {line}" for r in rows for line in r.probes]
     return out
 
 
