@@ -1,6 +1,6 @@
 """The same SFT job under glibc's malloc and under jemalloc, each in a child process of its own.
 
-    python benchmarks/allocator.py [--steps N] [--batch 8]
+    python benchmarks/allocator.py [--steps N] [--batch 8] [--legs glibc,jemalloc,...]
 
 The job is examples/quickstart.toml's stage, run by hand: SmolLM2-135M-Instruct (offline
 catalog) in float32, LoRA r16 alpha 32 on every linear layer, AdamW at 1e-3, padding-free
@@ -13,8 +13,12 @@ computes it. Per allocator (``glibc``: nothing preloaded, ``FTP_ALLOCATOR=system
 - peak RSS: the child's ``ru_maxrss`` from ``wait4`` (the whole process, loading included);
 - the allocator the child really ran on (its memory maps, `ftp.allocator.current`);
 
-and jemalloc's ratios against glibc. With ``--steps 3`` it is a smoke test whose figures mean
-nothing; run the real thing (the default, 40 steps) on an otherwise idle machine.
+and each leg's ratios against the first. A leg ``jemalloc:CONF`` runs jemalloc with
+``MALLOC_CONF=CONF`` (e.g. ``jemalloc:dirty_decay_ms:0,muzzy_decay_ms:0`` returns freed pages
+at once; ``jemalloc:narenas:1`` one arena for every thread), to try its settings.
+
+With ``--steps 3`` it is a smoke test whose figures mean nothing; run the real thing (the
+default, 40 steps) on an otherwise idle machine.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ def child(steps: int, batch: int) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ftp.allocator import current
+    from ftp.gated_mlp import lean_gated_mlps
     from ftp_builtin.methods.common import loss_on_labelled_positions
 
     torch.manual_seed(0)
@@ -50,6 +55,7 @@ def child(steps: int, batch: int) -> None:
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear"))
     model.train()
+    lean_gated_mlps(model).__enter__()  # as ftp run trains, until the process ends
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     data = batches(tokenizer, batch)
     tokens, started = 0, time.perf_counter()
@@ -69,12 +75,18 @@ def child(steps: int, batch: int) -> None:
 
 
 def run_leg(name: str, steps: int, batch: int, log: Path) -> dict[str, float | str]:
-    """Run `child` under allocator ``name``; its figures and peak RSS in MB (wait4)."""
+    """Run `child` under allocator ``name``; its figures and peak RSS in MB (wait4).
+
+    ``name``: ``glibc``, ``jemalloc`` or ``jemalloc:CONF`` (CONF as ``MALLOC_CONF``).
+    """
     from ftp.allocator import ENV, find_jemalloc
 
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
            "LD_PRELOAD": "", ENV: "system"}
-    if name == "jemalloc":
+    env.pop("MALLOC_CONF", None)
+    if name.startswith("jemalloc:"):
+        env["MALLOC_CONF"] = name.split(":", 1)[1]
+    if name.startswith("jemalloc"):
         library = find_jemalloc()
         if library is None:
             sys.exit("jemalloc not found: apt install libjemalloc2 (or dnf/conda install "
@@ -101,6 +113,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="conversations a step (default 8)")
     parser.add_argument("--workdir", type=Path, default=Path("runs/allocator-benchmark"),
                         help="where the children's logs go")
+    parser.add_argument("--legs", default="glibc,jemalloc",
+                        help="allocators to run, comma-separated: glibc, jemalloc, "
+                        "jemalloc:MALLOC_CONF (default glibc,jemalloc)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -109,19 +124,30 @@ def main() -> None:
     if not sys.platform.startswith("linux"):
         sys.exit("allocators are preloaded with LD_PRELOAD: Linux only")
     args.workdir.mkdir(parents=True, exist_ok=True)
-    legs = [run_leg(name, args.steps, args.batch, args.workdir / f"{name}.log")
-            for name in ("glibc", "jemalloc")]
+    legs = [run_leg(name, args.steps, args.batch, args.workdir / f"leg{i}.log")
+            for i, name in enumerate(split_legs(args.legs))]
     print(f"{args.steps} steps ({max(args.steps - WARMUP, 0)} timed), batch {args.batch}, "
           "SmolLM2-135M float32, LoRA r16 all-linear")
-    print(f"{'leg':<10} {'really ran on':<14} {'tokens/s':>9} {'peak RSS':>10}")
+    width = max(len(str(leg["leg"])) for leg in legs) + 2
+    print(f"{'leg':<{width}} {'really ran on':<14} {'tokens/s':>9} {'peak RSS':>10}  vs first")
+    first = legs[0]
     for leg in legs:
-        print(f"{leg['leg']:<10} {leg['allocator']:<14} {leg['tokens_per_s']:>9.0f} "
-              f"{leg['peak_mb']:>7.0f} MB")
-    glibc, jemalloc = legs
-    speed = (float(jemalloc["tokens_per_s"]) / float(glibc["tokens_per_s"])
-             if glibc["tokens_per_s"] else float("nan"))
-    print(f"jemalloc / glibc: tokens/s {speed:.2f}x, peak RSS "
-          f"{float(jemalloc['peak_mb']) / float(glibc['peak_mb']):.2f}x")
+        speed = (float(leg["tokens_per_s"]) / float(first["tokens_per_s"])
+                 if first["tokens_per_s"] else float("nan"))
+        print(f"{leg['leg']:<{width}} {leg['allocator']:<14} {leg['tokens_per_s']:>9.0f} "
+              f"{leg['peak_mb']:>7.0f} MB  tokens/s {speed:.2f}x, peak "
+              f"{float(leg['peak_mb']) / float(first['peak_mb']):.2f}x")
+
+
+def split_legs(text: str) -> list[str]:
+    """``glibc,jemalloc:a:1,b:2,jemalloc`` → legs; a CONF's own commas stay in its leg."""
+    legs: list[str] = []
+    for part in text.split(","):
+        if part.startswith(("glibc", "jemalloc")) or not legs:
+            legs.append(part)
+        else:
+            legs[-1] += "," + part
+    return legs
 
 
 if __name__ == "__main__":
