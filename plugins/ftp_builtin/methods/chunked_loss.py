@@ -67,7 +67,7 @@ def head_returns_hidden(head: Any) -> Iterator[None]:
 
 
 def linear_cross_entropy_sum(hidden: Any, weight: Any, bias: Any, targets: Any,
-                             chunk: int = CHUNK) -> Any:
+                             chunk: int | None = None) -> Any:
     """``cross_entropy(hidden @ weight.T + bias, targets, reduction="sum")``, chunk by chunk.
 
     Args:
@@ -75,14 +75,15 @@ def linear_cross_entropy_sum(hidden: Any, weight: Any, bias: Any, targets: Any,
         weight: ``(V, d)`` the head's weight; its gradient is computed when it requires one.
         bias: ``(V,)`` or None.
         targets: ``(N,)`` token ids.
-        chunk: Positions a chunk.
+        chunk: Positions a chunk; None: ``CHUNK``, read at call time.
 
     Returns:
         The summed loss, a scalar whose backward gives ``hidden`` (and ``weight``, ``bias``
         where they require it) their gradients.
 
     """
-    return _functions()[0].apply(hidden, weight, bias, targets, chunk)
+    return _functions()[0].apply(hidden, weight, bias, targets,
+                                 CHUNK if chunk is None else chunk)
 
 
 def linear_log_probs(hidden: Any, weight: Any, bias: Any, targets: Any,
