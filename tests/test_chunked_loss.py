@@ -18,6 +18,7 @@ from transformers import (
     LlamaForCausalLM,
 )
 
+from ftp.testing import saved_for_backward_bytes
 from ftp_builtin.methods.chunked_loss import linear_cross_entropy_sum, plain_head
 from ftp_builtin.methods.common import loss_on_labelled_positions
 
@@ -119,19 +120,6 @@ def test_softcapped_head_keeps_the_models_own_logits():
                           atol=1e-5)
 
 
-def _saved_bytes(fn):
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        total += t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return total
-
-
 def test_vocabulary_wide_logits_are_not_kept_for_backward():
     # A large vocabulary beside a tiny model: the logits dominate what a step keeps.
     vocab, labelled = 8192, 300
@@ -139,8 +127,9 @@ def test_vocabulary_wide_logits_are_not_kept_for_backward():
     batch = _batch(vocab, tokens=320, labelled_from=20)
     logits_bytes = labelled * vocab * 4
 
-    plain = _saved_bytes(lambda: loss_on_labelled_positions(model, batch, chunked=False))
-    chunked = _saved_bytes(lambda: loss_on_labelled_positions(model, batch))
+    plain = saved_for_backward_bytes(
+        lambda: loss_on_labelled_positions(model, batch, chunked=False))
+    chunked = saved_for_backward_bytes(lambda: loss_on_labelled_positions(model, batch))
     assert plain - chunked >= logits_bytes  # at least one whole copy of the logits less
 
 

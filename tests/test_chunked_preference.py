@@ -21,6 +21,7 @@ from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ftp import IGNORE_INDEX
+from ftp.testing import saved_for_backward_bytes
 from ftp_builtin.methods import chunked_loss
 from ftp_builtin.methods.chunked_loss import plain_head
 from ftp_builtin.methods.lm_head import use_lean_lm_head
@@ -115,7 +116,8 @@ def one_step(folder: Any, tmp_path: Any, method: str, lora: bool, chunked: bool
     batch = next(iter(trainer.get_train_dataloader()))
     trainer.model.train()
     losses = []
-    kept = _saved_bytes(lambda: losses.append(trainer.compute_loss(trainer.model, batch)))
+    kept = saved_for_backward_bytes(
+        lambda: losses.append(trainer.compute_loss(trainer.model, batch)))
     loss = losses[0]
     loss.backward()
     grads = {n: p.grad.clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
@@ -146,19 +148,6 @@ def test_chunked_head_gives_trls_loss_gradients_and_logs(tiny_model, tmp_path, m
         assert trl[3] - ours[3] >= trl[4] / 2
 
 
-def _saved_bytes(fn: Any) -> int:
-    total = 0
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        total += t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return total
-
-
 def test_answer_logits_are_not_kept_for_backward(monkeypatch):
     from transformers import LlamaConfig, LlamaForCausalLM
     from trl.trainer.utils import add_fused_lm_head
@@ -180,7 +169,8 @@ def test_answer_logits_are_not_kept_for_backward(monkeypatch):
         assert use_lean_lm_head(model)
         if not chunked:
             monkeypatch.setattr("ftp_builtin.methods.lm_head.plain_head", lambda m: None)
-        return _saved_bytes(lambda: model(input_ids=ids, labels=labels, fused_lm_head=True))
+        return saved_for_backward_bytes(
+            lambda: model(input_ids=ids, labels=labels, fused_lm_head=True))
 
     kept = saved(True)
     assert kept < answer_logits / 4  # hidden states and log Z, not the logits

@@ -17,7 +17,13 @@ from transformers import (
 )
 
 from ftp.gated_mlp import is_plain_gated_silu, lean_gated_mlps
-from ftp.testing import data_section, run_cli, stage_section, tiny_pipeline
+from ftp.testing import (
+    data_section,
+    run_cli,
+    saved_for_backward_bytes,
+    stage_section,
+    tiny_pipeline,
+)
 
 DATA = Path(__file__).parent / "data"
 
@@ -52,28 +58,15 @@ def test_same_loss_and_gradients_for_every_trained_weight():
         assert torch.allclose(g, lean_grads[name], atol=1e-6), name
 
 
-def _saved_bytes(model, ids):
-    total = 0
-
-    def pack(t):
-        nonlocal total
-        total += t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(input_ids=ids)
-    return total
-
-
 def test_one_intermediate_tensor_a_layer_less_is_kept():
     model = _llama()
     for p in model.parameters():
         p.requires_grad_(False)  # frozen, as under an adapter: weights are not what is kept
     model.model.embed_tokens.weight.requires_grad_(True)  # something must want a gradient
     ids = torch.randint(0, 128, (1, 50))
-    plain = _saved_bytes(model, ids)
+    plain = saved_for_backward_bytes(lambda: model(input_ids=ids))
     with lean_gated_mlps(model):
-        lean = _saved_bytes(model, ids)
+        lean = saved_for_backward_bytes(lambda: model(input_ids=ids))
     one_intermediate = 50 * 96 * 4  # tokens x intermediate width x float32
     assert plain - lean >= 2 * one_intermediate  # two layers
 

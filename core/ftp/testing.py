@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +181,25 @@ def tiny_pipeline(path: Path, model: Path | str, *sections: str, name: str = "ti
     head = toml_table("pipeline", {"name": name, "seed": seed}) + "\n" + toml_table(
         "model", {"path": str(model)})
     return write_pipeline(path, "\n".join([head, *sections]))
+
+
+def saved_for_backward_bytes(fn: Callable[[], Any]) -> int:
+    """Bytes of the tensors autograd saves for backward while ``fn()`` runs.
+
+    Each storage is counted at every save: what a forward pass holds until its backward.
+    """
+    import torch
+
+    total = 0
+
+    def pack(tensor: Any) -> Any:
+        nonlocal total
+        total += tensor.untyped_storage().nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        fn()
+    return total
 
 
 # -- plugins under test --------------------------------------------------------------------
