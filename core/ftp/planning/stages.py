@@ -232,8 +232,11 @@ def meta_shape(provider: Any, stage: Stage, train: Sequence[dict[str, Any]]) -> 
 
 
 def setting_for(provider: Any, stage: Stage, costs: Costs | None, order: list[int],
-                model_type: str = "") -> Setting:
-    """The stage's `Setting`: its batch and longest kept rows, adapter, dtype decisions."""
+                head_chunk: int | None = None) -> Setting:
+    """The stage's `Setting`: its batch and longest kept rows, adapter, dtype decisions.
+
+    ``head_chunk``: what the stage's built method's `ftp.Method.head_chunk` says for the model.
+    """
     import torch
 
     from ftp.training import native_bf16
@@ -267,7 +270,7 @@ def setting_for(provider: Any, stage: Stage, costs: Costs | None, order: list[in
         lora_dropout=adapter and float(getattr(stage.adapter, "dropout", 0) or 0) > 0,
         logit_fraction=fraction if fraction is not None else 1.0,
         quantized_4bit=getattr(getattr(provider, "config", None), "quantize", None) == "4bit",
-        head_chunk=stage.method.build().head_chunk(model_type) if model_type else None,
+        head_chunk=head_chunk,
     )
 
 
@@ -338,7 +341,8 @@ def stage_cost(pipeline: Pipeline, index: int, provider: Any, tokenizer: Any | N
     order = probe_order(costs) if costs else list(range(len(train)))
     if shape is None:
         shape = meta_shape(provider, stage, train)
-    setting = setting_for(provider, stage, costs, order, shape.model_type)
+    setting = setting_for(provider, stage, costs, order,
+                          method.head_chunk(shape.model_type) if shape.model_type else None)
     estimate = estimate_memory(shape, setting)
     if costs is None:
         rows = len(train)
