@@ -53,6 +53,32 @@ def test_unchanged_data_is_reused_with_the_same_tokens(tiny_model, capsys):
     assert len(entries()) == 1
 
 
+def test_an_entry_of_an_older_layout_is_rebuilt(tiny_model, capsys):
+    tok = load_tokenizer(tiny_model)
+    rows, _ = tokenize(tok)
+    (entry,) = entries()
+    columns = entry.path / "columns.json"
+    layout = json.loads(columns.read_text())
+    del layout["format"]  # what ftp wrote before the mapped layout
+    columns.write_text(json.dumps(layout))
+    capsys.readouterr()
+    again, cached = tokenize(tok)
+    assert not cached and again == rows
+    assert "tokenized train: 2 rows in" in capsys.readouterr().out
+    assert json.loads(columns.read_text())["format"] == 2
+
+
+def test_an_unwritable_cache_still_gives_the_tokens(tiny_model, tmp_path, monkeypatch):
+    tok = load_tokenizer(tiny_model)
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")
+    # The cache's folder cannot be made (even by root): the entry cannot be stored.
+    monkeypatch.setenv("FTP_TOKENIZED_CACHE_DIR", str(blocked / "tokenized"))
+    rows, cached = tokenize(tok)
+    assert not cached and rows == tokenize_records(tok, RECORDS, 1024).rows
+    assert blocked.read_text() == "not a folder"
+
+
 def test_changed_data_content_retokenizes(tiny_model):
     tok = load_tokenizer(tiny_model)
     tokenize(tok)

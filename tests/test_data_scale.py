@@ -1,27 +1,30 @@
 """The data path at scale gives what the in-memory path gives: streamed JSON Lines, row-by-row
-digests, tokenization in forked processes, tokens held in int32 arrays (through the cache and
-into the trainer's dataset), and `ftp data inspect`'s sampling (said so)."""
+digests, tokenization in forked processes written out a chunk at a time, tokens held in int32
+arrays and read back as views of the cache's mapped files (into the trainer's dataset), and
+`ftp data inspect`'s sampling (said so)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import random
+import shutil
 from array import array
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from ftp import IGNORE_INDEX, LoadContext, UserError
-from ftp.cache import load_rows, save_rows
+from ftp import IGNORE_INDEX, LoadContext
+from ftp.cache import RowsWriter, load_rows, save_rows
 from ftp.datacheck import inspect as inspect_module
 from ftp.hashing import digest
 from ftp.testing import make_tiny_tokenizer, run_cli, run_pipeline, write_pipeline
 from ftp.tokenrows import TokenRows
+from ftp_builtin import tokenize_parallel
 from ftp_builtin.data import JsonLoader
 from ftp_builtin.tokenize import conversation, tokenize_records
-from ftp_builtin.tokenize_parallel import cores, processes_for, tokenize_in_processes
+from ftp_builtin.tokenize_parallel import cores, processes_for, tokenize_into
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -87,22 +90,32 @@ def tokenizer() -> Any:
     return make_tiny_tokenizer()
 
 
-def test_forked_tokenization_gives_the_tokens_of_one_process(
-        tokenizer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def written(tmp_path: Path, name: str, tokenizer: Any, records: list[dict[str, Any]],
+            max_length: int) -> tuple[Any, TokenRows]:
+    """`tokenize_into` a fresh folder: its counts, and the rows read back from the files."""
+    folder = tmp_path / name
+    folder.mkdir()
+    writer = RowsWriter(folder)
+    counts = tokenize_into(writer, tokenizer, records, max_length)
+    writer.close()
+    assert not list(folder.glob("part-*"))  # the processes' parts are joined and gone
+    return counts, load_rows(folder)
+
+
+def test_forked_chunked_tokenization_writes_the_tokens_of_one_process(
+        tokenizer: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     records = conversations(generated(400))
     one = tokenize_records(tokenizer, records, 96, skip_empty=True)
     assert one.truncated and one.dropped  # the long prompts are cut, some before the answer
-    monkeypatch.setenv("FTP_TOKENIZE_ROWS_PER_PROCESS", "100")
-    if cores() > 1:  # a one-core machine tokenizes in one process whatever the threshold
-        assert processes_for(len(records)) == min(cores(), 4)
-    forked = tokenize_in_processes(tokenizer, records, 96, skip_empty=True)
-    assert forked == one
-    # Not skipping: the same rows named in the same refusal.
-    with pytest.raises(UserError) as whole:
-        tokenize_records(tokenizer, records, 96)
-    with pytest.raises(UserError) as parts:
-        tokenize_in_processes(tokenizer, records, 96)
-    assert str(parts.value) == str(whole.value)
+    monkeypatch.setattr(tokenize_parallel, "CHUNK_ROWS", 37)  # parts end mid-chunk
+    for label, per_process in (("chunked", "1000000"), ("forked", "100")):
+        monkeypatch.setenv("FTP_TOKENIZE_ROWS_PER_PROCESS", per_process)
+        if label == "forked" and cores() > 1:  # one core tokenizes in one process anyway
+            assert processes_for(len(records)) == min(cores(), 4)
+        counts, rows = written(tmp_path, label, tokenizer, records, 96)
+        assert rows.mapped and rows == one.rows
+        assert not len(counts.rows) and counts.counts() == one.counts()
+        assert counts.empty == one.empty  # the same rows named, by index in the whole list
 
 
 def in_memory_rows(tokenizer: Any, records: list[dict[str, Any]], max_length: int
@@ -115,17 +128,6 @@ def in_memory_rows(tokenizer: Any, records: list[dict[str, Any]], max_length: in
         if any(label != IGNORE_INDEX for label in row["labels"][1:]):
             out.append(row)
     return out
-
-
-def list_cache_files(rows: list[dict[str, list[int]]]) -> tuple[bytes, str]:
-    """``rows.bin`` and ``columns.json`` as the cache wrote them from lists (format 1)."""
-    data, columns = array("i"), {}
-    for name in rows[0]:
-        columns[name] = {"kind": "seq", "start": len(data),
-                         "lengths": [len(r[name]) for r in rows]}
-        for r in rows:
-            data.extend(r[name])
-    return data.tobytes(), json.dumps({"rows": len(rows), "columns": columns})
 
 
 def test_the_array_path_gives_the_in_memory_tokens_token_for_token(
@@ -141,18 +143,22 @@ def test_the_array_path_gives_the_in_memory_tokens_token_for_token(
     assert 0 < len(reference) < len(records)  # some rows lose their answer to the cut
 
     monkeypatch.setenv("FTP_TOKENIZE_ROWS_PER_PROCESS", "700")
-    tokenized = tokenize_in_processes(tokenizer, records, 96, skip_empty=True)
-    assert isinstance(tokenized.rows, TokenRows)
-    assert list(tokenized.rows) == reference
+    tokenized, loaded = written(tmp_path, "entry", tokenizer, records, 96)
     assert tokenized.tokens == sum(len(r["input_ids"]) for r in reference)
-
-    # The cache writes the bytes it wrote from lists, so entries stay valid across versions.
-    save_rows(tokenized.rows, tmp_path)
-    data, layout = list_cache_files(reference)
-    assert (tmp_path / "rows.bin").read_bytes() == data
-    assert (tmp_path / "columns.json").read_text(encoding="utf-8") == layout
-    loaded = load_rows(tmp_path)
-    assert isinstance(loaded, TokenRows) and loaded == tokenized.rows
+    # The entry holds each column's ids end to end, and where each row starts.
+    layout = json.loads((tmp_path / "entry" / "columns.json").read_text(encoding="utf-8"))
+    assert layout["rows"] == len(reference)
+    for name, col in layout["columns"].items():
+        ids = array("i", [i for r in reference for i in r[name]])
+        assert (tmp_path / "entry" / f"{col['file']}.values").read_bytes() == ids.tobytes()
+        starts = array("q", [0])
+        for r in reference:
+            starts.append(starts[-1] + len(r[name]))
+        assert (tmp_path / "entry" / f"{col['file']}.starts").read_bytes() == starts.tobytes()
+    assert isinstance(loaded, TokenRows) and loaded.mapped and loaded == reference
+    # Written from a list of dicts: the same entry.
+    save_rows(reference, tmp_path)
+    assert load_rows(tmp_path) == loaded
 
     # The trainer's dataset and batches: Arrow columns built from the arrays, as from lists.
     dataset = loaded.dataset()
@@ -165,6 +171,20 @@ def test_the_array_path_gives_the_in_memory_tokens_token_for_token(
         assert ours.keys() == theirs.keys()
         for key, value in ours.items():  # tensors, and the collator's counts (ints)
             assert value.equal(theirs[key]) if hasattr(value, "equal") else value == theirs[key]
+
+
+def test_mapped_rows_outlive_their_entry_and_are_copied_before_they_grow(tmp_path: Path) -> None:
+    rows = [{"input_ids": list(range(i, i + 5 + i % 3)), "label": i} for i in range(40)]
+    entry = tmp_path / "entry"
+    entry.mkdir()
+    save_rows(rows, entry)
+    loaded = load_rows(entry)
+    assert loaded.mapped and loaded == rows
+    shutil.rmtree(entry)  # what `ftp cache clear` does while a run trains
+    assert loaded == rows and loaded.dataset().to_list() == rows
+    loaded.append(rows[0])  # grows into arrays of its own; the views are left alone
+    loaded.extend(TokenRows(rows[1:3]))
+    assert not loaded.mapped and loaded == rows + rows[:3]
 
 
 def test_token_rows_hold_four_bytes_a_token_and_join_parts_in_order() -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import mmap
 import os
 import re
 import shutil
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ftp.hashing import digest, file_digest
-from ftp.tokenrows import VALUE_CODE, TokenRows
+from ftp.tokenrows import OFFSET_CODE, VALUE_CODE, TokenRows
 
 T = TypeVar("T")
 
@@ -158,9 +159,11 @@ def lookup(key: CacheKey, root: Path | None = None) -> Path | None:
     return folder if (folder / _META).is_file() else None
 
 
-def store(key: CacheKey, write: Callable[[Path], None], description: str,
+def store(key: CacheKey, write: Callable[[Path], dict[str, Any] | None], description: str,
           extra: dict[str, Any] | None = None, root: Path | None = None) -> Path:
     """Write an entry atomically: ``write`` fills a temporary folder that is then renamed.
+
+    What ``write`` returns (a dict, or None) joins ``extra`` in the entry's ``meta.json``.
 
     Returns:
         The entry's folder.
@@ -172,9 +175,9 @@ def store(key: CacheKey, write: Callable[[Path], None], description: str,
     tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{key.key}-", dir=root))
     try:
         (tmp / _TMP_MARKER).touch()
-        write(tmp)
+        written = write(tmp)
         meta = {"key": key.as_dict(), "description": description, "created": time.time(),
-                **(extra or {})}
+                **(extra or {}), **(written or {})}
         (tmp / _META).write_text(json.dumps(meta, indent=1), encoding="utf-8")
         (tmp / _TMP_MARKER).unlink()
         try:
@@ -220,6 +223,44 @@ def cached(key: CacheKey, compute: Callable[[], T], save: Callable[[T, Path], No
             store(key, lambda tmp: save(value, tmp), description,
                   extra(value) if extra else None, root)
         return value, False
+
+
+def cached_folder(key: CacheKey, fill: Callable[[Path], dict[str, Any]],
+                  load: Callable[[Path], T], description: str,
+                  root: Path | None = None) -> tuple[T, bool]:
+    """Like `cached`, for a value written straight into the entry's folder as it is made.
+
+    On a miss ``fill`` writes the entry's files (and returns what ``meta.json`` should add),
+    and the value is then ``load``-ed from the stored entry, so a value larger than memory
+    is never held whole. Where the cache cannot be written (a read-only or full disk), the
+    folder is filled under the system's temporary folder instead, loaded, and deleted (what
+    ``load`` mapped stays readable until let go).
+
+    Returns:
+        The value and whether it came from the cache.
+
+    """
+    from ftp.distributed.ranks import here, main_first
+
+    with main_first(f"tokenizing ({description})"):
+        folder = lookup(key, root)
+        if folder is not None:
+            try:
+                return load(folder), True
+            except Exception:  # noqa: BLE001 — any unreadable entry is rebuilt, never trusted
+                if here().is_main:  # the others recompute for themselves
+                    shutil.rmtree(folder, ignore_errors=True)
+        try:
+            folder = store(key, fill, description, root=root)
+        except OSError:
+            # A read-only or full disk costs the next run time, not this run.
+            scratch = Path(tempfile.mkdtemp(prefix="ftp-tokenized-"))
+            try:
+                fill(scratch)
+                return load(scratch), False
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+        return load(folder), False
 
 
 def entries(root: Path | None = None) -> list[Entry]:
@@ -287,60 +328,172 @@ def clear(root: Path | None = None) -> tuple[int, int]:
 
 # -- rows of token ids ------------------------------------------------------------------------
 
-#: Ints read from ``rows.bin`` at a time, so no column is ever held twice while it is read.
-_READ_CHUNK = 1 << 22
+#: The layout `RowsWriter` writes and `load_rows` reads; an entry of another layout is rebuilt.
+ROWS_FORMAT = 2
+_COLUMNS = "columns.json"
+#: Bytes copied at a time when parts are joined, so no part is ever held whole.
+_COPY_CHUNK = 1 << 24
+
+
+class RowsWriter:
+    """Writes rows of token ids into a folder part by part, as they are made.
+
+    Each column goes to files of its own, appended to as parts come: ``N.values`` (int32, the
+    rows' ids end to end) and, for a sequence column, ``N.starts`` (int64, where each row
+    starts, and the end); ``columns.json`` (written by `close`) names the columns and counts
+    the rows. So a million rows are written without ever being held together, and read back
+    by `load_rows` as a view of the files.
+
+    Args:
+        folder: An existing, empty folder (a cache entry's temporary folder).
+
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.rows = 0
+        self._columns: dict[str, dict[str, Any]] = {}
+
+    def add(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Append rows (a `TokenRows`, or dicts of int lists and ints, all with one set of keys).
+
+        Raises:
+            ValueError: when the rows' columns differ from the first part's.
+
+        """
+        table = TokenRows.of(rows)
+        if not len(table):
+            return
+        self._check(table.columns, {name: table.is_sequence(name) for name in table.columns})
+        for name, col in self._columns.items():
+            with self._file(col, "values").open("ab") as fh:
+                fh.write(memoryview(table.values(name)).cast("B"))
+            if col["kind"] == "seq":
+                starts = array(OFFSET_CODE, table.offsets(name))
+                base = col["values"]
+                if base:  # rebased onto what the column already holds
+                    starts = array(OFFSET_CODE, (base + s for s in starts))
+                with self._file(col, "starts").open("ab") as fh:
+                    # The part's first start is the previous part's end, already written.
+                    fh.write(memoryview(starts).cast("B")[0 if not self.rows else 8:])
+            col["values"] += len(table.values(name))
+        self.rows += len(table)
+
+    def add_folder(self, part: Path) -> None:
+        """Append the rows another `RowsWriter` wrote into ``part``, copying in chunks.
+
+        Raises:
+            ValueError: when the part's columns differ from what was added before.
+
+        """
+        layout = _layout(part)
+        if not layout["rows"]:
+            return
+        theirs = layout["columns"]
+        self._check(list(theirs), {name: c["kind"] == "seq" for name, c in theirs.items()})
+        for name, col in self._columns.items():
+            other = theirs[name]
+            with self._file(col, "values").open("ab") as out, \
+                    _column_file(part, other, "values").open("rb") as src:
+                shutil.copyfileobj(src, out, _COPY_CHUNK)
+            if col["kind"] == "seq":
+                base, first = col["values"], self.rows == 0
+                with self._file(col, "starts").open("ab") as out, \
+                        _column_file(part, other, "starts").open("rb") as src:
+                    if not first:
+                        src.seek(array(OFFSET_CODE).itemsize)  # its 0: our end, written
+                    while chunk := src.read(_COPY_CHUNK):
+                        starts = array(OFFSET_CODE)
+                        starts.frombytes(chunk)
+                        out.write(memoryview(array(OFFSET_CODE, (base + s for s in starts))
+                                             if base else starts).cast("B"))
+            col["values"] += other["values"]
+        self.rows += layout["rows"]
+
+    def close(self) -> None:
+        """Write ``columns.json``: the rows are complete."""
+        (self.folder / _COLUMNS).write_text(json.dumps(
+            {"format": ROWS_FORMAT, "rows": self.rows, "columns": self._columns}),
+            encoding="utf-8")
+
+    def _check(self, names: list[str], sequence: dict[str, bool]) -> None:
+        if not self._columns:
+            self._columns = {name: {"file": str(i), "kind": "seq" if sequence[name] else "int",
+                                    "values": 0} for i, name in enumerate(names)}
+        if list(self._columns) != names or any(
+                (c["kind"] == "seq") != sequence[n] for n, c in self._columns.items()):
+            raise ValueError(f"columns {names} differ from the first part's "
+                             f"{list(self._columns)}")
+
+    def _file(self, col: dict[str, Any], what: str) -> Path:
+        return _column_file(self.folder, col, what)
 
 
 def save_rows(rows: Sequence[Mapping[str, Any]], folder: Path) -> None:
-    """Write rows of int lists (``input_ids``, ``labels``...) or ints as flat int32 arrays.
+    """Write rows of int lists (``input_ids``, ``labels``...) or ints, as `RowsWriter` does.
 
-    Every row has the same keys. ``rows.bin`` holds, per column, the values end to end; the
-    row boundaries go to ``columns.json``. A `TokenRows` is written column by column as it is
-    held (no row is read back into lists); a list of dicts gives the same bytes.
+    A `TokenRows` is written column by column as it is held (no row is read back into lists);
+    a list of dicts gives the same bytes.
     """
-    table = rows if isinstance(rows, TokenRows) else TokenRows(rows)
-    columns: dict[str, Any] = {}
-    start = 0
-    with (folder / _ROWS).open("wb") as fh:
-        for name in table.columns:
-            values = table.values(name)
-            values.tofile(fh)
-            if table.is_sequence(name):
-                columns[name] = {"kind": "seq", "start": start, "lengths": table.lengths(name)}
-            else:
-                columns[name] = {"kind": "int", "start": start}
-            start += len(values)
-    (folder / "columns.json").write_text(json.dumps({"rows": len(table), "columns": columns}),
-                                         encoding="utf-8")
+    writer = RowsWriter(folder)
+    writer.add(rows)
+    writer.close()
 
 
 def load_rows(folder: Path) -> TokenRows:
-    """Read rows written by `save_rows`, into flat arrays (no Python int per token)."""
-    layout = json.loads((folder / "columns.json").read_text(encoding="utf-8"))
+    """Rows written by `RowsWriter`, as read-only views of its files mapped into memory.
+
+    Nothing is read here: a batch's rows are paged in when the trainer reads them, and the
+    kernel may drop them again, so the tokens do not count against the run's memory. The
+    views stay valid if the entry is deleted meanwhile (``ftp cache clear`` unlinks files; the
+    mapping keeps them until the rows are let go).
+
+    Raises:
+        ValueError: for an entry of another layout, or whose files do not match it.
+
+    """
+    layout = _layout(folder)
     n = layout["rows"]
-    path = folder / _ROWS
-    if _ints_in(layout) * array(VALUE_CODE).itemsize != path.stat().st_size:
-        raise ValueError(f"cache entry {folder}: {_ROWS} has the wrong size")
-    values: dict[str, array[int]] = {}
-    lengths: dict[str, list[int] | None] = {}
-    with path.open("rb") as fh:
-        for name, col in layout["columns"].items():
-            count = n if col["kind"] == "int" else sum(col["lengths"])
-            fh.seek(col["start"] * array(VALUE_CODE).itemsize)
-            column = array(VALUE_CODE)
-            while len(column) < count:
-                column.fromfile(fh, min(_READ_CHUNK, count - len(column)))
-            values[name] = column
-            lengths[name] = None if col["kind"] == "int" else col["lengths"]
+    values: dict[str, memoryview | array[int]] = {}
+    offsets: dict[str, memoryview | array[int] | None] = {}
+    for name, col in layout["columns"].items():  # none when there are no rows
+        count = n if col["kind"] == "int" else col["values"]
+        values[name] = _mapped(_column_file(folder, col, "values"), VALUE_CODE, count)
+        offsets[name] = None if col["kind"] == "int" else \
+            _mapped(_column_file(folder, col, "starts"), OFFSET_CODE, n + 1)
     try:
-        return TokenRows.from_arrays(n, values, lengths)
+        return TokenRows.from_offsets(n, values, offsets)
     except ValueError as exc:
         raise ValueError(f"cache entry {folder}: {exc}") from None
 
 
-def _ints_in(layout: dict[str, Any]) -> int:
-    """The number of ints a `save_rows` layout describes."""
-    total = 0
-    for col in layout["columns"].values():
-        total += layout["rows"] if col["kind"] == "int" else sum(col["lengths"])
-    return total
+def _layout(folder: Path) -> dict[str, Any]:
+    """A rows folder's ``columns.json``, checked to be the layout this version writes."""
+    layout = json.loads((folder / _COLUMNS).read_text(encoding="utf-8"))
+    if layout.get("format") != ROWS_FORMAT:
+        raise ValueError(f"cache entry {folder}: rows of layout {layout.get('format', 1)}, "
+                         f"not {ROWS_FORMAT}")
+    return layout
+
+
+def _column_file(folder: Path, col: dict[str, Any], what: str) -> Path:
+    return folder / f"{col['file']}.{what}"
+
+
+def _mapped(path: Path, code: str, count: int) -> memoryview | array[int]:
+    """``count`` ints of type ``code`` in ``path``, as a read-only view of the mapped file.
+
+    Raises:
+        ValueError: when the file does not hold exactly that many.
+
+    """
+    size = array(code).itemsize * count
+    if not path.is_file() or path.stat().st_size != size:
+        raise ValueError(f"{path.name} does not hold {count} values")
+    if not count:
+        return array(code)  # an empty file cannot be mapped
+    with path.open("rb") as fh:
+        # The mapping outlives the file object (and the file's name, if it is deleted).
+        mapped = mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_READ)
+    view: Any = memoryview(mapped)  # typeshed's cast() wants a literal format
+    return view.cast(code)

@@ -11,6 +11,11 @@ writes and reads (``ftp.cache.save_rows``: the same bytes as before), and what
 A row read back (``rows[i]``) is a dict of plain lists (and ints for whole-row columns), as
 the list of dicts it replaces gave, so code that reads rows one at a time is unchanged.
 
+Columns may also be read-only views of a file mapped into memory (``ftp.cache.load_rows``
+maps a cache entry): then the tokens cost no memory of their own — the kernel pages in what a
+batch reads and may drop it again — so a million-row dataset trains in the memory of a small
+one. Such rows are copied into arrays of their own the first time they are added to.
+
 Only the standard library is imported here; numpy, pyarrow and datasets only in `dataset`.
 """
 
@@ -27,6 +32,10 @@ VALUE_CODE = "i"
 OFFSET_CODE = "q"
 
 
+#: A column: an int array of our own, or a read-only view (a memoryview of a mapped file).
+Column = array | memoryview
+
+
 class TokenRows(Sequence[dict[str, Any]]):
     """Rows with the same columns: sequences of ints (``input_ids``...) or single ints.
 
@@ -36,11 +45,13 @@ class TokenRows(Sequence[dict[str, Any]]):
     """
 
     def __init__(self, rows: Iterable[Mapping[str, Any]] = ()) -> None:
-        self._values: dict[str, array[int]] = {}
+        self._values: dict[str, Column] = {}
         #: Per sequence column, where each row starts (one more entry than rows); None for a
         #: column of single ints.
-        self._offsets: dict[str, array[int] | None] = {}
+        self._offsets: dict[str, Column | None] = {}
         self._rows = 0
+        #: Whether some column is a read-only view (see `mapped`); checked before adding rows.
+        self._views = False
         for row in rows:
             self.append(row)
 
@@ -50,7 +61,7 @@ class TokenRows(Sequence[dict[str, Any]]):
         return rows if isinstance(rows, TokenRows) else cls(rows)
 
     @classmethod
-    def from_arrays(cls, rows: int, values: dict[str, array[int]],
+    def from_arrays(cls, rows: int, values: Mapping[str, Column],
                     lengths: Mapping[str, Sequence[int] | None]) -> TokenRows:
         """Rows from whole columns: each column's values, and per row its length (None: ints).
 
@@ -58,27 +69,55 @@ class TokenRows(Sequence[dict[str, Any]]):
             ValueError: when a column's lengths do not match ``rows`` or its values.
 
         """
+        offsets: dict[str, Column | None] = {}
+        for name, sizes in lengths.items():
+            if sizes is None:
+                offsets[name] = None
+                continue
+            if len(sizes) != rows:
+                raise ValueError(f"column {name!r} has {len(sizes)} lengths for {rows} rows")
+            ends = array(OFFSET_CODE, [0])
+            ends.extend(accumulate(sizes))
+            offsets[name] = ends
+        return cls.from_offsets(rows, values, offsets)
+
+    @classmethod
+    def from_offsets(cls, rows: int, values: Mapping[str, Column],
+                     offsets: Mapping[str, Column | None]) -> TokenRows:
+        """Rows from whole columns: each column's values and row starts (None: single ints).
+
+        Columns are int32 (``array('i')`` or a memoryview of format ``i``), row starts int64
+        with one more entry than rows; views are kept as they are (not copied).
+
+        Raises:
+            ValueError: when a column's shape or type does not fit ``rows``.
+
+        """
         out = cls()
         out._rows = rows
         for name, column in values.items():
-            sizes = lengths.get(name)
-            if column.typecode != VALUE_CODE:
-                raise ValueError(f"column {name!r}: values must be array({VALUE_CODE!r})")
-            if sizes is None:
+            ends = offsets.get(name)
+            if _code(column) != VALUE_CODE:
+                raise ValueError(f"column {name!r}: values must be int32 ({VALUE_CODE!r})")
+            if ends is None:
                 if len(column) != rows:
                     raise ValueError(f"column {name!r} has {len(column)} values for {rows} rows")
-                out._offsets[name] = None
             else:
-                if len(sizes) != rows:
-                    raise ValueError(f"column {name!r} has {len(sizes)} lengths for {rows} rows")
-                offsets = array(OFFSET_CODE, [0])
-                offsets.extend(accumulate(sizes))
-                if offsets[-1] != len(column):
-                    raise ValueError(f"column {name!r}: the lengths add up to {offsets[-1]}, "
-                                     f"not to its {len(column)} values")
-                out._offsets[name] = offsets
+                if _code(ends) != OFFSET_CODE or len(ends) != rows + 1:
+                    raise ValueError(f"column {name!r} has {len(ends) - 1} row starts for "
+                                     f"{rows} rows")
+                if ends[0] != 0 or ends[-1] != len(column):
+                    raise ValueError(f"column {name!r}: the lengths add up to "
+                                     f"{ends[-1] - ends[0]}, not to its {len(column)} values")
             out._values[name] = column
+            out._offsets[name] = ends
+            out._views |= isinstance(column, memoryview) or isinstance(ends, memoryview)
         return out
+
+    @property
+    def mapped(self) -> bool:
+        """Whether some column is a read-only view (of a mapped file), not an array of ours."""
+        return self._views
 
     # -- building --------------------------------------------------------------------------
 
@@ -89,6 +128,7 @@ class TokenRows(Sequence[dict[str, Any]]):
             ValueError: when the row's keys differ from the first row's.
 
         """
+        self._own()
         if not self._values and not self._rows:
             for name, value in row.items():
                 self._values[name] = array(VALUE_CODE)
@@ -98,9 +138,11 @@ class TokenRows(Sequence[dict[str, Any]]):
                              f"{sorted(self._values)}")
         for name, column in self._values.items():
             offsets = self._offsets[name]
+            assert isinstance(column, array)  # made so by _own
             if offsets is None:
                 column.append(row[name])
             else:
+                assert isinstance(offsets, array)
                 column.extend(row[name])
                 offsets.append(len(column))
         self._rows += 1
@@ -113,11 +155,12 @@ class TokenRows(Sequence[dict[str, Any]]):
             return
         if not rows._rows:
             return
+        self._own()
         if not self._rows:
             for name, column in rows._values.items():
-                self._values[name] = array(VALUE_CODE, column)
+                self._values[name] = _array(VALUE_CODE, column)
                 offsets = rows._offsets[name]
-                self._offsets[name] = None if offsets is None else array(OFFSET_CODE, offsets)
+                self._offsets[name] = None if offsets is None else _array(OFFSET_CODE, offsets)
             self._rows = rows._rows
             return
         if rows._values.keys() != self._values.keys():
@@ -127,11 +170,25 @@ class TokenRows(Sequence[dict[str, Any]]):
             offsets = self._offsets[name]
             if (offsets is None) != (their_offsets is None):
                 raise ValueError(f"column {name!r} holds ints in one part and lists in the other")
+            assert isinstance(column, array)  # made so by _own
             if offsets is not None and their_offsets is not None:
+                assert isinstance(offsets, array)
                 base = len(column)
                 offsets.extend(base + end for end in their_offsets[1:])
-            column.extend(theirs)
+            column.frombytes(memoryview(theirs).cast("B"))
         self._rows += rows._rows
+
+    def _own(self) -> None:
+        """Copy read-only (mapped) columns into arrays of our own, before adding rows."""
+        if not self._views:
+            return
+        self._views = False
+        for name, column in self._values.items():
+            if isinstance(column, memoryview):
+                self._values[name] = _array(VALUE_CODE, column)
+            offsets = self._offsets[name]
+            if isinstance(offsets, memoryview):
+                self._offsets[name] = _array(OFFSET_CODE, offsets)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -144,9 +201,16 @@ class TokenRows(Sequence[dict[str, Any]]):
         """Whether column ``name`` holds a list per row (not a single int)."""
         return self._offsets[name] is not None
 
-    def values(self, name: str) -> array[int]:
+    def values(self, name: str) -> Column:
         """Column ``name``'s values, every row end to end (not a copy: do not change it)."""
         return self._values[name]
+
+    def offsets(self, name: str) -> Column:
+        """Where each row of sequence column ``name`` starts, and the end (not a copy)."""
+        offsets = self._offsets[name]
+        if offsets is None:
+            raise ValueError(f"column {name!r} holds one int per row, not a sequence")
+        return offsets
 
     def lengths(self, name: str) -> list[int]:
         """Each row's length in sequence column ``name``."""
@@ -186,6 +250,7 @@ class TokenRows(Sequence[dict[str, Any]]):
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, TokenRows):
+            # An array equals a memoryview of the same ints: mapped rows equal computed ones.
             return (self._rows == other._rows and self._values == other._values
                     and self._offsets == other._offsets)
         if isinstance(other, Sequence) and not isinstance(other, str | bytes):
@@ -205,11 +270,13 @@ class TokenRows(Sequence[dict[str, Any]]):
         """The rows as a ``datasets.Dataset`` of Arrow columns, with no Python int per token.
 
         Sequence columns become ``list<int32>`` (``list<int64>`` offsets past 2**31 values),
-        single-int columns ``int32``; a row read from it is the same dict of lists.
+        single-int columns ``int32``; a row read from it is the same dict of lists. Mapped
+        columns stay mapped: Arrow reads the file's pages, nothing is copied.
         """
         import numpy as np
         import pyarrow as pa
         from datasets import Dataset
+        from datasets.fingerprint import generate_random_fingerprint
         from datasets.table import InMemoryTable
 
         columns = {}
@@ -225,4 +292,20 @@ class TokenRows(Sequence[dict[str, Any]]):
                 columns[name] = pa.ListArray.from_arrays(pa.array(ends.astype(np.int32)), values)
             else:
                 columns[name] = pa.LargeListArray.from_arrays(pa.array(ends), values)
-        return Dataset(InMemoryTable(pa.table(columns)))
+        # A fingerprint of our own: without one, `Dataset` hashes the table by pickling it
+        # whole — a second copy of every token, briefly, measured at +400 MB for 100k rows.
+        # Nothing caches by it (the table is in memory, not in files datasets would reuse).
+        return Dataset(InMemoryTable(pa.table(columns)),
+                       fingerprint=generate_random_fingerprint())
+
+
+def _code(column: Column) -> str:
+    """The element type of a column: an array's typecode, a memoryview's format."""
+    return column.typecode if isinstance(column, array) else column.format
+
+
+def _array(code: str, column: Column) -> array[int]:
+    """An array of our own holding ``column``'s ints (a bytes copy, no Python int each)."""
+    out = array(code)
+    out.frombytes(memoryview(column).cast("B"))
+    return out

@@ -17,14 +17,14 @@ from typing import Any
 from pydantic import Field
 
 from ftp import Shape, TrainContext, TrainerMethod, TrainingOptions, UserError, hookimpl
+from ftp.cache import RowsWriter
 from ftp.components import IGNORE_INDEX, TokenizedExample, TokenSequence
-from ftp.tokenrows import TokenRows
 from ftp.turns import untrained_turns
 from ftp_builtin import tokenize as tokenize_module
 from ftp_builtin.methods.common import ChunkedHead, accepts_loss_kwargs, with_labelled_loss
 from ftp_builtin.methods.tokenized import cached_rows, plugin_identity
 from ftp_builtin.tokenize import Tokenized, require_chat_template, tokenize_records
-from ftp_builtin.tokenize_parallel import tokenize_in_processes
+from ftp_builtin.tokenize_parallel import tokenize_into
 
 
 class SFT(ChunkedHead, TrainerMethod):
@@ -114,18 +114,19 @@ class SFT(ChunkedHead, TrainerMethod):
         options = {"method": self.name, "max_length": cfg.max_length,
                    "assistant_only_loss": cfg.assistant_only_loss}
 
-        def compute() -> tuple[TokenRows, dict[str, Any]]:
+        def write(writer: RowsWriter) -> dict[str, Any]:
             # Rows with nothing to learn from are kept aside (``empty``), not refused here:
             # the dataset's on_bad_rows decides, and the cached tokens do not depend on it.
-            # Several processes for many rows per core; the same tokens as one.
-            t = tokenize_in_processes(ctx.tokenizer, records, cfg.max_length,
-                                      cfg.assistant_only_loss, skip_empty=True)
+            # Several processes for many rows per core (the same tokens as one), each
+            # writing its tokens out a chunk at a time: none is held whole.
+            t = tokenize_into(writer, ctx.tokenizer, records, cfg.max_length,
+                              cfg.assistant_only_loss)
             # Everything but the rows is counts and notes, kept as JSON beside them.
-            return t.rows, t.counts()
+            return t.counts()
 
         rows, counts, hit = cached_rows(ctx, split, records, options,
-                                        plugin_identity(tokenize_module), compute)
-        return Tokenized(rows=TokenRows.of(rows), **counts), hit
+                                        plugin_identity(tokenize_module), write=write)
+        return Tokenized(rows=rows, **counts), hit
 
     def tokenize_examples(self, tokenizer: Any, records: Sequence[dict[str, Any]]
                           ) -> list[TokenizedExample]:

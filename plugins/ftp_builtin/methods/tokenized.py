@@ -21,8 +21,9 @@ from types import ModuleType
 from typing import Any
 
 from ftp import TrainContext
-from ftp.cache import cached, load_rows, make_key, save_rows
+from ftp.cache import RowsWriter, cached, cached_folder, load_rows, make_key
 from ftp.components import IGNORE_INDEX, TokenizedExample, TokenSequence
+from ftp.tokenrows import TokenRows
 from ftp_builtin.tokenize import common_prefix, render
 from ftp_builtin.truncation import TruncationMode, fit_pair
 
@@ -60,12 +61,13 @@ def announce(split: str, hit: bool, rows: int, seconds: float) -> None:
 
 def cached_rows(ctx: TrainContext, split: str, records: Sequence[dict[str, Any]],
                 options: dict[str, Any], plugin: dict[str, str],
-                compute: Callable[[], tuple[RowsOfIds, dict[str, Any]]]
-                ) -> tuple[RowsOfIds, dict[str, Any], bool]:
+                compute: Callable[[], tuple[RowsOfIds, dict[str, Any]]] | None = None, *,
+                write: Callable[[RowsWriter], dict[str, Any]] | None = None
+                ) -> tuple[TokenRows, dict[str, Any], bool]:
     """Rows of token ids (and JSON-able counts) for ``records``, from the cache when unchanged.
 
-    Rows read from the cache come back as a `TokenRows` (flat int32 arrays); computed rows
-    are returned as ``compute`` gave them.
+    The rows come back as a `TokenRows` mapped from the cache entry's files (computed rows
+    are written there first), so the tokens are not held in memory whatever their number.
 
     Returns:
         The rows, the counts, and whether they came from the cache.
@@ -77,21 +79,33 @@ def cached_rows(ctx: TrainContext, split: str, records: Sequence[dict[str, Any]]
         options: The method's name and every option that changes the tokens.
         plugin: `plugin_identity` of the tokenizing modules.
         compute: Tokenizes; returns the rows and counts (truncated, tokens...).
+        write: Instead of ``compute``: tokenizes into the writer as it goes (rows never
+            held whole) and returns the counts.
 
     """
+    if (compute is None) == (write is None):
+        raise TypeError("cached_rows takes one of compute and write")
     key = make_key(records, ctx.tokenizer, options, plugin)
 
-    def save(value: tuple[RowsOfIds, dict[str, Any]], folder: Path) -> None:
-        save_rows(value[0], folder)
-        (folder / "counts.json").write_text(json.dumps(value[1]), encoding="utf-8")
+    def fill(folder: Path) -> dict[str, Any]:
+        writer = RowsWriter(folder)
+        if write is not None:
+            counts = write(writer)
+        else:
+            assert compute is not None
+            rows, counts = compute()
+            writer.add(rows)
+            del rows  # the copy in memory goes; the rows are read back from the files
+        writer.close()
+        (folder / "counts.json").write_text(json.dumps(counts), encoding="utf-8")
+        return {"rows": writer.rows}
 
-    def load(folder: Path) -> tuple[RowsOfIds, dict[str, Any]]:
+    def load(folder: Path) -> tuple[TokenRows, dict[str, Any]]:
         counts = json.loads((folder / "counts.json").read_text(encoding="utf-8"))
         return load_rows(folder), counts
 
     start = time.perf_counter()
-    value, hit = cached(key, compute, save, load, _description(ctx, split, options, records),
-                        lambda v: {"rows": len(v[0])})
+    value, hit = cached_folder(key, fill, load, _description(ctx, split, options, records))
     announce(split, hit, len(value[0]), time.perf_counter() - start)
     return value[0], value[1], hit
 
