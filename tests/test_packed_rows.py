@@ -1,11 +1,18 @@
 """Prepared rows held packed (`ftp.packedrows.PackedRows`) read as the list they replace: the
 same rows, the same digests, token for token the same through load → format → tokenize, with
-the raw rows let go as they are formatted; and inspect's exact counts on planted duplicates."""
+the raw rows let go as they are formatted; spilled past a memory limit to an unlinked file
+that forked children read too, the same through a whole run; and inspect's exact counts on
+planted duplicates."""
 
 from __future__ import annotations
 
+import copy
 import json
+import multiprocessing
+import os
+import pickle
 import random
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,13 +21,15 @@ import pytest
 
 from ftp.config import Dataset
 from ftp.data import load_records, prepare
+from ftp.errors import UserError
 from ftp.hashing import digest
-from ftp.packedrows import PackedRows
+from ftp.packedrows import SPILL_BYTES, PackedRows, spill_bytes
 from ftp.plugins import load_plugins
 from ftp.testing import (
     data_section,
     make_tiny_tokenizer,
     run_cli,
+    run_pipeline,
     stage_section,
     tiny_pipeline,
 )
@@ -53,12 +62,115 @@ def test_packed_rows_read_as_the_list_they_hold() -> None:
     with pytest.raises(IndexError):
         packed[50]
     view = packed.take([7, 2, 2])
-    assert view == [rows[7], rows[2], rows[2]] and view._buf is packed._buf
+    assert view == [rows[7], rows[2], rows[2]] and view._store is packed._store
     assert packed.take([4, 5]) + packed.take([1]) == [rows[4], rows[5], rows[1]]
     assert packed.take([1]) + [{"x": 1}] == [rows[1], {"x": 1}]
     assert [{"x": 1}] + packed.take([1]) == [{"x": 1}, rows[1]]
     assert digest(packed) == digest(rows) and digest({"a": packed}) == digest({"a": rows})
     assert not PackedRows() and PackedRows() == []
+
+
+def _read_in_child(rows: PackedRows, conn: Any) -> None:
+    """In a forked child: send back what it reads of ``rows``."""
+    conn.send([list(rows), rows[len(rows) // 2], rows.take(range(3, 9))[::-1]])
+    conn.close()
+
+
+def test_rows_past_the_limit_spill_to_an_unlinked_file_and_read_back_the_same(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert spill_bytes() == SPILL_BYTES == 32 << 20
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # where the spill file would be named
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    monkeypatch.setenv("FTP_PACKED_SPILL_BYTES", "2000")
+    rows = generated(400) + [{"big": "x" * 5000, "n": 1}] + generated(20, seed=2)
+    packed = PackedRows()
+    for row in rows:
+        packed.append(row)
+        assert len(packed._store.mem) <= 2000  # never more than the limit in memory
+    assert packed._store.filed > 20 * 2000 and list(tmp_path.iterdir()) == []  # unlinked
+    assert len(packed) == len(rows) and packed == rows and list(packed) == rows
+    assert all(packed[i] == rows[i] for i in range(-len(rows), len(rows)))
+    assert packed[395:410] == rows[395:410] and packed[::37] == rows[::37]
+    assert packed[-1] == rows[-1]  # a row still in memory
+    order = list(range(len(rows)))
+    random.Random(5).shuffle(order)
+    view = packed.take(order)
+    assert view._store is packed._store and list(view) == [rows[i] for i in order]
+    train, held = packed.take(order[40:]), packed.take(order[:40])
+    both = held + train
+    assert both._store is packed._store and both == [rows[i] for i in order]
+    assert packed.take(range(390, 405)) + [{"x": 1}] == [*rows[390:405], {"x": 1}]
+    assert digest(packed) == digest(rows) and digest(view.take(range(10, 30))) == \
+        digest([rows[i] for i in order[10:30]])
+    # Pickled or copied: the rows themselves, not the file's descriptor.
+    assert pickle.loads(pickle.dumps(view)) == view and copy.deepcopy(packed) == rows
+    packed.append({"late": True})  # a store grows after its views were made
+    assert packed[-1] == {"late": True} and view == [rows[i] for i in order]
+
+    # A forked child (as tokenize_parallel forks) reads the same rows from the same file.
+    context = multiprocessing.get_context("fork")
+    ours, theirs = context.Pipe()
+    child = context.Process(target=_read_in_child, args=(view, theirs))
+    child.start()
+    got = ours.recv()
+    child.join()
+    assert child.exitcode == 0
+    assert got == [list(view), view[len(view) // 2], [rows[i] for i in order[3:9]][::-1]]
+
+    store = packed._store
+    descriptor = store.file.fileno()
+    os.fstat(descriptor)
+    del packed, view, train, held, both, store
+    with pytest.raises(OSError):  # closed with the last view
+        os.fstat(descriptor)
+
+    monkeypatch.setenv("FTP_PACKED_SPILL_BYTES", "lots")
+    with pytest.raises(UserError, match="FTP_PACKED_SPILL_BYTES='lots'"):
+        PackedRows()
+
+
+def test_a_run_with_rows_spilled_trains_on_the_same_data(
+        tiny_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = tmp_path / "rows.jsonl"
+    lines = [json.dumps(r, ensure_ascii=False) for r in generated(300, duplicates=5)]
+    lines[11] = "not json"
+    data.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    text = f"""
+        [pipeline]
+        name = "spill"
+        seed = 3
+
+        [model]
+        path = {json.dumps(str(tiny_model))}
+
+        [data.big]
+        loader = "json"
+        path = {json.dumps(str(data))}
+        format = "alpaca"
+        eval_fraction = 0.1
+        on_bad_rows = "skip"
+
+        [[stages]]
+        method = "sft"
+        data = "big"
+        max_steps = 2
+        batch_size = 4
+        max_length = 128
+        logging_steps = 1
+    """
+    runs = {}
+    for label, limit, per_process in (("memory", "", "1000000"), ("spilled", "2000", "100")):
+        monkeypatch.setenv("FTP_PACKED_SPILL_BYTES", limit)
+        monkeypatch.setenv("FTP_TOKENIZE_ROWS_PER_PROCESS", per_process)  # forked: read too
+        monkeypatch.setenv("FTP_TOKENIZED_CACHE_DIR", str(tmp_path / f"cache-{label}"))
+        runs[label] = run_pipeline(text, tmp_path / label)
+    facts = [json.loads((r.run_dir / "data.json").read_text())["big"] for r in runs.values()]
+    assert facts[0] == facts[1] and facts[0]["skipped"]["invalid JSON"] == 1
+    assert facts[0]["tokenized"]["sft"]["truncated"] > 0
+    losses = [[json.loads(line)["loss"] for line in
+               (r.run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+              for r in runs.values()]
+    assert len(losses[0]) == 2 and losses[0] == losses[1]
 
 
 def dataset(tmp_path: Path, **section: Any) -> Dataset:

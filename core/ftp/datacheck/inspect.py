@@ -13,9 +13,9 @@ At any size, row counts, skips, empty fields, exact duplicates and exact leakage
 over every row (texts hashed one at a time to 8 bytes each, `short_hash`; neither the texts
 nor the raw rows are all held at once: the raw rows are streamed, `ftp.data.RecordStream`,
 counted as they are read and let go once formatted; the formatted rows are held packed,
-`ftp.packedrows`, ~1 KB a row of generated alpaca data). Above `SAMPLE_ROWS` rows,
-what costs per row far more — tokenizing through the chat template, near-duplicate
-signatures — is estimated from a seeded sample of `SAMPLE_ROWS` rows: token length
+`ftp.packedrows`, ~1 KB a row of generated alpaca data, past 32 MiB in a temporary file).
+Above `SAMPLE_ROWS` rows, what costs per row far more — tokenizing through the chat template,
+near-duplicate signatures — is estimated from a seeded sample of `SAMPLE_ROWS` rows: token length
 percentiles, the total and the truncated and dropped rows (scaled to the whole), near
 duplicates and near leakage (found among the sample: a lower bound). The report says so
 (``sampled``), so a number is never taken for exact when it is not.
