@@ -172,7 +172,7 @@ class TrainContext:
     seed: int
     callbacks: list[Any] = field(default_factory=list)
     log: Callable[[dict[str, Any]], None] = lambda metrics: None
-    origins: list[str | None] = field(default_factory=list)
+    origins: Sequence[str | None] = field(default_factory=list)
     on_bad_rows: str = "error"
     skipped: dict[str, int] = field(default_factory=dict)
     resume_from: Path | None = None

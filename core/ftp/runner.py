@@ -571,7 +571,7 @@ class Runner:
             seed=self.pipeline.seed,
             callbacks=callbacks,
             log=self._log_metrics,
-            origins=list(data.train_origins),
+            origins=data.train_origins,  # compact (`ftp.origins.Origins`), not copied
             on_bad_rows=data.on_bad_rows,
             resume_from=resume_from,
             distributed=self._distributed(),
