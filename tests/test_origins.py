@@ -43,6 +43,10 @@ def test_origins_read_back_the_strings_they_were_given() -> None:
     assert len(lines._texts) == 1 and not lines._others
     assert lines._which.itemsize + lines._numbers.itemsize == 12
     assert lines[9999] == "/data/rows.jsonl:10000"
+    # Names that differ in more than their number fill the table only so far.
+    names = [f"id-{i * 7919 % 10007}x-{i}" for i in range(5000)]
+    varied = Origins.of(names)
+    assert varied == names and len(varied._texts) == 4096 and len(varied._others) == 904
 
 
 def dataset(tmp_path: Path, loader: str, path: str, **options: Any) -> Dataset:

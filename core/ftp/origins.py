@@ -20,6 +20,9 @@ import numpy as np
 # the same; at most 18 digits, to fit 64 bits), then nothing or ``]``.
 _SHAPE = re.compile(r"(.*?)(0|[1-9][0-9]{0,17})(\]?)\Z", re.DOTALL)
 _OTHER = -1  # the row's string is kept whole, in `_others`
+# Texts are a file's or a dataset's, a few per dataset: a loader naming each row differently
+# (``id-<uuid>-1``) would only fill the table, so past this many, new ones are kept whole.
+_MOST_TEXTS = 4096
 
 
 class Origins(Sequence[str]):
@@ -46,16 +49,16 @@ class Origins(Sequence[str]):
     def append(self, origin: str) -> None:
         """Add one row's origin at the end."""
         found = _SHAPE.match(origin)
-        if found is None:
+        key = (found.group(1), found.group(3)) if found is not None else None
+        which = self._index.get(key) if key is not None else None
+        if which is None and key is not None and len(self._texts) < _MOST_TEXTS:
+            which = self._index[key] = len(self._texts)
+            self._texts.append(key)
+        if which is None or found is None:
             self._which.append(_OTHER)
             self._numbers.append(len(self._others))
             self._others.append(origin)
             return
-        key = (found.group(1), found.group(3))
-        which = self._index.get(key)
-        if which is None:
-            which = self._index[key] = len(self._texts)
-            self._texts.append(key)
         self._which.append(which)
         self._numbers.append(int(found.group(2)))
 
