@@ -6,7 +6,7 @@ import pytest
 from click.testing import CliRunner
 
 from ftp.cli import cli
-from ftp.datacheck.dedup import near_duplicates, normalise
+from ftp.datacheck.dedup import jaccard, near_duplicates, normalise, shingles
 from ftp.testing import write_pipeline
 from ftp_builtin.formats.chat import Alpaca
 
@@ -143,6 +143,25 @@ def test_near_duplicates_need_similar_text():
     pairs = near_duplicates(texts)
     assert [(p.first, p.second) for p in pairs] == [(0, 1), (1, 3)]
     assert all(0.8 <= p.similarity < 1 for p in pairs)
+
+
+def test_shingle_arrays_measure_what_shingle_sets_measure():
+    import zlib
+
+    texts = [WATER, WATER.replace("flows back", "runs back"), WATER[:40], "abc", "",
+             "Ünïcödé text, twice: Ünïcödé text"]
+
+    def as_set(text: str) -> set[int]:  # the 5-grams' CRC32s as a plain set
+        norm = normalise(text).encode("utf-8")
+        if len(norm) <= 5:
+            return {zlib.crc32(norm)}
+        return {zlib.crc32(norm[i:i + 5]) for i in range(len(norm) - 4)}
+
+    for a in texts:
+        assert shingles(a).tolist() == sorted(as_set(a))
+        for b in texts:
+            sa, sb = as_set(a), as_set(b)
+            assert jaccard(shingles(a), shingles(b)) == len(sa & sb) / len(sa | sb)
 
 
 ASKED = ("Our team keeps a shared spreadsheet of customer orders with dates, amounts and "

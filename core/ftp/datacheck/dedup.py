@@ -53,12 +53,18 @@ def short_hash(text: str) -> int:
                                           digest_size=8).digest(), "little")
 
 
-def shingles(text: str) -> set[int]:
-    """CRC32s of the normalised text's character 5-grams (the whole text if shorter)."""
+def shingles(text: str) -> np.ndarray:
+    """CRC32s of the normalised text's character 5-grams (the whole text if shorter).
+
+    A sorted array of the distinct values (uint32): 4 bytes a shingle, where a Python set
+    of ints costs ~60 (measured 29 KB a row against 3 for the 20,000 rows inspect samples).
+    """
     norm = normalise(text).encode("utf-8")
     if len(norm) <= SHINGLE:
-        return {zlib.crc32(norm)}
-    return {zlib.crc32(norm[i:i + SHINGLE]) for i in range(len(norm) - SHINGLE + 1)}
+        return np.array([zlib.crc32(norm)], dtype=np.uint32)
+    return np.unique(np.fromiter((zlib.crc32(norm[i:i + SHINGLE])
+                                  for i in range(len(norm) - SHINGLE + 1)),
+                                 dtype=np.uint32, count=len(norm) - SHINGLE + 1))
 
 
 def _parameters() -> tuple[np.ndarray, np.ndarray]:
@@ -71,20 +77,21 @@ def _parameters() -> tuple[np.ndarray, np.ndarray]:
 _A, _B = _parameters()
 
 
-def signature(shingle_set: set[int]) -> np.ndarray:
+def signature(shingle_set: np.ndarray) -> np.ndarray:
     """MinHash signature: per permutation ``(a·x + b) mod p``, the minimum over the shingles."""
-    x = np.fromiter(shingle_set, dtype=np.uint64, count=len(shingle_set))
+    x = shingle_set.astype(np.uint64)
     # x < 2^32 and a, b < 2^61: the product can wrap in uint64, which stays a fixed mixing
     # function of x per permutation; that is all MinHash needs.
     hashed = (x[:, None] * _A[None, :] + _B[None, :]) % np.uint64(_PRIME)
     return hashed.min(axis=0)
 
 
-def jaccard(a: set[int], b: set[int]) -> float:
-    """|a ∩ b| / |a ∪ b|."""
-    if not a and not b:
+def jaccard(a: np.ndarray, b: np.ndarray) -> float:
+    """|a ∩ b| / |a ∪ b| of two `shingles` arrays (sorted, distinct values)."""
+    if not len(a) and not len(b):
         return 1.0
-    return len(a & b) / len(a | b)
+    common = len(np.intersect1d(a, b, assume_unique=True))
+    return common / (len(a) + len(b) - common)
 
 
 @dataclass
