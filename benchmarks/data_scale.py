@@ -19,7 +19,9 @@ size (+KB/row: what the data path itself costs per row, the fixed cost of Python
 model taken out), and the time of each run step ftp records (load data — the first row only,
 the rest is read as it is formatted —, format data, load model, train — which holds
 tokenization, caching and the one step). The cost per row should stay flat as the sizes grow,
-and +KB/row is what grows with the file: the packed formatted rows and the token arrays.
+and +KB/row near zero: formatted rows past 32 MiB wait in a temporary file, tokens are
+written to the cache as they are made and mapped back, so what is left per row is the
+row offsets and origins (8-12 bytes each) and the page cache the kernel may reclaim.
 ``--model tiny`` (the default) trains a tiny random Llama that uses SmolLM2's real tokenizer, so
 tokenization costs what it costs for SmolLM2 while the one training step costs next to
 nothing. Run it on an otherwise idle machine; smoke-test it with ``--sizes 2000``.
