@@ -273,7 +273,9 @@ def _conversation(tokenizer: Any, messages: list[dict[str, Any]], assistant_only
         # The prompt's last token may merge with the answer's first ("assistant: " + "The" is
         # "assistant:" + " The"): the answer then starts at that merged token, not after it.
         start = common_prefix(ids, prompt)
-        upto = render(tokenizer, msgs[: i + 1], tools=tools)
+        # Up to the last message is the whole conversation, rendered already: the same call
+        # would give the same ids (a third of the renders of a one-answer conversation).
+        upto = ids if i + 1 == len(msgs) else render(tokenizer, msgs[: i + 1], tools=tools)
         previous_end = spans[-1][1] if spans else 0
         if (ids[: len(upto)] != upto or start > len(upto) or start < len(prompt) - 1
                 or start < previous_end):

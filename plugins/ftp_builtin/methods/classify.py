@@ -102,7 +102,6 @@ class Classify(TrainerMethod):
 
     def trainer(self, ctx: TrainContext) -> Any:
         """Check labels against the model's, tokenize, and build a transformers Trainer."""
-        from datasets import Dataset
         from transformers import DataCollatorWithPadding, Trainer, set_seed
 
         cfg = self.config
@@ -141,7 +140,8 @@ class Classify(TrainerMethod):
         return Trainer(
             model=model,
             args=self.arguments(ctx, eval_strategy="no", train_sampling_strategy=sampling),
-            train_dataset=Dataset.from_list(rows),
+            # Arrow columns over the cache entry's mapped files: no Python int per token.
+            train_dataset=rows.dataset(),
             processing_class=ctx.tokenizer,
             data_collator=DataCollatorWithPadding(ctx.tokenizer),
             callbacks=ctx.callbacks,
