@@ -206,23 +206,39 @@ def cached(key: CacheKey, compute: Callable[[], T], save: Callable[[T, Path], No
         The value and whether it came from the cache.
 
     """
-    from ftp.distributed.ranks import here, main_first
+    from ftp.distributed.ranks import main_first
 
     # In a distributed run the main process fills the entry; the others read it after.
     with main_first(f"tokenizing ({description})"):
-        folder = lookup(key, root)
-        if folder is not None:
-            try:
-                return load(folder), True
-            except Exception:  # noqa: BLE001 — any unreadable entry is rebuilt, never trusted
-                if here().is_main:  # the others recompute for themselves
-                    shutil.rmtree(folder, ignore_errors=True)
+        found = _load_entry(key, load, root)
+        if found is not None:
+            return found[0], True
         value = compute()
         # A read-only or full disk costs the next run time, not this run.
         with contextlib.suppress(OSError):
             store(key, lambda tmp: save(value, tmp), description,
                   extra(value) if extra else None, root)
         return value, False
+
+
+def _load_entry(key: CacheKey, load: Callable[[Path], T], root: Path | None
+                ) -> tuple[T] | None:
+    """``(load(entry),)`` for a readable entry of ``key``, else None (an unreadable one removed).
+
+    An entry that cannot be read (a disk error, a layout from another ftp version) counts as
+    missing; the main process deletes it, so that it is rebuilt.
+    """
+    from ftp.distributed.ranks import here
+
+    folder = lookup(key, root)
+    if folder is None:
+        return None
+    try:
+        return (load(folder),)
+    except Exception:  # noqa: BLE001 — any unreadable entry is rebuilt, never trusted
+        if here().is_main:  # the others recompute for themselves
+            shutil.rmtree(folder, ignore_errors=True)
+        return None
 
 
 def cached_folder(key: CacheKey, fill: Callable[[Path], dict[str, Any]],
@@ -240,16 +256,12 @@ def cached_folder(key: CacheKey, fill: Callable[[Path], dict[str, Any]],
         The value and whether it came from the cache.
 
     """
-    from ftp.distributed.ranks import here, main_first
+    from ftp.distributed.ranks import main_first
 
     with main_first(f"tokenizing ({description})"):
-        folder = lookup(key, root)
-        if folder is not None:
-            try:
-                return load(folder), True
-            except Exception:  # noqa: BLE001 — any unreadable entry is rebuilt, never trusted
-                if here().is_main:  # the others recompute for themselves
-                    shutil.rmtree(folder, ignore_errors=True)
+        found = _load_entry(key, load, root)
+        if found is not None:
+            return found[0], True
         try:
             folder = store(key, fill, description, root=root)
         except OSError:
